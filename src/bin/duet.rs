@@ -1,0 +1,174 @@
+//! `duet` — the command-line face of the library.
+//!
+//!   duet generate --model DIR [--set KEY=VALUE ...] [--option KEY=VALUE ...] [--json] [--stream] TEXT...
+//!   duet info --model DIR [--option KEY=VALUE ...]
+//!   duet params        (every generation key with its meaning)
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use duet::generate::GENERATION_SPECS;
+use duet::model::MODEL_OPTION_SPECS;
+use duet::{Flow, Model, Settings};
+
+const USAGE: &str = "usage:
+  duet generate --model DIR [--set KEY=VALUE ...] [--option KEY=VALUE ...] [--json] [--stream] TEXT...
+      several TEXTs are decoded as one batch; TEXT '-' reads standard input
+  duet info --model DIR [--option KEY=VALUE ...]
+  duet params     list the generation keys accepted by --set
+  duet options    list the model options accepted by --option";
+
+struct Args {
+    command: String,
+    model: Option<String>,
+    sets: Vec<(String, String)>,
+    options: Vec<(String, String)>,
+    json: bool,
+    stream: bool,
+    texts: Vec<String>,
+}
+
+enum Failure {
+    Usage(String),
+    Duet(duet::Error),
+}
+
+impl From<duet::Error> for Failure {
+    fn from(e: duet::Error) -> Self {
+        Failure::Duet(e)
+    }
+}
+
+fn parse_args(raw: Vec<OsString>) -> Result<Args, Failure> {
+    let mut words = Vec::with_capacity(raw.len());
+    for (i, w) in raw.into_iter().enumerate() {
+        words.push(w.into_string().map_err(|_| Failure::Usage(format!("argument {} is not valid UTF-8", i + 1)))?);
+    }
+    let mut it = words.into_iter();
+    let command = it.next().ok_or_else(|| Failure::Usage("no command given".into()))?;
+    let mut args = Args { command, model: None, sets: vec![], options: vec![], json: false, stream: false, texts: vec![] };
+    let key_value = |flag: &str, v: Option<String>| -> Result<(String, String), Failure> {
+        let v = v.ok_or_else(|| Failure::Usage(format!("{flag} needs KEY=VALUE")))?;
+        let (k, val) = v.split_once('=').ok_or_else(|| Failure::Usage(format!("{flag} {v}: expected KEY=VALUE")))?;
+        Ok((k.trim().to_string(), val.to_string()))
+    };
+    while let Some(word) = it.next() {
+        match word.as_str() {
+            "--model" | "-m" => args.model = Some(it.next().ok_or_else(|| Failure::Usage("--model needs a directory".into()))?),
+            "--set" | "-s" => args.sets.push(key_value("--set", it.next())?),
+            "--option" | "-o" => args.options.push(key_value("--option", it.next())?),
+            "--json" => args.json = true,
+            "--stream" => args.stream = true,
+            "--" => args.texts.extend(it.by_ref()),
+            "-" => {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .map_err(|e| Failure::Usage(format!("reading standard input: {e}")))?;
+                args.texts.push(text);
+            }
+            flag if flag.starts_with("--") => return Err(Failure::Usage(format!("unknown flag {flag}"))),
+            _ => args.texts.push(word),
+        }
+    }
+    Ok(args)
+}
+
+fn open_model(args: &Args) -> Result<Model, Failure> {
+    let dir = args.model.as_deref().ok_or_else(|| Failure::Usage("--model DIR is required".into()))?;
+    let mut options = duet::new_model_options();
+    for (k, v) in &args.options {
+        options.set_str(k, v)?;
+    }
+    Ok(Model::open_with(dir, &options)?)
+}
+
+fn generate(args: &Args) -> Result<(), Failure> {
+    if args.texts.is_empty() {
+        return Err(Failure::Usage("generate needs at least one TEXT".into()));
+    }
+    let mut params: Settings = duet::new_generation_settings();
+    for (k, v) in &args.sets {
+        params.set_str(k, v)?;
+    }
+    let model = open_model(args)?;
+    let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+    let stdout = std::io::stdout();
+    let mut printer = |input: usize, piece: &str, _: Option<u32>| {
+        let mut out = stdout.lock();
+        if texts.len() > 1 {
+            let _ = write!(out, "[{input}] ");
+        }
+        let _ = write!(out, "{piece}");
+        let _ = out.flush();
+        Flow::Continue
+    };
+    let observer: Option<&mut dyn duet::Observer> = if args.stream && !args.json { Some(&mut printer) } else { None };
+    let outputs = duet::generate(&model, &texts, &params, observer)?;
+    if args.json {
+        println!("{}", duet::ffi::results_json(&outputs, &texts));
+    } else if args.stream {
+        println!();
+    } else {
+        for (i, o) in outputs.iter().enumerate() {
+            for (j, s) in o.sequences.iter().enumerate() {
+                let tag = if o.sequences.len() > 1 { format!("[{i}.{j}]") } else { format!("[{i}]") };
+                println!("{tag} {} ({}, score {:.4})", s.text, s.finish_reason.as_str(), s.score);
+            }
+            if o.input_truncated {
+                eprintln!("duet: note: input {i} was truncated to the model's input limit");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list(specs: &[duet::settings::Spec]) {
+    for s in specs {
+        println!("{:<24} {}", s.key, s.help);
+    }
+}
+
+fn run(raw: Vec<OsString>) -> Result<(), Failure> {
+    let args = parse_args(raw)?;
+    match args.command.as_str() {
+        "generate" => generate(&args),
+        "info" => {
+            let model = open_model(&args)?;
+            println!("{}", serde_json::to_string_pretty(&model.info_json()).unwrap_or_default());
+            Ok(())
+        }
+        "params" => {
+            list(GENERATION_SPECS);
+            Ok(())
+        }
+        "options" => {
+            list(MODEL_OPTION_SPECS);
+            Ok(())
+        }
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        "version" | "--version" => {
+            println!("duet {}", duet::VERSION);
+            Ok(())
+        }
+        other => Err(Failure::Usage(format!("unknown command `{other}`"))),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(std::env::args_os().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("duet: {m}\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Duet(e)) => {
+            eprintln!("duet: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The one error type of the core. Every variant maps to a fixed C status code (`ffi::status`).
+
+use std::path::PathBuf;
+
+/// What went wrong, in a form a host can act on. The numeric code of each kind is stable
+/// (see [`ErrorKind::code`]); new kinds get new numbers, numbers are never reused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("null pointer passed for `{0}`")]
+    NullPointer(&'static str),
+    #[error("invalid UTF-8 in {0}")]
+    InvalidUtf8(String),
+    #[error("unknown parameter `{key}`; valid parameters are: {valid}")]
+    UnknownParam { key: String, valid: String },
+    #[error("invalid value for parameter `{key}`: {reason}")]
+    InvalidParam { key: String, reason: String },
+    #[error("ONNX Runtime library not found; tried: {tried}")]
+    RuntimeNotFound { tried: String },
+    #[error("ONNX Runtime at {path} is too old or incompatible: {reason}")]
+    RuntimeVersion { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    ModelFileMissing { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    ModelInvalid { path: PathBuf, reason: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("input {index} has {tokens} tokens, more than the limit of {limit} (set `truncate_input` to truncate, or raise `max_input_tokens`)")]
+    InputTooLong { index: usize, tokens: usize, limit: usize },
+    #[error("ONNX Runtime: {0}")]
+    Onnx(String),
+    #[error("execution provider unavailable: {0}")]
+    ProviderUnavailable(String),
+    #[error("I/O error on {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A field-less mirror of [`Error`], 1:1 with the C status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NullPointer,
+    InvalidUtf8,
+    UnknownParam,
+    InvalidParam,
+    RuntimeNotFound,
+    RuntimeVersion,
+    ModelFileMissing,
+    ModelInvalid,
+    Tokenizer,
+    InputTooLong,
+    Onnx,
+    ProviderUnavailable,
+    Io,
+    Internal,
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::NullPointer(_) => ErrorKind::NullPointer,
+            Error::InvalidUtf8(_) => ErrorKind::InvalidUtf8,
+            Error::UnknownParam { .. } => ErrorKind::UnknownParam,
+            Error::InvalidParam { .. } => ErrorKind::InvalidParam,
+            Error::RuntimeNotFound { .. } => ErrorKind::RuntimeNotFound,
+            Error::RuntimeVersion { .. } => ErrorKind::RuntimeVersion,
+            Error::ModelFileMissing { .. } => ErrorKind::ModelFileMissing,
+            Error::ModelInvalid { .. } => ErrorKind::ModelInvalid,
+            Error::Tokenizer(_) => ErrorKind::Tokenizer,
+            Error::InputTooLong { .. } => ErrorKind::InputTooLong,
+            Error::Onnx(_) => ErrorKind::Onnx,
+            Error::ProviderUnavailable(_) => ErrorKind::ProviderUnavailable,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn invalid_model(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::ModelInvalid { path: path.into(), reason: reason.into() }
+    }
+
+    pub(crate) fn invalid_param(key: &str, reason: impl Into<String>) -> Self {
+        Error::InvalidParam { key: key.to_string(), reason: reason.into() }
+    }
+}
+
+impl From<ort::Error> for Error {
+    fn from(e: ort::Error) -> Self {
+        Error::Onnx(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

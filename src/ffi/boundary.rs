@@ -1,0 +1,73 @@
+//! The panic boundary and pointer/string checks shared by every exported function.
+
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::status::{duet_status, fail, set_last_error};
+use crate::error::{Error, Result};
+
+/// Runs `f`, turning errors into status codes and panics into `Panic`.
+pub(crate) fn boundary(f: impl FnOnce() -> Result<()>) -> duet_status {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => duet_status::Ok,
+        Ok(Err(e)) => fail(&e),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_last_error(&format!("duet panicked: {what}"));
+            duet_status::Panic
+        }
+    }
+}
+
+/// Frees a boxed handle; NULL is a no-op. A panic in a destructor is contained.
+pub(crate) unsafe fn free_box<T>(p: *mut T) {
+    if !p.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(p))));
+    }
+}
+
+pub(crate) unsafe fn str_arg<'a>(p: *const c_char, what: &'static str) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(Error::NullPointer(what));
+    }
+    CStr::from_ptr(p).to_str().map_err(|e| Error::InvalidUtf8(format!("`{what}`: {e}")))
+}
+
+pub(crate) unsafe fn ref_arg<'a, T>(p: *const T, what: &'static str) -> Result<&'a T> {
+    p.as_ref().ok_or(Error::NullPointer(what))
+}
+
+pub(crate) unsafe fn mut_arg<'a, T>(p: *mut T, what: &'static str) -> Result<&'a mut T> {
+    p.as_mut().ok_or(Error::NullPointer(what))
+}
+
+pub(crate) fn out_arg<T>(p: *mut T, what: &'static str) -> Result<*mut T> {
+    if p.is_null() {
+        Err(Error::NullPointer(what))
+    } else {
+        Ok(p)
+    }
+}
+
+/// A C copy of `s` (interior NULs, which C cannot hold, become "\0" escapes).
+pub(crate) fn c_string(s: &str) -> CString {
+    CString::new(s.replace('\0', "\\0")).unwrap_or_default()
+}
+
+/// Frees a string that duet returned as `char *`. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn duet_string_free(s: *mut c_char) {
+    if !s.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(CString::from_raw(s))));
+    }
+}
+
+/// duet's version, "MAJOR.MINOR.PATCH". Static storage; do not free.
+#[no_mangle]
+pub extern "C" fn duet_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}

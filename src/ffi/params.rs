@@ -1,0 +1,130 @@
+//! Options objects that grow without breaking the ABI: typed setters by key, unknown keys
+//! rejected with the list of valid ones (as ONNX Runtime GenAI does).
+//!
+//! `duet_params` holds generation settings under their Hugging Face names (`num_beams`,
+//! `max_new_tokens`, `temperature`, ...); `duet_model_options` holds the options of
+//! `duet_model_open` (`ort_library`, `providers`, `layout`, `intra_threads`, ...).
+//! An object may be read by many threads at once but changed by one thread at a time.
+
+use std::ffi::c_char;
+
+use super::boundary::{boundary, free_box, mut_arg, out_arg, str_arg};
+use super::status::duet_status;
+use crate::settings::Settings;
+
+/// Generation parameters (opaque).
+pub struct duet_params {
+    pub(crate) settings: Settings,
+}
+
+/// Options for opening a model (opaque).
+pub struct duet_model_options {
+    pub(crate) settings: Settings,
+}
+
+/// Both options objects are settings under another name; these make one setter serve both.
+trait HasSettings {
+    fn settings_mut(&mut self) -> &mut Settings;
+}
+
+impl HasSettings for duet_params {
+    fn settings_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
+}
+
+impl HasSettings for duet_model_options {
+    fn settings_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
+}
+
+unsafe fn set<T: HasSettings>(p: *mut T, key: *const c_char, f: impl FnOnce(&mut Settings, &str) -> crate::Result<()>) -> duet_status {
+    boundary(|| f(mut_arg(p, "params")?.settings_mut(), str_arg(key, "key")?))
+}
+
+/// Creates generation parameters with every key at its default (the model's
+/// generation_config.json, then transformers' defaults). Free with `duet_params_free`.
+#[no_mangle]
+pub unsafe extern "C" fn duet_params_new(out: *mut *mut duet_params) -> duet_status {
+    boundary(|| {
+        *out_arg(out, "out")? = Box::into_raw(Box::new(duet_params { settings: crate::generate::new_generation_settings() }));
+        Ok(())
+    })
+}
+
+/// Frees parameters; NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn duet_params_free(params: *mut duet_params) {
+    free_box(params)
+}
+
+/// Sets an integer key (`max_new_tokens`, `num_beams`, ...; number keys and 0/1 for boolean
+/// keys are accepted too). Unknown keys: DUET_STATUS_UNKNOWN_PARAM; bad values:
+/// DUET_STATUS_INVALID_PARAM.
+#[no_mangle]
+pub unsafe extern "C" fn duet_params_set_int(params: *mut duet_params, key: *const c_char, value: i64) -> duet_status {
+    set(params, key, |s, k| s.set_int(k, value))
+}
+
+/// Sets a number key (`temperature`, `top_p`, `length_penalty`, `repetition_penalty`).
+#[no_mangle]
+pub unsafe extern "C" fn duet_params_set_float(params: *mut duet_params, key: *const c_char, value: f64) -> duet_status {
+    set(params, key, |s, k| s.set_float(k, value))
+}
+
+/// Sets a boolean key (`do_sample`, `early_stopping`, `truncate_input`).
+#[no_mangle]
+pub unsafe extern "C" fn duet_params_set_bool(params: *mut duet_params, key: *const c_char, value: bool) -> duet_status {
+    set(params, key, |s, k| s.set_bool(k, value))
+}
+
+/// Sets any key from text: "4", "0.7", "true", "never", "[1,2]", "[\"###\",\"\\n\\n\"]".
+#[no_mangle]
+pub unsafe extern "C" fn duet_params_set_string(params: *mut duet_params, key: *const c_char, value: *const c_char) -> duet_status {
+    set(params, key, |s, k| s.set_str(k, str_arg(value, "value")?))
+}
+
+/// Returns a key to its default.
+#[no_mangle]
+pub unsafe extern "C" fn duet_params_unset(params: *mut duet_params, key: *const c_char) -> duet_status {
+    set(params, key, |s, k| s.unset(k))
+}
+
+/// Creates model options with every key at its default. Free with `duet_model_options_free`.
+#[no_mangle]
+pub unsafe extern "C" fn duet_model_options_new(out: *mut *mut duet_model_options) -> duet_status {
+    boundary(|| {
+        *out_arg(out, "out")? = Box::into_raw(Box::new(duet_model_options { settings: crate::model::new_model_options() }));
+        Ok(())
+    })
+}
+
+/// Frees model options; NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn duet_model_options_free(options: *mut duet_model_options) {
+    free_box(options)
+}
+
+/// Sets an integer option (`intra_threads`, `device_id`).
+#[no_mangle]
+pub unsafe extern "C" fn duet_model_options_set_int(options: *mut duet_model_options, key: *const c_char, value: i64) -> duet_status {
+    set(options, key, |s, k| s.set_int(k, value))
+}
+
+/// Sets a boolean option (`strict_providers`).
+#[no_mangle]
+pub unsafe extern "C" fn duet_model_options_set_bool(options: *mut duet_model_options, key: *const c_char, value: bool) -> duet_status {
+    set(options, key, |s, k| s.set_bool(k, value))
+}
+
+/// Sets any option from text (`ort_library`, `providers` = "cuda,cpu", `layout` = "auto" |
+/// "merged" | "split", `graph_optimization`, ...).
+#[no_mangle]
+pub unsafe extern "C" fn duet_model_options_set_string(
+    options: *mut duet_model_options,
+    key: *const c_char,
+    value: *const c_char,
+) -> duet_status {
+    set(options, key, |s, k| s.set_str(k, str_arg(value, "value")?))
+}

@@ -1,0 +1,179 @@
+//! Generation parameters under their Hugging Face names, and their resolution:
+//! built-in defaults (as `transformers`' `GenerationConfig`), then `generation_config.json`,
+//! then the caller's settings.
+
+use crate::error::{Error, Result};
+use crate::settings::{any, check, Kind, Settings, Spec};
+
+macro_rules! spec {
+    ($key:literal, $kind:expr, $check:expr, $help:literal) => {
+        Spec { key: $key, kind: $kind, check: $check, help: $help }
+    };
+}
+
+/// Every key a generation params object accepts.
+pub static GENERATION_SPECS: &[Spec] = &[
+    spec!("max_new_tokens", Kind::Int, |v| check::int_in(v, 1, 1 << 20), "most tokens to generate"),
+    spec!("max_length", Kind::Int, |v| check::int_in(v, 2, 1 << 20), "most decoder tokens, start token included (used when max_new_tokens is unset)"),
+    spec!("min_new_tokens", Kind::Int, |v| check::int_in(v, 0, 1 << 20), "EOS is forbidden before this many tokens"),
+    spec!("min_length", Kind::Int, |v| check::int_in(v, 0, 1 << 20), "EOS is forbidden while the decoder sequence, start token included, is shorter"),
+    spec!("num_beams", Kind::Int, |v| check::int_in(v, 1, 128), "beam width; 1 is greedy or sampling"),
+    spec!("num_return_sequences", Kind::Int, |v| check::int_in(v, 1, 128), "sequences returned per input"),
+    spec!("length_penalty", Kind::Float, check::finite, "beam score = sum log-probs / length^length_penalty"),
+    spec!("early_stopping", Kind::BoolOrWord(&["never"]), any, "beam search stopping: true, false or never"),
+    spec!("do_sample", Kind::Bool, any, "sample instead of taking the most likely token"),
+    spec!("temperature", Kind::Float, check::positive, "divides the logits before sampling"),
+    spec!("top_k", Kind::Int, |v| check::int_in(v, 0, i64::MAX), "sample among the k most likely tokens; 0 disables"),
+    spec!("top_p", Kind::Float, |v| match v {
+        crate::settings::Value::Float(p) if !(*p > 0.0 && *p <= 1.0) => Err(format!("{p} is outside (0, 1]")),
+        _ => Ok(()),
+    }, "nucleus sampling mass"),
+    spec!("seed", Kind::Int, |v| check::int_in(v, 0, i64::MAX), "random seed for sampling"),
+    spec!("repetition_penalty", Kind::Float, check::positive, "divides the scores of tokens already present (1.0 disables)"),
+    spec!("no_repeat_ngram_size", Kind::Int, |v| check::int_in(v, 0, 1 << 16), "forbid repeating n-grams of this size"),
+    spec!("eos_token_id", Kind::IntList, check::token_ids, "end-of-sequence token id(s)"),
+    spec!("pad_token_id", Kind::Int, check::token_ids, "padding token id"),
+    spec!("bos_token_id", Kind::Int, check::token_ids, "beginning-of-sequence token id"),
+    spec!("forced_bos_token_id", Kind::Int, check::token_ids, "token forced as the first generated one"),
+    spec!("forced_eos_token_id", Kind::IntList, check::token_ids, "token forced when the length limit is reached"),
+    spec!("suppress_tokens", Kind::IntList, check::token_ids, "tokens that are never generated"),
+    spec!("bad_words_ids", Kind::IntList, check::token_ids, "single tokens that are never generated (transformers' bad_words_ids of length 1)"),
+    spec!("decoder_start_token_id", Kind::Int, check::token_ids, "first decoder input token"),
+    spec!("stop_strings", Kind::StrList, |v| match v {
+        crate::settings::Value::StrList(l) if l.iter().any(String::is_empty) => Err("stop strings must not be empty".into()),
+        _ => Ok(()),
+    }, "generation ends when the text contains one of these"),
+    spec!("max_input_tokens", Kind::Int, |v| check::int_in(v, 1, 1 << 24), "encoder input limit (default: the model's)"),
+    spec!("truncate_input", Kind::Bool, any, "truncate longer inputs (and report it) instead of failing"),
+];
+
+pub fn new_generation_settings() -> Settings {
+    Settings::new(GENERATION_SPECS)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyStopping {
+    True,
+    False,
+    Never,
+}
+
+/// Everything one generation call needs, fully resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationParams {
+    pub max_new_tokens: usize,
+    pub min_new_tokens: usize,
+    pub num_beams: usize,
+    pub num_return_sequences: usize,
+    pub length_penalty: f32,
+    pub early_stopping: EarlyStopping,
+    pub do_sample: bool,
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    /// Sampling seed; a random one when unset.
+    pub seed: Option<u64>,
+    pub repetition_penalty: f32,
+    pub no_repeat_ngram_size: usize,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: u32,
+    pub forced_bos_token_id: Option<u32>,
+    pub forced_eos_token_ids: Vec<u32>,
+    pub decoder_start_token_id: u32,
+    pub suppress_tokens: Vec<u32>,
+    pub bad_words_ids: Vec<u32>,
+    pub stop_strings: Vec<String>,
+    pub max_input_tokens: Option<usize>,
+    pub truncate_input: bool,
+}
+
+impl GenerationParams {
+    /// `defaults`: the model's generation config; `caller`: the request's settings.
+    pub fn resolve(defaults: &Settings, caller: &Settings, vocab_size: usize) -> Result<Self> {
+        let s = defaults.overlaid(caller);
+        let int = |k: &str, d: i64| s.int(k).unwrap_or(d);
+        let float = |k: &str, d: f64| s.float(k).unwrap_or(d) as f32;
+        let token = |k: &str| -> Result<Option<u32>> {
+            s.int(k).map(|id| checked_token(k, id, vocab_size)).transpose()
+        };
+        let tokens = |k: &str| -> Result<Vec<u32>> {
+            s.int_list(k).unwrap_or(&[]).iter().map(|&id| checked_token(k, id, vocab_size)).collect()
+        };
+
+        // As in transformers: an explicit max_new_tokens wins over max_length (default 20), which
+        // counts the decoder start token. The caller's max_length also beats the model's max_new_tokens.
+        let max_new_tokens = if let Some(n) = caller.int("max_new_tokens") {
+            n
+        } else if let Some(len) = caller.int("max_length") {
+            len - 1
+        } else if let Some(n) = defaults.int("max_new_tokens") {
+            n
+        } else {
+            defaults.int("max_length").unwrap_or(20) - 1
+        };
+        let min_new_tokens = int("min_new_tokens", 0).max(int("min_length", 0) - 1).max(0);
+
+        let num_beams = int("num_beams", 1) as usize;
+        let num_return_sequences = int("num_return_sequences", 1) as usize;
+        if num_return_sequences > num_beams && !s.bool("do_sample").unwrap_or(false) {
+            return Err(Error::invalid_param(
+                "num_return_sequences",
+                format!("{num_return_sequences} is more than num_beams ({num_beams}); greedy and beam search return at most num_beams sequences"),
+            ));
+        }
+        let do_sample = s.bool("do_sample").unwrap_or(false);
+        if do_sample && num_beams > 1 {
+            return Err(Error::invalid_param("do_sample", "beam sampling (do_sample with num_beams > 1) is not supported"));
+        }
+        if do_sample && num_return_sequences > 1 {
+            return Err(Error::invalid_param("num_return_sequences", "sampling returns one sequence per input; repeat the input to draw several"));
+        }
+        let early_stopping = match (s.bool("early_stopping"), s.str("early_stopping")) {
+            (Some(true), _) => EarlyStopping::True,
+            (_, Some("never")) => EarlyStopping::Never,
+            _ => EarlyStopping::False,
+        };
+        let eos_token_ids = tokens("eos_token_id")?;
+        let pad_token_id = token("pad_token_id")?.or(eos_token_ids.first().copied()).unwrap_or(0);
+        let decoder_start_token_id = token("decoder_start_token_id")?
+            .or(token("bos_token_id")?)
+            .ok_or_else(|| Error::invalid_param("decoder_start_token_id", "the model defines no decoder start token; set decoder_start_token_id"))?;
+
+        Ok(Self {
+            max_new_tokens: max_new_tokens.max(1) as usize,
+            min_new_tokens: min_new_tokens as usize,
+            num_beams,
+            num_return_sequences,
+            length_penalty: float("length_penalty", 1.0),
+            early_stopping,
+            do_sample,
+            temperature: float("temperature", 1.0),
+            top_k: int("top_k", 50) as usize,
+            top_p: float("top_p", 1.0),
+            seed: s.int("seed").map(|v| v as u64),
+            repetition_penalty: float("repetition_penalty", 1.0),
+            no_repeat_ngram_size: int("no_repeat_ngram_size", 0) as usize,
+            eos_token_ids,
+            pad_token_id,
+            forced_bos_token_id: token("forced_bos_token_id")?,
+            forced_eos_token_ids: tokens("forced_eos_token_id")?,
+            decoder_start_token_id,
+            suppress_tokens: tokens("suppress_tokens")?,
+            bad_words_ids: tokens("bad_words_ids")?,
+            stop_strings: s.str_list("stop_strings").map(<[String]>::to_vec).unwrap_or_default(),
+            max_input_tokens: s.int("max_input_tokens").map(|v| v as usize),
+            truncate_input: s.bool("truncate_input").unwrap_or(false),
+        })
+    }
+
+    pub fn is_eos(&self, token: u32) -> bool {
+        self.eos_token_ids.contains(&token)
+    }
+}
+
+fn checked_token(key: &str, id: i64, vocab_size: usize) -> Result<u32> {
+    if id < 0 || id as usize >= vocab_size {
+        return Err(Error::invalid_param(key, format!("token id {id} is outside the vocabulary (0..{vocab_size})")));
+    }
+    Ok(id as u32)
+}

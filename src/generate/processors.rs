@@ -1,0 +1,290 @@
+//! Logits processors and sampling warpers, each a small piece, chained in `transformers`' order:
+//! repetition penalty, no-repeat n-gram, bad words, minimum length, forced BOS/EOS, suppressed
+//! tokens; then, when sampling, temperature, top-k, top-p. A piece exists only when its setting is
+//! not neutral.
+
+use super::params::GenerationParams;
+
+/// What a processor may look at for one row.
+pub struct RowContext<'a> {
+    /// Decoder input so far: the start token, then the generated tokens.
+    pub decoder_ids: &'a [u32],
+    /// Tokens generated so far (`decoder_ids.len() - 1`).
+    pub generated: usize,
+}
+
+pub trait LogitsProcessor: Send + Sync {
+    fn process(&self, row: &RowContext, scores: &mut [f32]);
+}
+
+pub struct RepetitionPenalty(pub f32);
+
+impl LogitsProcessor for RepetitionPenalty {
+    fn process(&self, row: &RowContext, scores: &mut [f32]) {
+        // Read every score before writing, as transformers' gather/scatter does.
+        let penalized: Vec<(usize, f32)> = row
+            .decoder_ids
+            .iter()
+            .filter_map(|&t| scores.get(t as usize).map(|&s| (t as usize, if s < 0.0 { s * self.0 } else { s / self.0 })))
+            .collect();
+        for (t, s) in penalized {
+            scores[t] = s;
+        }
+    }
+}
+
+pub struct NoRepeatNGram(pub usize);
+
+impl LogitsProcessor for NoRepeatNGram {
+    fn process(&self, row: &RowContext, scores: &mut [f32]) {
+        let n = self.0;
+        let ids = row.decoder_ids;
+        if ids.len() + 1 < n {
+            return;
+        }
+        let prefix = &ids[ids.len() + 1 - n..];
+        for gram in ids.windows(n) {
+            if &gram[..n - 1] == prefix {
+                if let Some(s) = scores.get_mut(gram[n - 1] as usize) {
+                    *s = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+}
+
+/// Tokens that may never be generated (`suppress_tokens`, single-token `bad_words_ids`).
+pub struct SuppressTokens(pub Vec<u32>);
+
+impl LogitsProcessor for SuppressTokens {
+    fn process(&self, _: &RowContext, scores: &mut [f32]) {
+        for &t in &self.0 {
+            if let Some(s) = scores.get_mut(t as usize) {
+                *s = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+/// EOS is forbidden until `min_new_tokens` tokens exist.
+pub struct MinNewTokens {
+    pub min_new_tokens: usize,
+    pub eos: Vec<u32>,
+}
+
+impl LogitsProcessor for MinNewTokens {
+    fn process(&self, row: &RowContext, scores: &mut [f32]) {
+        if row.generated < self.min_new_tokens {
+            SuppressTokens(self.eos.clone()).process(row, scores);
+        }
+    }
+}
+
+fn force(tokens: &[u32], scores: &mut [f32]) {
+    scores.fill(f32::NEG_INFINITY);
+    for &t in tokens {
+        if let Some(s) = scores.get_mut(t as usize) {
+            *s = 0.0;
+        }
+    }
+}
+
+pub struct ForcedBos(pub u32);
+
+impl LogitsProcessor for ForcedBos {
+    fn process(&self, row: &RowContext, scores: &mut [f32]) {
+        if row.generated == 0 {
+            force(&[self.0], scores);
+        }
+    }
+}
+
+/// Forces EOS as the last token allowed by `max_new_tokens`.
+pub struct ForcedEos {
+    pub eos: Vec<u32>,
+    pub max_new_tokens: usize,
+}
+
+impl LogitsProcessor for ForcedEos {
+    fn process(&self, row: &RowContext, scores: &mut [f32]) {
+        if row.generated + 1 == self.max_new_tokens {
+            force(&self.eos, scores);
+        }
+    }
+}
+
+pub struct Temperature(pub f32);
+
+impl LogitsProcessor for Temperature {
+    fn process(&self, _: &RowContext, scores: &mut [f32]) {
+        scores.iter_mut().for_each(|s| *s /= self.0);
+    }
+}
+
+/// Keeps the `k` best scores (and ties with the k-th).
+pub struct TopK(pub usize);
+
+impl LogitsProcessor for TopK {
+    fn process(&self, _: &RowContext, scores: &mut [f32]) {
+        let k = self.0.clamp(1, scores.len());
+        let mut sorted = scores.to_vec();
+        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
+        let kth = sorted[k - 1];
+        scores.iter_mut().filter(|s| **s < kth).for_each(|s| *s = f32::NEG_INFINITY);
+    }
+}
+
+/// Keeps the smallest set of best tokens whose probability reaches `p`.
+pub struct TopP(pub f32);
+
+impl LogitsProcessor for TopP {
+    fn process(&self, _: &RowContext, scores: &mut [f32]) {
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+        let probs = softmax(scores);
+        let mut cumulative = 0.0f32;
+        let threshold = 1.0 - self.0;
+        let last = order.len().saturating_sub(1);
+        let mut remove = Vec::new();
+        for (rank, &i) in order.iter().enumerate() {
+            cumulative += probs[i];
+            if cumulative <= threshold && rank < last {
+                remove.push(i);
+            }
+        }
+        for i in remove {
+            scores[i] = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// The processors and warpers one request needs.
+pub struct Pipeline {
+    processors: Vec<Box<dyn LogitsProcessor>>,
+    warpers: Vec<Box<dyn LogitsProcessor>>,
+}
+
+impl Pipeline {
+    pub fn new(p: &GenerationParams) -> Self {
+        let mut processors: Vec<Box<dyn LogitsProcessor>> = Vec::new();
+        if p.repetition_penalty != 1.0 {
+            processors.push(Box::new(RepetitionPenalty(p.repetition_penalty)));
+        }
+        if p.no_repeat_ngram_size > 0 {
+            processors.push(Box::new(NoRepeatNGram(p.no_repeat_ngram_size)));
+        }
+        if !p.bad_words_ids.is_empty() {
+            processors.push(Box::new(SuppressTokens(p.bad_words_ids.clone())));
+        }
+        if p.min_new_tokens > 0 && !p.eos_token_ids.is_empty() {
+            processors.push(Box::new(MinNewTokens { min_new_tokens: p.min_new_tokens, eos: p.eos_token_ids.clone() }));
+        }
+        if let Some(bos) = p.forced_bos_token_id {
+            processors.push(Box::new(ForcedBos(bos)));
+        }
+        if !p.forced_eos_token_ids.is_empty() {
+            processors.push(Box::new(ForcedEos { eos: p.forced_eos_token_ids.clone(), max_new_tokens: p.max_new_tokens }));
+        }
+        if !p.suppress_tokens.is_empty() {
+            processors.push(Box::new(SuppressTokens(p.suppress_tokens.clone())));
+        }
+        let mut warpers: Vec<Box<dyn LogitsProcessor>> = Vec::new();
+        if p.do_sample {
+            if p.temperature != 1.0 {
+                warpers.push(Box::new(Temperature(p.temperature)));
+            }
+            if p.top_k != 0 {
+                warpers.push(Box::new(TopK(p.top_k)));
+            }
+            if p.top_p < 1.0 {
+                warpers.push(Box::new(TopP(p.top_p)));
+            }
+        }
+        Self { processors, warpers }
+    }
+
+    pub fn process(&self, row: &RowContext, scores: &mut [f32]) {
+        self.processors.iter().for_each(|p| p.process(row, scores));
+    }
+
+    pub fn warp(&self, row: &RowContext, scores: &mut [f32]) {
+        self.warpers.iter().for_each(|p| p.process(row, scores));
+    }
+}
+
+pub fn log_softmax(scores: &[f32]) -> Vec<f32> {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return vec![f32::NEG_INFINITY; scores.len()];
+    }
+    let sum: f64 = scores.iter().map(|&s| ((s - max) as f64).exp()).sum();
+    let log_sum = sum.ln() as f32;
+    scores.iter().map(|&s| s - max - log_sum).collect()
+}
+
+pub fn softmax(scores: &[f32]) -> Vec<f32> {
+    log_softmax(scores).into_iter().map(f32::exp).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(ids: &[u32]) -> RowContext<'_> {
+        RowContext { decoder_ids: ids, generated: ids.len() - 1 }
+    }
+
+    #[test]
+    fn repetition_penalty_scales_by_sign() {
+        let mut s = vec![2.0, -2.0, 1.0];
+        RepetitionPenalty(2.0).process(&row(&[0, 1, 1]), &mut s);
+        assert_eq!(s, vec![1.0, -4.0, 1.0]);
+    }
+
+    #[test]
+    fn no_repeat_ngram_bans_seen_continuations() {
+        let mut s = vec![0.0; 5];
+        // bigrams seen: (0,1) (1,2) (2,1); last token 1 -> 2 is banned
+        NoRepeatNGram(2).process(&row(&[0, 1, 2, 1]), &mut s);
+        assert_eq!(s[2], f32::NEG_INFINITY);
+        assert_eq!(s.iter().filter(|v| v.is_infinite()).count(), 1);
+    }
+
+    #[test]
+    fn forced_tokens_and_min_length() {
+        let mut s = vec![1.0; 4];
+        ForcedBos(3).process(&row(&[0]), &mut s);
+        assert_eq!(s, vec![f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0]);
+        let mut s = vec![1.0; 4];
+        ForcedEos { eos: vec![2], max_new_tokens: 3 }.process(&row(&[0, 1, 1]), &mut s);
+        assert_eq!(s[2], 0.0);
+        assert!(s[1].is_infinite());
+        let mut s = vec![1.0; 4];
+        MinNewTokens { min_new_tokens: 2, eos: vec![2] }.process(&row(&[0, 1]), &mut s);
+        assert!(s[2].is_infinite());
+        let mut s = vec![1.0; 4];
+        MinNewTokens { min_new_tokens: 2, eos: vec![2] }.process(&row(&[0, 1, 1]), &mut s);
+        assert_eq!(s[2], 1.0);
+    }
+
+    #[test]
+    fn top_k_keeps_ties_and_top_p_keeps_the_nucleus() {
+        let mut s = vec![1.0, 3.0, 3.0, 0.0];
+        TopK(2).process(&row(&[0]), &mut s);
+        assert_eq!(s, vec![f32::NEG_INFINITY, 3.0, 3.0, f32::NEG_INFINITY]);
+        // probabilities ~ [0.64, 0.24, 0.09, 0.03]
+        let mut s = vec![3.0, 2.0, 1.0, 0.0];
+        TopP(0.8).process(&row(&[0]), &mut s);
+        assert_eq!(s.iter().filter(|v| v.is_finite()).count(), 2);
+        let mut s = vec![3.0, 2.0, 1.0, 0.0];
+        TopP(0.5).process(&row(&[0]), &mut s);
+        assert_eq!(s.iter().filter(|v| v.is_finite()).count(), 1);
+    }
+
+    #[test]
+    fn log_softmax_normalizes() {
+        let l = log_softmax(&[1.0, 2.0, 3.0]);
+        let total: f32 = l.iter().map(|v| v.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+    }
+}

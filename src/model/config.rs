@@ -1,0 +1,125 @@
+//! `config.json` and `generation_config.json`: what the model is and how it generates by default.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use crate::error::{Error, Result};
+use crate::generate::params::{new_generation_settings, GENERATION_SPECS};
+use crate::settings::Settings;
+
+/// The model families Optimum exports for `text2text-generation-with-past`.
+pub const SUPPORTED_MODEL_TYPES: &[&str] =
+    &["t5", "mt5", "umt5", "longt5", "bart", "mbart", "marian", "pegasus", "m2m_100", "blenderbot", "blenderbot-small", "nllb-moe"];
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub model_type: String,
+    pub vocab_size: usize,
+    /// Heads and per-head width of decoder attention, when the graphs leave them symbolic.
+    pub decoder_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    /// Longest encoder input the model was built for (`max_position_embeddings`, `n_positions`).
+    pub max_input_tokens: Option<usize>,
+    /// `task_specific_params.summarization.prefix` ("summarize: " for T5).
+    pub summarization_prefix: Option<String>,
+    /// Generation defaults: `generation_config.json`, else the generation keys of `config.json`.
+    pub generation: Settings,
+}
+
+fn read_json(path: &Path) -> Result<Json> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::ModelFileMissing {
+        path: path.to_path_buf(),
+        reason: format!("cannot read it: {e}"),
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::invalid_model(path, format!("not valid JSON: {e}")))
+}
+
+fn usize_field(json: &Json, keys: &[&str]) -> Option<usize> {
+    keys.iter().find_map(|k| json.get(*k).and_then(Json::as_u64)).map(|v| v as usize)
+}
+
+/// Copies the generation keys of a JSON object into settings, skipping unknown and null ones.
+fn generation_settings(json: &Json, path: &Path) -> Result<Settings> {
+    let mut s = new_generation_settings();
+    if let Some(obj) = json.as_object() {
+        for spec in GENERATION_SPECS {
+            if let Some(v) = obj.get(spec.key).filter(|v| !v.is_null()) {
+                let v = &if spec.key == "bad_words_ids" { single_token_bad_words(v) } else { v.clone() };
+                s.set_json(spec.key, v)
+                    .map_err(|e| Error::invalid_model(path, format!("generation setting: {e}")))?;
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// `[[58100], [5, 6]]` -> `[58100]`: the single-token entries, which the engine masks; longer
+/// sequences are not supported and are left out.
+fn single_token_bad_words(v: &Json) -> Json {
+    let ids: Vec<Json> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e.as_array().filter(|e| e.len() == 1).map(|e| e[0].clone())).collect())
+        .unwrap_or_default();
+    Json::Array(ids)
+}
+
+impl ModelConfig {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let config = read_json(&config_path)?;
+        let model_type = config
+            .get("model_type")
+            .and_then(Json::as_str)
+            .ok_or_else(|| Error::invalid_model(&config_path, "has no `model_type`"))?
+            .to_string();
+        if config.get("is_encoder_decoder").and_then(Json::as_bool) == Some(false) {
+            return Err(Error::invalid_model(&config_path, format!("`{model_type}` is not an encoder-decoder model")));
+        }
+        let vocab_size = usize_field(&config, &["vocab_size"])
+            .ok_or_else(|| Error::invalid_model(&config_path, "has no `vocab_size`"))?;
+
+        let decoder_heads = usize_field(&config, &["decoder_attention_heads", "num_heads", "num_attention_heads"]);
+        let head_dim = usize_field(&config, &["d_kv", "head_dim"]).or_else(|| {
+            let d_model = usize_field(&config, &["d_model", "hidden_size"])?;
+            decoder_heads.filter(|h| *h > 0).map(|h| d_model / h)
+        });
+        let max_input_tokens = usize_field(&config, &["max_position_embeddings", "n_positions"]);
+        let summarization_prefix = config
+            .pointer("/task_specific_params/summarization/prefix")
+            .and_then(Json::as_str)
+            .map(str::to_string);
+
+        // transformers falls back to the generation keys of config.json when there is no
+        // generation_config.json; token ids missing from the latter also come from config.json.
+        let gen_path = dir.join("generation_config.json");
+        let from_config = generation_settings(&config, &config_path)?;
+        let generation = if gen_path.exists() {
+            let own = generation_settings(&read_json(&gen_path)?, &gen_path)?;
+            let mut ids_only = new_generation_settings();
+            for key in ["eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id"] {
+                if let Some(v) = from_config.get(key) {
+                    set_value(&mut ids_only, key, v)?;
+                }
+            }
+            ids_only.overlaid(&own)
+        } else {
+            from_config
+        };
+
+        Ok(Self { model_type, vocab_size, decoder_heads, head_dim, max_input_tokens, summarization_prefix, generation })
+    }
+
+    pub fn is_supported_type(&self) -> bool {
+        SUPPORTED_MODEL_TYPES.contains(&self.model_type.as_str())
+    }
+}
+
+fn set_value(s: &mut Settings, key: &str, v: &crate::settings::Value) -> Result<()> {
+    use crate::settings::Value;
+    match v {
+        Value::Int(i) => s.set_int(key, *i),
+        Value::IntList(l) => s.set_str(key, &format!("{l:?}")),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,135 @@
+//! What the exported graphs take and give: names, layer counts and attention shapes, read from
+//! the sessions themselves, never assumed.
+
+use std::path::Path;
+
+use ort::session::Session;
+use ort::value::{TensorElementType, ValueType};
+
+use crate::error::{Error, Result};
+
+/// Inputs and outputs of one graph, with a path for error messages.
+pub struct GraphIo<'a> {
+    path: &'a Path,
+    session: &'a Session,
+}
+
+impl<'a> GraphIo<'a> {
+    pub fn new(path: &'a Path, session: &'a Session) -> Self {
+        Self { path, session }
+    }
+
+    fn input_type(&self, name: &str) -> Option<&ValueType> {
+        self.session.inputs().iter().find(|i| i.name() == name).map(|i| i.dtype())
+    }
+
+    pub fn has_input(&self, name: &str) -> bool {
+        self.input_type(name).is_some()
+    }
+
+    pub fn has_output(&self, name: &str) -> bool {
+        self.session.outputs().iter().any(|o| o.name() == name)
+    }
+
+    /// Fails unless `name` is an input tensor of element type `ty`.
+    pub fn require_input(&self, name: &str, ty: TensorElementType) -> Result<()> {
+        match self.input_type(name) {
+            None => Err(Error::invalid_model(
+                self.path,
+                format!("the graph has no input `{name}` (inputs: {})", self.input_names().join(", ")),
+            )),
+            Some(t) if t.tensor_type() != Some(ty) => Err(Error::invalid_model(
+                self.path,
+                format!("input `{name}` is {t:?}, expected a tensor of {ty:?}"),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub fn require_output(&self, name: &str) -> Result<()> {
+        if self.has_output(name) {
+            return Ok(());
+        }
+        let outputs: Vec<_> = self.session.outputs().iter().map(|o| o.name().to_string()).collect();
+        Err(Error::invalid_model(self.path, format!("the graph has no output `{name}` (outputs: {})", outputs.join(", "))))
+    }
+
+    pub fn input_names(&self) -> Vec<String> {
+        self.session.inputs().iter().map(|i| i.name().to_string()).collect()
+    }
+
+    /// Static dimensions of an input; unknown ones are `None`.
+    pub fn input_dims(&self, name: &str) -> Vec<Option<usize>> {
+        self.input_type(name)
+            .and_then(ValueType::tensor_shape)
+            .map(|s| s.iter().map(|&d| (d > 0).then_some(d as usize)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Decoder layers, counted from `past_key_values.{i}.decoder.key` inputs.
+    pub fn past_layers(&self) -> usize {
+        let mut n = 0;
+        while self.has_input(&past_name(n, "decoder", "key")) {
+            n += 1;
+        }
+        n
+    }
+
+    pub fn path(&self) -> &Path {
+        self.path
+    }
+}
+
+pub fn past_name(layer: usize, attention: &str, kv: &str) -> String {
+    format!("past_key_values.{layer}.{attention}.{kv}")
+}
+
+pub fn present_name(layer: usize, attention: &str, kv: &str) -> String {
+    format!("present.{layer}.{attention}.{kv}")
+}
+
+/// The attention cache layout of a decoder, shared by both layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheShape {
+    pub layers: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl CacheShape {
+    /// Reads layers from a graph that takes pasts, heads and width from its input shapes, or
+    /// from config.json when the export left them symbolic.
+    pub fn discover(io: &GraphIo, config_heads: Option<usize>, config_head_dim: Option<usize>) -> Result<Self> {
+        let layers = io.past_layers();
+        if layers == 0 {
+            return Err(Error::invalid_model(io.path(), "the graph has no `past_key_values.*` inputs"));
+        }
+        for layer in 0..layers {
+            for attention in ["decoder", "encoder"] {
+                for kv in ["key", "value"] {
+                    let name = past_name(layer, attention, kv);
+                    if io.has_input(&name) {
+                        io.require_input(&name, TensorElementType::Float32).map_err(|_| {
+                            Error::invalid_model(
+                                io.path(),
+                                format!("`{name}` is not float32; only float32 exports are supported by this build"),
+                            )
+                        })?;
+                    } else if attention == "decoder" || layer > 0 || io.has_input(&past_name(0, "encoder", "key")) {
+                        return Err(Error::invalid_model(io.path(), format!("the graph has no input `{name}`")));
+                    }
+                }
+            }
+        }
+        let dims = io.input_dims(&past_name(0, "decoder", "key"));
+        let heads = dims.get(1).copied().flatten().or(config_heads);
+        let head_dim = dims.get(3).copied().flatten().or(config_head_dim);
+        match (heads, head_dim) {
+            (Some(heads), Some(head_dim)) => Ok(Self { layers, heads, head_dim }),
+            _ => Err(Error::invalid_model(
+                io.path(),
+                "cannot tell the attention heads and width: the graph leaves them symbolic and config.json does not give them",
+            )),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! A model directory: config files, tokenizer, the exported graphs and their sessions.
+//!
+//! Thread safety: a `Model` is `Send + Sync` and is meant to be shared. Each graph's session sits
+//! behind its own lock (ONNX Runtime's `run` takes `&mut` in `ort`), taken for one graph run at a
+//! time, so concurrent requests interleave step by step; all per-request state (KV cache,
+//! encoder output) lives in the request.
+
+pub mod config;
+mod decoder;
+mod encoder;
+mod graph;
+mod kv_cache;
+mod options;
+
+use std::path::{Path, PathBuf};
+
+pub use config::ModelConfig;
+pub use decoder::{Decoder, Layout, Logits};
+pub use encoder::{Encoder, EncoderOutput};
+pub use kv_cache::KvCache;
+pub use options::{model_options_from, new_model_options, MODEL_OPTION_SPECS};
+
+use ort::session::builder::GraphOptimizationLevel;
+
+use crate::error::{Error, Result};
+use crate::runtime::{self, open_session, ExecutionProviderKind, ProviderSelection, SessionOptions};
+use crate::settings::Settings;
+use crate::text::Tokenizer;
+
+pub const ENCODER_FILE: &str = "encoder_model.onnx";
+pub const MERGED_DECODER_FILE: &str = "decoder_model_merged.onnx";
+pub const DECODER_FILE: &str = "decoder_model.onnx";
+pub const DECODER_WITH_PAST_FILE: &str = "decoder_with_past_model.onnx";
+
+pub struct Model {
+    dir: PathBuf,
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    provider: ExecutionProviderKind,
+    provider_notes: Vec<String>,
+    /// Width of the logits the decoder returns.
+    logits_vocab: usize,
+}
+
+impl Model {
+    /// Opens a model directory with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, &new_model_options())
+    }
+
+    pub fn open_with(dir: impl AsRef<Path>, options: &Settings) -> Result<Self> {
+        let dir = dir.as_ref();
+        runtime::init_runtime(options.str("ort_library").map(Path::new))?;
+        if !dir.is_dir() {
+            return Err(Error::ModelFileMissing { path: dir.to_path_buf(), reason: "not a directory".into() });
+        }
+        let config = ModelConfig::load(dir)?;
+        if !config.is_supported_type() {
+            return Err(Error::invalid_model(
+                dir.join("config.json"),
+                format!(
+                    "model_type `{}` is not a supported encoder-decoder family (supported: {})",
+                    config.model_type,
+                    config::SUPPORTED_MODEL_TYPES.join(", ")
+                ),
+            ));
+        }
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        if tokenizer.id_bound() > config.vocab_size {
+            return Err(Error::invalid_model(
+                dir.join("tokenizer.json"),
+                format!(
+                    "the tokenizer has token ids up to {} but the model's vocabulary (config.json vocab_size) is {}",
+                    tokenizer.id_bound() - 1,
+                    config.vocab_size
+                ),
+            ));
+        }
+
+        let session_options = session_options(options)?;
+        let layout = choose_layout(dir, options.str("layout").unwrap_or("auto"))?;
+        let open = |file: &str| -> Result<(PathBuf, runtime::OpenedSession)> {
+            let path = dir.join(file);
+            let opened = open_session(&path, &session_options)?;
+            Ok((path, opened))
+        };
+        let (enc_path, enc) = open(ENCODER_FILE)?;
+        let provider = enc.provider;
+        let provider_notes = enc.skipped_providers.clone();
+        let encoder = Encoder::new(&enc_path, enc.session)?;
+        let (heads, head_dim) = (config.decoder_heads, config.head_dim);
+        let decoder = match layout {
+            Layout::Merged => {
+                let (path, s) = open(MERGED_DECODER_FILE)?;
+                Decoder::merged(&path, s.session, heads, head_dim)?
+            }
+            Layout::Split => {
+                let (first_path, first) = open(DECODER_FILE)?;
+                let (past_path, past) = open(DECODER_WITH_PAST_FILE)?;
+                Decoder::split(&first_path, first.session, &past_path, past.session, heads, head_dim)?
+            }
+        };
+        let logits_vocab = config.vocab_size;
+        if tokenizer.id_bound() > logits_vocab {
+            return Err(Error::invalid_model(dir.join("tokenizer.json"), "the tokenizer's vocabulary exceeds the model's logits"));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            tokenizer,
+            encoder,
+            decoder,
+            provider,
+            provider_notes,
+            logits_vocab,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.decoder.layout()
+    }
+
+    pub fn execution_provider(&self) -> ExecutionProviderKind {
+        self.provider
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.logits_vocab
+    }
+
+    /// What was detected, as JSON (the C API's and the CLI's `info`).
+    pub fn info_json(&self) -> serde_json::Value {
+        let rt = runtime::runtime().ok();
+        let g = &self.config.generation;
+        serde_json::json!({
+            "model_dir": self.dir.display().to_string(),
+            "architecture": self.config.model_type,
+            "layout": self.layout().as_str(),
+            "vocab_size": self.logits_vocab,
+            "tokenizer_vocab_size": self.tokenizer.id_bound(),
+            "decoder_layers": self.decoder.cache.layers,
+            "decoder_heads": self.decoder.cache.heads,
+            "head_dim": self.decoder.cache.head_dim,
+            "max_input_tokens": self.config.max_input_tokens,
+            "decoder_start_token_id": g.int("decoder_start_token_id"),
+            "eos_token_id": g.int_list("eos_token_id"),
+            "pad_token_id": g.int("pad_token_id"),
+            "execution_provider": self.provider.ort_name(),
+            "providers_skipped": self.provider_notes,
+            "onnxruntime_version": rt.map(|r| r.version.clone()),
+            "onnxruntime_library": rt.map(|r| r.library.display().to_string()),
+            "duet_version": crate::VERSION,
+        })
+    }
+}
+
+fn session_options(options: &Settings) -> Result<SessionOptions> {
+    let mut providers = ProviderSelection::default();
+    if let Some(list) = options.str("providers") {
+        providers.order = ProviderSelection::parse_list(list)?;
+    }
+    providers.strict = options.bool("strict_providers").unwrap_or(false);
+    providers.device_id = options.int("device_id").unwrap_or(0) as i32;
+    let optimization = match options.str("graph_optimization").unwrap_or("all") {
+        "disable" => GraphOptimizationLevel::Disable,
+        "basic" => GraphOptimizationLevel::Level1,
+        "extended" => GraphOptimizationLevel::Level2,
+        _ => GraphOptimizationLevel::All,
+    };
+    Ok(SessionOptions { providers, intra_threads: options.int("intra_threads").unwrap_or(0) as usize, optimization })
+}
+
+fn choose_layout(dir: &Path, wanted: &str) -> Result<Layout> {
+    let has = |f: &str| dir.join(f).is_file();
+    if !has(ENCODER_FILE) {
+        return Err(Error::ModelFileMissing { path: dir.join(ENCODER_FILE), reason: "missing (every export has an encoder)".into() });
+    }
+    let merged = has(MERGED_DECODER_FILE);
+    let split = has(DECODER_FILE) && has(DECODER_WITH_PAST_FILE);
+    let missing_split = || {
+        let f = if has(DECODER_FILE) { DECODER_WITH_PAST_FILE } else { DECODER_FILE };
+        Error::ModelFileMissing {
+            path: dir.join(f),
+            reason: format!("missing: the split layout needs {DECODER_FILE} and {DECODER_WITH_PAST_FILE}"),
+        }
+    };
+    match wanted {
+        "auto" if merged => Ok(Layout::Merged),
+        "auto" if split => Ok(Layout::Split),
+        "auto" => Err(Error::ModelFileMissing {
+            path: dir.join(MERGED_DECODER_FILE),
+            reason: format!("missing, and so is the split pair {DECODER_FILE} + {DECODER_WITH_PAST_FILE}"),
+        }),
+        "merged" if merged => Ok(Layout::Merged),
+        "merged" => Err(Error::ModelFileMissing { path: dir.join(MERGED_DECODER_FILE), reason: "missing (layout=merged was asked for)".into() }),
+        "split" if split => Ok(Layout::Split),
+        "split" => Err(missing_split()),
+        other => Err(Error::invalid_param("layout", format!("`{other}` is not one of auto, merged, split"))),
+    }
+}

@@ -1,0 +1,32 @@
+//! Options for opening a model: where ONNX Runtime is, which providers, which layout.
+
+use crate::settings::{any, check, Kind, Settings, Spec};
+
+pub static MODEL_OPTION_SPECS: &[Spec] = &[
+    Spec { key: "ort_library", kind: Kind::Str, check: any, help: "path of libonnxruntime to load (first place tried)" },
+    Spec { key: "providers", kind: Kind::Str, check: any, help: "execution providers in order of preference, e.g. `cuda,cpu`" },
+    Spec { key: "strict_providers", kind: Kind::Bool, check: any, help: "fail instead of falling back when the first provider is unavailable" },
+    Spec { key: "device_id", kind: Kind::Int, check: |v| check::int_in(v, 0, 1024), help: "GPU ordinal for cuda/tensorrt" },
+    Spec { key: "layout", kind: Kind::Str, check: |v| match v {
+        crate::settings::Value::Str(s) if !["auto", "merged", "split"].contains(&s.as_str()) => Err(format!("`{s}` is not one of auto, merged, split")),
+        _ => Ok(()),
+    }, help: "decoder graphs to use: auto (merged when present), merged or split" },
+    Spec { key: "graph_optimization", kind: Kind::Str, check: |v| match v {
+        crate::settings::Value::Str(s) if !["disable", "basic", "extended", "all"].contains(&s.as_str()) => Err(format!("`{s}` is not one of disable, basic, extended, all")),
+        _ => Ok(()),
+    }, help: "ONNX Runtime graph optimization level: disable, basic, extended or all (default)" },
+    Spec { key: "intra_threads", kind: Kind::Int, check: |v| check::int_in(v, 0, 1024), help: "threads per operator; 0 = ONNX Runtime's choice" },
+];
+
+pub fn new_model_options() -> Settings {
+    Settings::new(MODEL_OPTION_SPECS)
+}
+
+/// Model options from `KEY=VALUE` strings.
+pub fn model_options_from<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> crate::Result<Settings> {
+    let mut s = new_model_options();
+    for (k, v) in pairs {
+        s.set_str(k, v)?;
+    }
+    Ok(s)
+}

@@ -1,0 +1,9 @@
+//! Finding and loading `libonnxruntime`, execution providers and session options.
+
+mod discovery;
+mod providers;
+mod session;
+
+pub use discovery::{runtime, init_runtime, Runtime};
+pub use providers::{ExecutionProviderKind, ProviderSelection};
+pub use session::{open_session, OpenedSession, SessionOptions};

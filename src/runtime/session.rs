@@ -1,0 +1,44 @@
+//! Session options and the creation of one ONNX Runtime session per graph file.
+
+use std::path::Path;
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+
+use super::providers::{ExecutionProviderKind, ProviderSelection};
+use crate::error::{Error, Result};
+
+/// How sessions are built. Defaults suit a CPU host that runs other work too.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub providers: ProviderSelection,
+    /// Threads inside one operator; 0 lets ONNX Runtime decide (one per physical core).
+    pub intra_threads: usize,
+    pub optimization: GraphOptimizationLevel,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self { providers: ProviderSelection::default(), intra_threads: 0, optimization: GraphOptimizationLevel::All }
+    }
+}
+
+/// A session and the provider it runs on.
+pub struct OpenedSession {
+    pub session: Session,
+    pub provider: ExecutionProviderKind,
+    pub skipped_providers: Vec<String>,
+}
+
+pub fn open_session(path: &Path, options: &SessionOptions) -> Result<OpenedSession> {
+    let runtime = super::runtime()?;
+    let onnx = |e: ort::Error| Error::invalid_model(path, format!("ONNX Runtime could not load it: {e}"));
+    let mut builder = Session::builder(&runtime.env).map_err(onnx)?;
+    builder = builder.with_optimization_level(options.optimization).map_err(|e| onnx(e.into()))?;
+    if options.intra_threads > 0 {
+        builder = builder.with_intra_threads(options.intra_threads).map_err(|e| onnx(e.into()))?;
+    }
+    let (mut builder, provider, skipped_providers) = options.providers.register(builder)?;
+    let session = builder.commit_from_file(path).map_err(onnx)?;
+    Ok(OpenedSession { session, provider, skipped_providers })
+}

@@ -1,0 +1,7 @@
+//! Text in and out: the tokenizer, and streaming detokenization with stop strings.
+
+mod stream;
+mod tokenizer;
+
+pub use stream::{StopMatcher, TextStream};
+pub use tokenizer::{Encoded, Tokenizer};

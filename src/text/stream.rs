@@ -1,0 +1,114 @@
+//! Streaming detokenization: text pieces that are always valid UTF-8 (a character split over
+//! several byte tokens comes out whole) and never show a stop string or a prefix of one.
+
+use crate::error::{Error, Result};
+
+/// Finds stop strings in generated text.
+#[derive(Debug, Clone, Default)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+}
+
+impl StopMatcher {
+    pub fn new(stops: &[String]) -> Self {
+        Self { stops: stops.to_vec() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stops.is_empty()
+    }
+
+    /// Byte offset of the earliest stop string in `text`.
+    pub fn find(&self, text: &str) -> Option<usize> {
+        self.stops.iter().filter_map(|s| text.find(s.as_str())).min()
+    }
+
+    /// Length of the longest prefix of `text` that cannot become part of a stop string.
+    pub fn safe_len(&self, text: &str) -> usize {
+        let mut safe = text.len();
+        for stop in &self.stops {
+            for (i, _) in text.char_indices().rev().take(stop.chars().count()) {
+                if stop.starts_with(&text[i..]) {
+                    safe = safe.min(i);
+                }
+            }
+        }
+        safe
+    }
+}
+
+/// Text of one sequence, growing token by token.
+pub struct TextStream {
+    ids: Vec<u32>,
+    /// Decoded text of `ids`, once it ends in complete characters.
+    text: String,
+    emitted: usize,
+}
+
+impl Default for TextStream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TextStream {
+    pub fn new() -> Self {
+        Self { ids: Vec::new(), text: String::new(), emitted: 0 }
+    }
+
+    /// Adds a token; returns the position of a stop string if the text now holds one.
+    pub fn push(&mut self, tokenizer: &crate::text::Tokenizer, id: u32, stops: &StopMatcher) -> Result<Option<usize>> {
+        self.ids.push(id);
+        let text = tokenizer
+            .inner()
+            .decode(&self.ids, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        if !text.ends_with('\u{FFFD}') {
+            self.text = text;
+        }
+        Ok(if stops.is_empty() { None } else { stops.find(&self.text) })
+    }
+
+    /// The text not yet emitted that is safe to show now.
+    pub fn take_piece(&mut self, stops: &StopMatcher) -> Option<String> {
+        let end = stops.find(&self.text).unwrap_or(usize::MAX).min(stops.safe_len(&self.text));
+        self.piece_until(end)
+    }
+
+    /// Everything left at the end of `final_text` (the sequence's decoded text).
+    pub fn finish(&mut self, final_text: &str) -> Option<String> {
+        if final_text.len() >= self.emitted && final_text.is_char_boundary(self.emitted) {
+            self.text = final_text.to_string();
+        }
+        self.piece_until(self.text.len())
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn piece_until(&mut self, end: usize) -> Option<String> {
+        if end <= self.emitted || !self.text.is_char_boundary(end) || !self.text.is_char_boundary(self.emitted) {
+            return None;
+        }
+        let piece = self.text[self.emitted..end].to_string();
+        self.emitted = end;
+        Some(piece)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_matcher_holds_back_prefixes() {
+        let m = StopMatcher::new(&["###".to_string(), "\nUser:".to_string()]);
+        assert_eq!(m.safe_len("hello #"), 6);
+        assert_eq!(m.safe_len("hello ##"), 6);
+        assert_eq!(m.safe_len("hello\nUs"), 5);
+        assert_eq!(m.safe_len("hello"), 5);
+        assert_eq!(m.find("a ### b"), Some(2));
+        assert_eq!(m.find("abc"), None);
+    }
+}

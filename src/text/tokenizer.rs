@@ -1,0 +1,118 @@
+//! The model's `tokenizer.json`, wrapped so that truncation is explicit and reported.
+
+use std::path::Path;
+
+use tokenizers::TruncationDirection;
+
+use crate::error::{Error, Result};
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Largest token id the tokenizer can produce, plus one.
+    id_bound: usize,
+    clean_up_spaces: bool,
+}
+
+/// One encoded input: its ids (special tokens included) and whether it was cut to fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub original_len: usize,
+    pub truncated: bool,
+}
+
+impl Tokenizer {
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            return Err(Error::ModelFileMissing {
+                path,
+                reason: "missing; export the tokenizer with the model (tools/export_model.py converts slow tokenizers)".into(),
+            });
+        }
+        let mut inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| Error::invalid_model(&path, format!("not a valid tokenizer: {e}")))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::invalid_model(&path, format!("cannot disable truncation: {e}")))?;
+        let id_bound = inner.get_vocab(true).values().max().map_or(0, |m| *m as usize + 1);
+        let clean_up_spaces = read_clean_up_flag(dir);
+        Ok(Self { inner, id_bound, clean_up_spaces })
+    }
+
+    pub fn id_bound(&self) -> usize {
+        self.id_bound
+    }
+
+    pub(crate) fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// Encodes with the model's special tokens. Inputs longer than `limit` are an error unless
+    /// `truncate` is set; truncation keeps the special tokens, as `transformers` does.
+    pub fn encode(&self, text: &str, limit: Option<usize>, truncate: bool, index: usize) -> Result<Encoded> {
+        let encode = |special| self.inner.encode(text, special).map_err(|e| Error::Tokenizer(e.to_string()));
+        let full = encode(true)?;
+        let original_len = full.get_ids().len();
+        match limit {
+            Some(limit) if original_len > limit => {
+                if !truncate {
+                    return Err(Error::InputTooLong { index, tokens: original_len, limit });
+                }
+                let mut plain = encode(false)?;
+                let specials = original_len - plain.get_ids().len();
+                plain.truncate(limit.saturating_sub(specials), 0, TruncationDirection::Right);
+                let processed = self
+                    .inner
+                    .post_process(plain, None, true)
+                    .map_err(|e| Error::Tokenizer(e.to_string()))?;
+                Ok(Encoded { ids: processed.get_ids().to_vec(), original_len, truncated: true })
+            }
+            _ => Ok(Encoded { ids: full.get_ids().to_vec(), original_len, truncated: false }),
+        }
+    }
+
+    /// Decodes without special tokens, as `tokenizer.decode(ids, skip_special_tokens=True)`.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let text = self.inner.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(if self.clean_up_spaces { clean_up_tokenization(&text) } else { text })
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+}
+
+/// `clean_up_tokenization_spaces` from tokenizer_config.json (transformers applies it in Python).
+fn read_clean_up_flag(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("clean_up_tokenization_spaces").and_then(|b| b.as_bool()))
+        .unwrap_or(false)
+}
+
+/// transformers' `clean_up_tokenization`.
+fn clean_up_tokenization(text: &str) -> String {
+    text.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_up_matches_transformers() {
+        assert_eq!(clean_up_tokenization("Hello , world ! I 'm here ."), "Hello, world! I'm here.");
+    }
+}

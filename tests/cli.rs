@@ -1,0 +1,129 @@
+//! The `duet` command line: JSON shape, info, and one-line errors with a non-zero exit.
+
+mod common;
+
+use std::os::unix::ffi::OsStrExt;
+use std::process::{Command, Output};
+
+fn ort_library() -> String {
+    std::env::var("DUET_ORT_LIBRARY")
+        .unwrap_or_else(|_| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").display().to_string())
+}
+
+fn duet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_duet")).args(args).env("DUET_ORT_LIBRARY", ort_library()).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn generate_json_matches_the_library() {
+    let model = common::fixture("t5-tiny");
+    let model = model.to_str().unwrap();
+    let out = duet(&["generate", "--model", model, "--json", "--set", "num_beams=2", "--set", "max_new_tokens=8", "hello there", "你好"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[1]["input"], "你好");
+
+    let lib = common::shared("t5-tiny", "merged");
+    let mut s = duet::new_generation_settings();
+    s.set_int("num_beams", 2).unwrap();
+    s.set_int("max_new_tokens", 8).unwrap();
+    let expected = duet::generate(&lib, &["hello there", "你好"], &s, None).unwrap();
+    for (r, e) in results.iter().zip(&expected) {
+        let seq = &r["sequences"][0];
+        let ids: Vec<u32> = seq["token_ids"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
+        assert_eq!(ids, e.sequences[0].token_ids);
+        assert_eq!(seq["text"], e.sequences[0].text.as_str());
+        assert!((seq["score"].as_f64().unwrap() as f32 - e.sequences[0].score).abs() < 1e-6);
+        assert_eq!(r["finish_reason"], e.finish_reason().as_str());
+    }
+}
+
+#[test]
+fn info_reports_what_was_detected() {
+    let model = common::fixture("bart-tiny");
+    let out = duet(&["info", "--model", model.to_str().unwrap(), "--option", "layout=split"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["architecture"], "bart");
+    assert_eq!(v["layout"], "split");
+    assert_eq!(v["execution_provider"], "CPUExecutionProvider");
+    assert!(v["decoder_layers"].as_u64().unwrap() >= 1);
+    assert!(v["onnxruntime_version"].as_str().unwrap().starts_with("1."));
+}
+
+fn assert_one_line_error(o: &Output, words: &str) {
+    assert!(!o.status.success());
+    let err = stderr(o);
+    assert!(err.lines().count() == 1, "expected one line on stderr, got: {err}");
+    assert!(err.contains(words), "expected `{words}` in: {err}");
+}
+
+#[test]
+fn errors_are_one_line_and_non_zero() {
+    let model = common::fixture("t5-tiny");
+    let model = model.to_str().unwrap();
+    assert_one_line_error(&duet(&["generate", "--model", model, "--set", "beams=2", "x"]), "unknown parameter `beams`");
+    assert_one_line_error(&duet(&["generate", "--model", model, "--set", "top_p=2", "x"]), "top_p");
+    assert_one_line_error(&duet(&["generate", "--model", "/nonexistent", "x"]), "/nonexistent");
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(["generate", "--model", model])
+        .arg(std::ffi::OsStr::from_bytes(b"\xff\xfe"))
+        .env("DUET_ORT_LIBRARY", ort_library())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("not valid UTF-8"), "{}", stderr(&bad));
+}
+
+#[test]
+fn missing_onnx_runtime_names_every_place_tried() {
+    let model = common::fixture("t5-tiny");
+    let out = Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(["info", "--model", model.to_str().unwrap()])
+        .env("DUET_ORT_LIBRARY", "/nonexistent/libonnxruntime.so")
+        .env("ORT_DYLIB_PATH", "/also/missing/libonnxruntime.so")
+        .env("LD_LIBRARY_PATH", "")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "ONNX Runtime library not found");
+    let err = stderr(&out);
+    for place in ["/nonexistent/libonnxruntime.so", "/also/missing/libonnxruntime.so", "next to the duet library", "system loader"] {
+        assert!(err.contains(place), "`{place}` not named in: {err}");
+    }
+}
+
+#[test]
+fn too_old_onnx_runtime_is_refused() {
+    // A library that answers OrtGetApiBase with an old version string.
+    let dir = std::env::temp_dir().join(format!("duet-fake-ort-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("fake.c");
+    std::fs::write(
+        &src,
+        "typedef struct { const void *(*get_api)(unsigned); const char *(*get_version)(void); } Base;\n\
+         static const void *api(unsigned v) { (void)v; return 0; }\n\
+         static const char *ver(void) { return \"1.16.0\"; }\n\
+         static const Base base = { api, ver };\n\
+         const Base *OrtGetApiBase(void) { return &base; }\n",
+    )
+    .unwrap();
+    let lib = dir.join("libonnxruntime.so");
+    let cc = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&src).status().unwrap();
+    assert!(cc.success());
+    let model = common::fixture("t5-tiny");
+    let out = Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(["info", "--model", model.to_str().unwrap()])
+        .env("DUET_ORT_LIBRARY", &lib)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_one_line_error(&out, "too old");
+    assert!(stderr(&out).contains("1.16.0"), "{}", stderr(&out));
+}

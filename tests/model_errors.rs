@@ -1,0 +1,156 @@
+//! A bad model directory is a clear error naming the file and what is wrong, never a crash.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use duet::Error;
+
+/// A scratch copy of a fixture model (files linked, not copied), removed on drop.
+struct ScratchModel(PathBuf);
+
+impl ScratchModel {
+    fn of(name: &str, tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("duet-test-{}-{name}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(common::fixture(name)).unwrap() {
+            let entry = entry.unwrap();
+            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+        Self(dir)
+    }
+
+    fn remove(&self, file: &str) -> &Self {
+        std::fs::remove_file(self.0.join(file)).unwrap();
+        self
+    }
+
+    fn write(&self, file: &str, content: &[u8]) -> &Self {
+        let _ = std::fs::remove_file(self.0.join(file));
+        std::fs::write(self.0.join(file), content).unwrap();
+        self
+    }
+
+    fn replace_with(&self, file: &str, other: &str) -> &Self {
+        let _ = std::fs::remove_file(self.0.join(file));
+        std::fs::copy(self.0.join(other), self.0.join(file)).unwrap();
+        self
+    }
+
+    fn edit_json(&self, file: &str, edit: impl FnOnce(&mut serde_json::Value)) -> &Self {
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(self.0.join(file)).unwrap()).unwrap();
+        edit(&mut v);
+        self.write(file, v.to_string().as_bytes())
+    }
+
+    fn open(&self) -> Result<duet::Model, Error> {
+        common::init_ort();
+        duet::Model::open(&self.0)
+    }
+}
+
+impl Drop for ScratchModel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn expect_err(result: Result<duet::Model, Error>, file: &str, words: &str) -> Error {
+    let e = result.err().expect("opening should fail");
+    let msg = e.to_string();
+    assert!(msg.contains(file), "error should name {file}: {msg}");
+    assert!(msg.to_lowercase().contains(words), "error should say `{words}`: {msg}");
+    e
+}
+
+#[test]
+fn missing_directory_and_files() {
+    common::init_ort();
+    let e = duet::Model::open(Path::new("/nonexistent/duet-model")).err().unwrap();
+    assert!(matches!(e, Error::ModelFileMissing { .. }), "{e}");
+
+    let m = ScratchModel::of("t5-tiny", "no-config");
+    m.remove("config.json");
+    assert!(matches!(expect_err(m.open(), "config.json", "cannot read"), Error::ModelFileMissing { .. }));
+
+    let m = ScratchModel::of("t5-tiny", "no-tokenizer");
+    m.remove("tokenizer.json");
+    assert!(matches!(expect_err(m.open(), "tokenizer.json", "missing"), Error::ModelFileMissing { .. }));
+
+    let m = ScratchModel::of("t5-tiny", "no-encoder");
+    m.remove("encoder_model.onnx");
+    expect_err(m.open(), "encoder_model.onnx", "missing");
+
+    let m = ScratchModel::of("t5-tiny", "no-decoders");
+    m.remove("decoder_model_merged.onnx").remove("decoder_with_past_model.onnx");
+    expect_err(m.open(), "decoder_model_merged.onnx", "missing");
+}
+
+#[test]
+fn either_layout_alone_is_enough() {
+    let m = ScratchModel::of("bart-tiny", "split-only");
+    m.remove("decoder_model_merged.onnx");
+    assert_eq!(m.open().unwrap().layout(), duet::Layout::Split);
+    let m = ScratchModel::of("bart-tiny", "merged-only");
+    m.remove("decoder_model.onnx").remove("decoder_with_past_model.onnx");
+    assert_eq!(m.open().unwrap().layout(), duet::Layout::Merged);
+    let m = ScratchModel::of("bart-tiny", "both");
+    assert_eq!(m.open().unwrap().layout(), duet::Layout::Merged, "merged is preferred");
+}
+
+#[test]
+fn malformed_files() {
+    let m = ScratchModel::of("t5-tiny", "bad-json");
+    m.write("config.json", b"{ not json");
+    assert!(matches!(expect_err(m.open(), "config.json", "not valid json"), Error::ModelInvalid { .. }));
+
+    let m = ScratchModel::of("t5-tiny", "bad-tokenizer");
+    m.write("tokenizer.json", b"{\"version\": \"1.0\"}");
+    expect_err(m.open(), "tokenizer.json", "not a valid tokenizer");
+
+    let m = ScratchModel::of("t5-tiny", "truncated-onnx");
+    let bytes = std::fs::read(common::fixture("t5-tiny").join("encoder_model.onnx")).unwrap();
+    m.write("encoder_model.onnx", &bytes[..bytes.len() / 3]);
+    expect_err(m.open(), "encoder_model.onnx", "could not load");
+
+    let m = ScratchModel::of("t5-tiny", "not-onnx");
+    m.write("decoder_model_merged.onnx", b"hello");
+    expect_err(m.open(), "decoder_model_merged.onnx", "could not load");
+}
+
+#[test]
+fn graphs_without_the_expected_inputs() {
+    let m = ScratchModel::of("t5-tiny", "swapped");
+    m.replace_with("encoder_model.onnx", "decoder_model.onnx");
+    expect_err(m.open(), "encoder_model.onnx", "no input `attention_mask`");
+
+    let m = ScratchModel::of("t5-tiny", "merged-is-plain");
+    m.replace_with("decoder_model_merged.onnx", "decoder_model.onnx");
+    expect_err(m.open(), "decoder_model_merged.onnx", "use_cache_branch");
+}
+
+#[test]
+fn config_that_does_not_fit() {
+    let m = ScratchModel::of("t5-tiny", "small-vocab");
+    m.edit_json("config.json", |v| v["vocab_size"] = 100.into());
+    expect_err(m.open(), "tokenizer.json", "vocabulary");
+
+    let m = ScratchModel::of("t5-tiny", "gpt2");
+    m.edit_json("config.json", |v| v["model_type"] = "gpt2".into());
+    expect_err(m.open(), "config.json", "not a supported");
+
+    let m = ScratchModel::of("t5-tiny", "bad-generation-config");
+    m.write("generation_config.json", br#"{"num_beams": 0}"#);
+    expect_err(m.open(), "generation_config.json", "num_beams");
+}
+
+#[test]
+fn generation_config_is_optional() {
+    let m = ScratchModel::of("t5-tiny", "no-generation-config");
+    m.remove("generation_config.json");
+    let model = m.open().unwrap();
+    let out = duet::generate(&model, &["hello"], &duet::new_generation_settings(), None).unwrap();
+    // transformers' default max_length of 20 counts the start token: 19 new tokens at most.
+    assert!(out[0].sequences[0].token_ids.len() <= 19);
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Export a Hugging Face encoder-decoder model (T5, BART, Marian, ...) to the ONNX layout duet loads.
+
+    python tools/export_model.py MODEL_ID_OR_DIR OUT [--opset 18] [--no-merged]
+
+MODEL_ID_OR_DIR is a hub id (needs network) or a local checkpoint directory. OUT receives, from one
+Optimum export (task text2text-generation-with-past):
+
+    encoder_model.onnx             input_ids, attention_mask -> last_hidden_state
+    decoder_model.onnx             first step: also takes encoder_hidden_states
+    decoder_with_past_model.onnx   later steps: takes past_key_values.*
+    decoder_model_merged.onnx      both decoders behind one If on use_cache_branch (skip: --no-merged)
+    config.json, generation_config.json, tokenizer.json (+ whatever tokenizer files Optimum saved)
+
+If the model only has a slow (sentencepiece) tokenizer, tokenizer.json is made with transformers'
+slow->fast conversion. Marian has none in transformers: this script converts it itself (source
+side for encoding, the shared vocabulary for decoding; see marian_tokenizer_json).
+Needs the pins in tools/requirements.txt.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+SPLIT = ["encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"]
+MERGED = "decoder_model_merged.onnx"
+
+
+def marian_tokenizer_json(tok):
+    """tokenizer.json for a MarianTokenizer: source.spm segmentation with vocab.json ids, as the slow
+    tokenizer encodes, and vocab.json pieces for decoding (target side).
+
+    Pieces of vocab.json that source.spm lacks (target-only) must decode but never match input: they
+    get a private-use prefix that the normalizer strips from input and the decoder strips from output.
+    Where it differs from the slow tokenizer: a run of characters unknown to source.spm is always
+    <unk> (slow looks the run's text up in vocab.json, so a lone character that only target.spm knows
+    gets its id); a >>lang<< code is matched anywhere (slow: only at the start); a source.spm piece
+    missing from vocab.json (slow: <unk>; a warning is printed).
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+    from transformers.convert_slow_tokenizer import SpmConverter
+
+    if tok.separate_vocabs:
+        raise SystemExit("Marian with separate source/target vocabularies cannot be one tokenizer.json")
+    vocab = [t for t, _ in sorted(tok.encoder.items(), key=lambda kv: kv[1])]
+    assert [tok.encoder[t] for t in vocab] == list(range(len(vocab))), "vocab.json ids are not 0..n-1"
+    hide = "\ue000"
+    keep = set(tok.all_special_tokens) | set(tok.supported_language_codes)
+
+    class MarianConverter(SpmConverter):
+        def tokenizer(self, proto):
+            if proto.trainer_spec.model_type != 1:
+                raise SystemExit("Marian source.spm is not a Unigram model")
+            scores = {p.piece: p.score for p in proto.pieces}
+            missing = [p.piece for p in proto.pieces if p.type == 1 and p.piece not in tok.encoder]
+            if missing:
+                print(f"warning: {len(missing)} source.spm pieces are not in vocab.json; the slow tokenizer maps "
+                      f"them to <unk>, tokenizer.json segments around them: {missing[:10]}", file=sys.stderr)
+            low = min(scores.values())  # keeps the <unk> penalty (lowest score - 10) as in sentencepiece
+            pieces = [(t, scores.get(t, low)) if t in scores or t in keep else (hide + t, low) for t in vocab]
+            return Tokenizer(models.Unigram(pieces, unk_id=tok.encoder[tok.unk_token], byte_fallback=False))
+
+        def normalizer(self, proto):
+            return normalizers.Sequence([normalizers.Replace(hide, ""), super().normalizer(proto)])
+
+        def decoder(self, replacement, add_prefix_space):
+            return decoders.Sequence([decoders.Replace(hide, ""), super().decoder(replacement, add_prefix_space)])
+
+        def post_processor(self):
+            return processors.TemplateProcessing(single="$A </s>", pair="$A $B </s>",
+                                                 special_tokens=[("</s>", tok.eos_token_id)])
+
+    tok.vocab_file = tok.spm_files[0]
+    converted = MarianConverter(tok).converted()
+    converted.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in tok.all_special_tokens])
+    converted.add_tokens([AddedToken(t, normalized=False, special=False) for t in tok.supported_language_codes])
+    return converted
+
+
+def write_tokenizer_json(model, out):
+    """Returns how tokenizer.json came about."""
+    from transformers import AutoTokenizer, MarianTokenizer
+
+    if (out / "tokenizer.json").exists():
+        if Path(model).is_dir() and not (Path(model) / "tokenizer.json").exists():
+            return "saved by Optimum, converted from the slow tokenizer by transformers"
+        return "saved by Optimum"
+    tok = AutoTokenizer.from_pretrained(model)  # use_fast: converts sentencepiece when a converter exists
+    if tok.is_fast:
+        tok.backend_tokenizer.save(str(out / "tokenizer.json"))
+        return f"converted from the slow tokenizer by transformers ({type(tok).__name__})"
+    if isinstance(tok, MarianTokenizer):
+        marian_tokenizer_json(tok).save(str(out / "tokenizer.json"))
+        return "converted from MarianTokenizer by this script (see marian_tokenizer_json)"
+    raise SystemExit(f"cannot make tokenizer.json: transformers has no fast conversion for {type(tok).__name__}")
+
+
+def export(model, out, opset=18, merged=True):
+    """Exports `model` into directory `out`; returns {file name: note} for the printout."""
+    from optimum.exporters.onnx import main_export
+    from transformers import AutoConfig, GenerationConfig
+
+    out = Path(out)
+    # Post-processing merges the two decoders into decoder_model_merged.onnx and keeps the split pair.
+    main_export(model, output=out, task="text2text-generation-with-past", opset=opset)
+    if not merged:
+        (out / MERGED).unlink(missing_ok=True)
+    for f in SPLIT + ([MERGED] if merged else []):
+        if not (out / f).exists():
+            raise SystemExit(f"Optimum did not write {f}")
+    if not (out / "config.json").exists():
+        AutoConfig.from_pretrained(model).save_pretrained(out)
+    if not (out / "generation_config.json").exists():
+        try:
+            gen = GenerationConfig.from_pretrained(model)
+        except OSError:
+            gen = GenerationConfig.from_model_config(AutoConfig.from_pretrained(model))
+        gen.save_pretrained(out)
+    return {"tokenizer.json": write_tokenizer_json(model, out)}
+
+
+def main():
+    if os.environ.get("PYTHONHASHSEED") != "0":  # Optimum's decoder merge is only reproducible with it
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", metavar="MODEL_ID_OR_DIR", help="hub id or local checkpoint directory")
+    ap.add_argument("out", metavar="OUT", help="output directory")
+    ap.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    ap.add_argument("--no-merged", action="store_true", help="do not keep decoder_model_merged.onnx")
+    args = ap.parse_args()
+    notes = export(args.model, args.out, args.opset, merged=not args.no_merged)
+    print(f"wrote {args.out}:")
+    for p in sorted(Path(args.out).iterdir()):
+        print(f"  {p.stat().st_size:>12}  {p.name}" + (f"  ({notes[p.name]})" if p.name in notes else ""))
+    cfg = json.loads((Path(args.out) / "config.json").read_text())
+    print(f"  model_type={cfg.get('model_type')} decoder_start_token_id={cfg.get('decoder_start_token_id')}")
+
+
+if __name__ == "__main__":
+    main()

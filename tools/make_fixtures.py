@@ -1,0 +1,484 @@
+#!/usr/bin/env python3
+"""Build duet's test fixtures from nothing but the text in this file.
+
+    python tools/make_fixtures.py [--keep-work DIR] [--no-verify]
+
+Writes tests/fixtures/{t5-tiny,bart-tiny}/ (tokenizer, configs, the four Optimum ONNX graphs,
+GRAPHS.txt) and tests/fixtures/goldens.json (what `transformers` generates with the PyTorch models).
+The models have random weights: their outputs are meaningless, but deterministic. Needs the pins in
+tools/requirements.txt. Runs in about a minute on two CPU cores.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+if os.environ.get("PYTHONHASHSEED") != "0":  # Optimum's decoder merge is only reproducible with it
+    os.environ["PYTHONHASHSEED"] = "0"
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    BartConfig,
+    BartForConditionalGeneration,
+    BartTokenizerFast,
+    DynamicCache,
+    EncoderDecoderCache,
+    GenerationConfig,
+    T5Config,
+    T5ForConditionalGeneration,
+    T5TokenizerFast,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+ONNX_FILES = ["encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_model_merged.onnx"]
+META_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
+# --------------------------------------------------------------------------------------------------
+# Training text
+# --------------------------------------------------------------------------------------------------
+ENGLISH = """\
+The quick brown fox jumps over the lazy dog.
+A small cat sleeps on the warm windowsill every afternoon.
+The city council approved a new budget for public libraries on Tuesday.
+Scientists discovered a new species of frog in the rainforest.
+Heavy rain is expected across the northern region this weekend.
+The museum will reopen next month after a long renovation.
+She walked to the market to buy fresh bread, cheese and apples.
+Researchers say that regular exercise improves sleep and memory.
+The train to the airport leaves every twenty minutes.
+Our team won the championship after a dramatic final match.
+He forgot his umbrella, so he waited under the bridge until the storm passed.
+The company reported higher profits in the third quarter.
+Children learn languages faster when they play with friends.
+Please summarize the following article in two sentences.
+Translate English to German: the house is wonderful.
+The old lighthouse has guided ships safely for more than a century.
+Farmers are worried about the long dry summer and the price of water.
+The new bridge connects the two halves of the town across the river.
+Engineers tested the battery under extreme cold and heat.
+Tourists crowded the square to watch the fireworks at midnight.
+The orchestra played a symphony that nobody had heard in decades.
+A volunteer group planted three thousand trees along the highway.
+The doctor recommended drinking more water and walking every day.
+Students protested against the sudden increase in tuition fees.
+The spacecraft sent back clear pictures of the distant moon.
+It's not what you said, it's how you said it.
+Don't count your chickens before they hatch.
+We're going to the beach tomorrow if the weather is nice.
+They've finished the report and sent it to the editor.
+Why would anyone build a castle on such a tiny island?
+The price of coffee rose by twelve percent last year.
+In 1969, two astronauts walked on the surface of the moon.
+The recipe calls for 2 cups of flour, 3 eggs and a pinch of salt.
+My grandmother tells the best stories about her childhood village.
+The software update fixes several bugs and improves battery life.
+Wild horses ran across the valley as the sun went down.
+The judge postponed the trial until the end of the month.
+A strong earthquake shook the coastal towns early on Monday.
+The library offers free classes in painting, music and programming.
+The river flooded the fields, and the roads were closed for days.
+"""
+
+CHINESE = """\
+今天天气很好，我们去公园散步吧。
+我喜欢喝咖啡，也喜欢喝茶。
+这个城市的地铁非常方便。
+科学家在森林里发现了一种新的青蛙。
+明天早上八点我们在学校门口见面。
+他每天晚上都会读一个小时的书。
+这家餐厅的饺子特别好吃。
+春天来了，花园里开满了花。
+请把这篇文章总结成两句话。
+火车站离这里不远，走路十分钟就到了。
+"""
+
+EMOJI = """\
+I love pizza 🍕 and coffee ☕ in the morning!
+Happy birthday 🎉🎂 to my best friend.
+The weather today: ☀️ then 🌧️ in the evening.
+Great job team 👍 see you tomorrow 😀
+"""
+
+SUBJECTS = ["The teacher", "A farmer", "My neighbor", "The president", "Our cat", "The engineer", "A young girl",
+            "The old man", "The scientist", "Every student", "The company", "The band", "A tourist", "The pilot"]
+VERBS = ["found", "painted", "repaired", "visited", "described", "ignored", "carried", "cleaned", "borrowed",
+         "studied", "sold", "opened", "watched", "measured", "remembered", "discovered"]
+OBJECTS = ["the broken clock", "a wooden boat", "the blue house", "an ancient map", "the school garden",
+           "a red bicycle", "the market square", "the mountain road", "a silver coin", "the empty theater",
+           "the village church", "a letter from Paris", "the kitchen window", "the yellow train"]
+TAILS = ["before lunch", "after the storm", "with great care", "for the first time", "near the river",
+         "without any help", "in the morning", "last summer", "during the festival", "at night"]
+
+
+def corpus():
+    lines = [s for block in (ENGLISH, CHINESE, EMOJI) for s in block.splitlines() if s]
+    rng = random.Random(20240611)
+    for _ in range(400):
+        lines.append(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(TAILS)}.")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizers
+# --------------------------------------------------------------------------------------------------
+def t5_tokenizer(lines):
+    """Unigram + Metaspace like a T5 sentencepiece model, plus <0xNN> byte fallback (ids 3..258)."""
+    specials = ["<pad>", "</s>", "<unk>"]
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=700, special_tokens=specials, unk_token="<unk>", max_piece_length=12)
+    tok.train_from_iterator(lines, trainer)
+    trained = json.loads(tok.to_str())["model"]["vocab"]
+    assert [p for p, _ in trained[:3]] == specials
+    # The trainer is not deterministic: its scores vary in the last bits, and the pieces it appends
+    # last (scores spaced by 1e-4) are scored in hash order. Round, sort, and hand that tail its
+    # scores in piece order.
+    pieces = sorted(((p, round(s, 6)) for p, s in trained[3:]), key=lambda ps: (-ps[1], ps[0]))
+    tail = len(pieces) - 1
+    while tail > 0 and pieces[tail - 1][1] - pieces[tail][1] < 1e-4 + 2e-6:
+        tail -= 1
+    pieces[tail:] = zip(sorted(p for p, _ in pieces[tail:]), [s for _, s in pieces[tail:]])
+    vocab = [(p, 0.0) for p in specials] + [(f"<0x{b:02X}>", 0.0) for b in range(256)] + pieces
+    out = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=True))
+    out.normalizer = tok.normalizer
+    out.pre_tokenizer = tok.pre_tokenizer
+    out.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(replacement="▁", prepend_scheme="always")])
+    out.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    out.add_special_tokens(specials)
+    return T5TokenizerFast(tokenizer_object=out, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                           extra_ids=8, model_max_length=512, clean_up_tokenization_spaces=False)
+
+
+def bart_tokenizer(lines):
+    """Byte-level BPE like BART/RoBERTa: <s>=0 <pad>=1 </s>=2 <unk>=3 ... <mask>=last."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=800, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(lines, trainer)
+    tok.post_processor = processors.RobertaProcessing(sep=("</s>", 2), cls=("<s>", 0), add_prefix_space=False)
+    return BartTokenizerFast(tokenizer_object=tok, model_max_length=256, clean_up_tokenization_spaces=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------
+T5_TASKS = {
+    "summarization": {"early_stopping": True, "length_penalty": 2.0, "max_length": 200, "min_length": 30,
+                      "no_repeat_ngram_size": 3, "num_beams": 4, "prefix": "summarize: "},
+    "translation_en_to_de": {"early_stopping": True, "max_length": 300, "num_beams": 4,
+                             "prefix": "translate English to German: "},
+}
+
+
+def t5_model(vocab_size):
+    torch.manual_seed(6)  # seeds picked for large top-1/top-2 margins over all cases
+    cfg = T5Config(
+        vocab_size=vocab_size, d_model=64, d_kv=16, num_heads=4, d_ff=128, num_layers=2, num_decoder_layers=3,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, initializer_factor=0.5,
+        relative_attention_num_buckets=32, relative_attention_max_distance=128, n_positions=512,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, task_specific_params=T5_TASKS,
+        architectures=["T5ForConditionalGeneration"])
+    model = T5ForConditionalGeneration(cfg)
+    gen = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+    return model, gen
+
+
+def bart_model(vocab_size):
+    torch.manual_seed(4)
+    cfg = BartConfig(
+        vocab_size=vocab_size, d_model=64, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=128,
+        init_std=0.25, activation_function="gelu", scale_embedding=False, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2, decoder_start_token_id=2, architectures=["BartForConditionalGeneration"])
+    model = BartForConditionalGeneration(cfg)
+    gen = GenerationConfig(bos_token_id=0, eos_token_id=2, pad_token_id=1, decoder_start_token_id=2,
+                           forced_bos_token_id=0, forced_eos_token_id=2)
+    return model, gen
+
+
+# --------------------------------------------------------------------------------------------------
+# Export and graph listing
+# --------------------------------------------------------------------------------------------------
+def export_onnx(pt_dir, onnx_dir):
+    """One Optimum export: merged decoder from post-processing, split decoders kept (see export_model.py)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from export_model import export
+    export(str(pt_dir), str(onnx_dir), opset=18, merged=True)
+
+
+def describe_graphs(model_dir):
+    lines = []
+    for name in ONNX_FILES:
+        sess = ort.InferenceSession(str(model_dir / name), providers=["CPUExecutionProvider"])
+        size = (model_dir / name).stat().st_size
+        lines.append(f"== {name} ({size} bytes)")
+        for kind, vals in (("input", sess.get_inputs()), ("output", sess.get_outputs())):
+            for v in vals:
+                lines.append(f"  {kind:6} {v.name:42} {v.type:16} {v.shape}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Goldens
+# --------------------------------------------------------------------------------------------------
+def eos_set(model, params):
+    eos = params.get("eos_token_id", model.generation_config.eos_token_id)
+    return set(eos if isinstance(eos, list) else [eos])
+
+
+def cut_at_eos(ids, eos):
+    for i, t in enumerate(ids):
+        if t in eos:
+            return ids[: i + 1]
+    return ids
+
+
+class BeamMarginProbe:
+    """Smallest score gap at beam search's selection boundaries: between candidates ranked num_beams and
+    num_beams + 1 (which may finish / keep running) and beams_to_keep and beams_to_keep + 1, every step."""
+
+    def __init__(self, model):
+        self.model, self.margin = model, math.inf
+        self.orig = model._get_top_k_continuations
+
+    def __enter__(self):
+        def wrapped(accumulated_log_probs, *args, **kwargs):
+            k, keep = kwargs["num_beams"], kwargs["beams_to_keep"]
+            top = torch.topk(accumulated_log_probs, k=keep + 1, dim=-1).values
+            for row in top.tolist():
+                for i in (k, keep):
+                    if row[i] > -1e8:  # -inf / -1e9: candidates of unused beams
+                        self.margin = min(self.margin, row[i - 1] - row[i])
+            return self.orig(accumulated_log_probs, *args, **kwargs)
+
+        self.model._get_top_k_continuations = wrapped
+        return self
+
+    def __exit__(self, *exc):
+        del self.model._get_top_k_continuations
+
+
+def hf_generate(model, enc, **kwargs):
+    """model.generate with a lazily grown cache: transformers 4.57 sizes its default cache from
+    config.num_hidden_layers (= T5's encoder depth) and fails when the decoder is deeper."""
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    with torch.no_grad():
+        return model.generate(**enc, **kwargs, past_key_values=cache)
+
+
+def run_case(model, tok, name, model_name, inputs, params):
+    enc = tok(inputs, return_tensors="pt", padding=True)
+    beam = params.get("num_beams", 1) > 1
+    with BeamMarginProbe(model) as probe:
+        out = hf_generate(model, enc, **params, output_scores=True, return_dict_in_generate=True)
+    eos = eos_set(model, params)
+    gen = out.sequences[:, 1:]  # drop decoder_start_token_id
+    if beam:
+        trans = model.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
+    else:
+        trans = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+    nret = params.get("num_return_sequences", 1)
+    results, margin, ended_by_eos = [], math.inf, []
+    for i in range(len(inputs)):
+        seqs = []
+        for j in range(nret):
+            r = i * nret + j
+            ids = cut_at_eos(gen[r].tolist(), eos)
+            ts = trans[r, : len(ids)].tolist()
+            if beam:
+                score = out.sequences_scores[r].item()
+                lp = params.get("length_penalty", model.generation_config.length_penalty)
+                assert abs(sum(ts) / len(ids) ** lp - score) < 1e-4, (name, sum(ts), score)
+            else:
+                score = sum(ts)
+                for step in range(len(ids)):
+                    top2 = torch.topk(out.scores[step][r], 2).values
+                    if math.isfinite(top2[1].item()):
+                        margin = min(margin, (top2[0] - top2[1]).item())
+            ended_by_eos.append(bool(ids) and ids[-1] in eos)
+            seqs.append({"token_ids": ids, "text": tok.decode(ids, skip_special_tokens=True),
+                         "score": score, "token_scores": ts})
+        results.append({"sequences": seqs})
+    if beam:
+        margin = probe.margin
+    case = {"name": name, "model": model_name, "params": params, "inputs": inputs,
+            "input_ids": [tok(t)["input_ids"] for t in inputs], "results": results,
+            "min_top2_margin": margin}
+    return case, ended_by_eos
+
+
+def eos_override_token(model, tok, text, params, at_step):
+    """A token that generation with `params` emits at step >= at_step and not before, chosen so that
+    generation with it as eos_token_id ends by EOS (best sequence) before max_new_tokens."""
+    enc = tok([text], return_tensors="pt")
+    seq = hf_generate(model, enc, **params)[0, 1:].tolist()
+    for i in range(at_step, len(seq)):
+        if seq[i] in seq[:i] or seq[i] in tok.all_special_ids:
+            continue
+        out = hf_generate(model, enc, **params, eos_token_id=seq[i])[0, 1:].tolist()
+        if seq[i] in out[: params["max_new_tokens"] - 1]:
+            return seq[i]
+    raise RuntimeError(f"no usable EOS override in {seq}")
+
+
+# Inputs. T5 ones use the "summarize: " prefix as real T5 pipelines would.
+TEXTS = {
+    "single": "The museum will reopen next month after a long renovation of its old galleries.",
+    "short": "Hello world!",
+    "chinese": "今天的会议改到下午三点，请大家准时参加。",
+    "emoji": "Our picnic 🧺 was ruined by the rain 🌧️, but the kids 👧🧒 still laughed and played in the mud "
+             "for an hour while the adults tried to save the sandwiches.",
+    "beam_single": "Scientists say the river flooded the fields after three days of heavy rain.",
+    "beam_a": "A tourist borrowed a red bicycle.",
+    "beam_b": "Heavy rain is expected across the northern region this weekend, and several roads may be closed "
+              "near the river.",
+    "never": "The orchestra played a symphony that nobody had heard in decades.",
+    "penalty": "Farmers are worried about the long dry summer and the price of water for their fields.",
+    "eos": "The train to the airport leaves every twenty minutes from the central station.",
+}
+
+
+def golden_cases(model, tok, model_name):
+    p = "summarize: " if model_name == "t5-tiny" else ""
+    pre = model_name.split("-")[0] + "_"
+    greedy = {"num_beams": 1, "do_sample": False}
+    specs = [
+        ("greedy_single", [TEXTS["single"]], {"max_new_tokens": 20, **greedy}),
+        ("greedy_batch", [TEXTS["short"], TEXTS["chinese"], TEXTS["emoji"]], {"max_new_tokens": 16, **greedy}),
+        ("beam4_return2", [TEXTS["beam_single"]],
+         {"max_new_tokens": 16, "num_beams": 4, "num_return_sequences": 2, "length_penalty": 1.0,
+          "early_stopping": True, "do_sample": False}),
+        ("beam3_batch", [TEXTS["beam_a"], TEXTS["beam_b"]],
+         {"max_new_tokens": 16, "num_beams": 3, "num_return_sequences": 1,
+          "length_penalty": 2.0 if model_name == "t5-tiny" else 0.5, "early_stopping": False, "do_sample": False}),
+        ("beam3_never_return3", [TEXTS["never"]],
+         {"max_new_tokens": 12, "num_beams": 3, "num_return_sequences": 3, "early_stopping": "never",
+          "do_sample": False}),
+        ("greedy_penalties", [TEXTS["penalty"]],
+         {"max_new_tokens": 24, "repetition_penalty": 1.5, "no_repeat_ngram_size": 2, **greedy}),
+    ]
+    eos_text = p + TEXTS["eos"]
+    eos_g = eos_override_token(model, tok, eos_text, {"max_new_tokens": 20, **greedy}, at_step=4)
+    beam2 = {"num_beams": 2, "num_return_sequences": 2, "do_sample": False}
+    eos_b = eos_override_token(model, tok, eos_text, {"max_new_tokens": 20, **beam2}, at_step=3)
+    specs += [
+        ("greedy_eos_override", [TEXTS["eos"]], {"max_new_tokens": 20, "eos_token_id": eos_g, **greedy}),
+        ("greedy_eos_override_min8", [TEXTS["eos"]],
+         {"max_new_tokens": 20, "min_new_tokens": 8, "eos_token_id": eos_g, **greedy}),
+        ("beam2_eos_override", [TEXTS["eos"]], {"max_new_tokens": 20, "eos_token_id": eos_b, **beam2}),
+    ]
+    if model_name == "bart-tiny":
+        specs.append(("greedy_forced_eos_6", [TEXTS["single"]], {"max_new_tokens": 6, **greedy}))
+    cases = []
+    for name, inputs, params in specs:
+        case, eos_flags = run_case(model, tok, pre + name, model_name, [p + t for t in inputs], params)
+        case["ended_by_eos"] = eos_flags
+        cases.append(case)
+    return cases
+
+
+def check_cases(cases, model_name):
+    by = {c["name"].split("_", 1)[1]: c for c in cases}
+    for c in cases:
+        assert c["min_top2_margin"] > 1e-3, (c["name"], c["min_top2_margin"])
+        for r in c["results"]:
+            for s in r["sequences"]:
+                assert len(set(s["token_ids"])) > min(3, len(s["token_ids"]) - 1), (c["name"], s["token_ids"])
+    g = by["greedy_eos_override"]["results"][0]["sequences"][0]["token_ids"]
+    assert by["greedy_eos_override"]["ended_by_eos"] == [True] and len(g) < 20, g
+    assert len(by["greedy_eos_override_min8"]["results"][0]["sequences"][0]["token_ids"]) >= 8
+    b = by["beam2_eos_override"]
+    assert b["ended_by_eos"][0] and len(b["results"][0]["sequences"][0]["token_ids"]) < 20, b["results"]
+    if model_name == "bart-tiny":
+        for c in cases:
+            for r in c["results"]:
+                for s in r["sequences"]:
+                    assert s["token_ids"][0] == 0, (c["name"], s["token_ids"])
+        f = by["greedy_forced_eos_6"]["results"][0]["sequences"][0]["token_ids"]
+        assert len(f) == 6 and f[-1] == 2, f
+
+
+def verify_with_ort(model_dir, cases):
+    """Replays the goldens with optimum's ONNX Runtime model, merged and split decoders, as a check."""
+    from optimum.onnxruntime import ORTModelForSeq2SeqLM
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    for merged in (True, False):
+        ort_model = ORTModelForSeq2SeqLM.from_pretrained(model_dir, use_merged=merged)
+        for c in cases:
+            enc = tok(c["inputs"], return_tensors="pt", padding=True)
+            seqs = ort_model.generate(**enc, **c["params"])[:, 1:].tolist()
+            eos = {c["params"].get("eos_token_id", tok.eos_token_id)}
+            got = [cut_at_eos(s, eos) for s in seqs]
+            want = [s["token_ids"] for r in c["results"] for s in r["sequences"]]
+            assert got == want, (c["name"], merged, got, want)
+        print(f"  onnxruntime ({'merged' if merged else 'split'} decoder) reproduces {len(cases)} {model_dir.name} cases")
+
+
+# --------------------------------------------------------------------------------------------------
+def build(name, tok, make_model, work):
+    pt_dir, onnx_dir, out_dir = work / f"{name}-pt", work / f"{name}-onnx", FIXTURES / name
+    model, gen = make_model(len(tok) if name == "bart-tiny" else -(-len(tok) // 32) * 32)
+    model.generation_config = gen
+    model.save_pretrained(pt_dir)
+    tok.save_pretrained(pt_dir)
+    export_onnx(pt_dir, onnx_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    for f in ONNX_FILES + META_FILES:
+        shutil.copy(onnx_dir / f, out_dir / f)
+    (out_dir / "GRAPHS.txt").write_text(describe_graphs(out_dir))
+    model = AutoModelForSeq2SeqLM.from_pretrained(pt_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(pt_dir)
+    cases = golden_cases(model, tok, name)
+    check_cases(cases, name)
+    return cases
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keep-work", help="build in this directory and keep it (default: a temporary one)")
+    ap.add_argument("--no-verify", action="store_true", help="skip replaying the goldens with ONNX Runtime")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    work = Path(args.keep_work or tempfile.mkdtemp(prefix="duet-fixtures-"))
+    work.mkdir(parents=True, exist_ok=True)
+    lines = corpus()
+    cases = build("t5-tiny", t5_tokenizer(lines), t5_model, work)
+    cases += build("bart-tiny", bart_tokenizer(lines), bart_model, work)
+    goldens = {"transformers_version": transformers.__version__, "torch_version": torch.__version__,
+               "cases": [{k: v for k, v in c.items() if k != "ended_by_eos"} for c in cases]}
+    (FIXTURES / "goldens.json").write_text(json.dumps(goldens, ensure_ascii=False, indent=1) + "\n")
+    for c in cases:
+        print(f"{c['name']:34} eos={c['ended_by_eos']} margin={c['min_top2_margin']:.4f} {json.dumps(c['params'])}")
+    if not args.no_verify:
+        for name in ("t5-tiny", "bart-tiny"):
+            verify_with_ort(FIXTURES / name, [c for c in cases if c["model"] == name])
+    if not args.keep_work:
+        shutil.rmtree(work)
+    for p in sorted(FIXTURES.rglob("*")):
+        if p.is_file():
+            print(f"{p.stat().st_size:>9}  {p.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
