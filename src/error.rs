@@ -36,6 +36,8 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("index file {}: {reason}", path.display())]
+    IndexFile { path: PathBuf, reason: String },
 }
 
 /// A field-less mirror of [`Error`], 1:1 with the C status codes.
@@ -56,6 +58,7 @@ pub enum ErrorKind {
     ProviderUnavailable,
     Io,
     Internal,
+    IndexFile,
 }
 
 impl Error {
@@ -76,6 +79,7 @@ impl Error {
             Error::ProviderUnavailable(_) => ErrorKind::ProviderUnavailable,
             Error::Io { .. } => ErrorKind::Io,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::IndexFile { .. } => ErrorKind::IndexFile,
         }
     }
 

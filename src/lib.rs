@@ -19,6 +19,7 @@ pub mod generate;
 pub mod model;
 pub mod runtime;
 pub mod settings;
+pub mod tasks;
 pub mod text;
 
 pub use error::{Error, ErrorKind, Result};

@@ -29,6 +29,7 @@ pub enum Kind {
 }
 
 /// One valid key: its name, type, a range check and one line of help.
+#[derive(Clone, Copy)]
 pub struct Spec {
     pub key: &'static str,
     pub kind: Kind,

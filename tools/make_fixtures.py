@@ -4,7 +4,8 @@
     python tools/make_fixtures.py [--keep-work DIR] [--no-verify]
 
 Writes tests/fixtures/{t5-tiny,bart-tiny}/ (tokenizer, configs, the four Optimum ONNX graphs,
-GRAPHS.txt) and tests/fixtures/goldens.json (what `transformers` generates with the PyTorch models).
+GRAPHS.txt), tests/fixtures/goldens.json (what `transformers` generates with the PyTorch models) and
+tests/fixtures/search_goldens.json (mean-pooled encoder embeddings and rerank scores, PyTorch float32).
 The models have random weights: their outputs are meaningless, but deterministic. Needs the pins in
 tools/requirements.txt. Runs in about a minute on two CPU cores.
 """
@@ -23,6 +24,7 @@ if os.environ.get("PYTHONHASHSEED") != "0":  # Optimum's decoder merge is only r
     os.execv(sys.executable, [sys.executable, *sys.argv])
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -338,7 +340,7 @@ def eos_override_token(model, tok, text, params, at_step):
     raise RuntimeError(f"no usable EOS override in {seq}")
 
 
-# Inputs. T5 ones use the "summarize: " prefix as real T5 pipelines would.
+# Inputs. T5 ones use the "summarize: " prefix as real T5 pipelines would (except the chat prompt).
 TEXTS = {
     "single": "The museum will reopen next month after a long renovation of its old galleries.",
     "short": "Hello world!",
@@ -352,12 +354,15 @@ TEXTS = {
     "never": "The orchestra played a symphony that nobody had heard in decades.",
     "penalty": "Farmers are worried about the long dry summer and the price of water for their fields.",
     "eos": "The train to the airport leaves every twenty minutes from the central station.",
+    "paragraph": "The city council met on Tuesday to discuss the budget for public libraries. The library offers "
+                 "free classes in painting, music and programming. Heavy rain flooded the northern region this "
+                 "weekend.",
+    "chat": "You are a helpful assistant.\nUser: What is the capital of France?\nAssistant:",
 }
 
 
 def golden_cases(model, tok, model_name):
     p = "summarize: " if model_name == "t5-tiny" else ""
-    pre = model_name.split("-")[0] + "_"
     greedy = {"num_beams": 1, "do_sample": False}
     specs = [
         ("greedy_single", [TEXTS["single"]], {"max_new_tokens": 20, **greedy}),
@@ -386,12 +391,29 @@ def golden_cases(model, tok, model_name):
     ]
     if model_name == "bart-tiny":
         specs.append(("greedy_forced_eos_6", [TEXTS["single"]], {"max_new_tokens": 6, **greedy}))
+    return run_specs(model, tok, model_name, specs, prefix=p)
+
+
+def run_specs(model, tok, model_name, specs, prefix=""):
+    """Golden cases from (name, inputs, params) specs; names get the model's prefix (t5_ / bart_)."""
     cases = []
     for name, inputs, params in specs:
-        case, eos_flags = run_case(model, tok, pre + name, model_name, [p + t for t in inputs], params)
+        case, eos_flags = run_case(model, tok, model_name.split("-")[0] + "_" + name, model_name,
+                                   [prefix + t for t in inputs], params)
         case["ended_by_eos"] = eos_flags
         cases.append(case)
     return cases
+
+
+def usage_cases(model, tok, model_name):
+    """Cases added later and appended after all others: T5's summarization settings (without its length
+    limits) and a chat-style prompt (no task prefix)."""
+    p = "summarize: " if model_name == "t5-tiny" else ""
+    summarize = {"max_new_tokens": 24, "min_new_tokens": 4, "num_beams": 4, "no_repeat_ngram_size": 3,
+                 "length_penalty": 1.0, "early_stopping": True, "do_sample": False}
+    chat = {"max_new_tokens": 16, "num_beams": 1, "do_sample": False}
+    return run_specs(model, tok, model_name, [("summarize_defaults", [p + TEXTS["paragraph"]], summarize),
+                                              ("chat_turn", [TEXTS["chat"]], chat)])
 
 
 def check_cases(cases, model_name):
@@ -415,8 +437,85 @@ def check_cases(cases, model_name):
         assert len(f) == 6 and f[-1] == 2, f
 
 
-def verify_with_ort(model_dir, cases):
-    """Replays the goldens with optimum's ONNX Runtime model, merged and split decoders, as a check."""
+# --------------------------------------------------------------------------------------------------
+# Search goldens: encoder embeddings and rerank scores (PyTorch float32, one text at a time)
+# --------------------------------------------------------------------------------------------------
+EMBED_TEXTS = [
+    "Lighthouse",
+    "The old lighthouse on the northern coast has guided fishing boats and cargo ships safely through storms, "
+    "fog and long winter nights for more than a century, and the town has now decided to turn it into a small "
+    "museum about the sea.",
+    "科学家在森林里发现了一种新的青蛙。",
+    "Great job team 👍 see you tomorrow 😀🎉",
+    "  spaced  out  ",
+]
+QUERY = "Where did scientists discover a new frog?"
+PASSAGES = [
+    "Scientists discovered a new species of frog in the rainforest.",
+    "The train to the airport leaves every twenty minutes.",
+    "科学家在森林里发现了一种新的青蛙。",
+    "Frogs.",
+    "A team of young scientists found the small green frog near the river after the storm.",
+    "The recipe calls for 2 cups of flour, 3 eggs and a pinch of salt.",
+]
+LIKELIHOOD_TEMPLATE = "Passage: {passage} Please write a question based on this passage."
+RELEVANCE_TEMPLATE = "Query: {query} Document: {passage} Relevant:"
+RELEVANCE_WORDS = [("yes", "no"), ("true", "false")]  # the first pair whose first token ids differ
+
+
+def embed(model, tok, text):
+    """Mean of the encoder's last hidden state over all tokens (special tokens included), L2-normalized."""
+    enc = tok(text, return_tensors="pt")
+    hidden = model.get_encoder()(input_ids=enc.input_ids, attention_mask=enc.attention_mask).last_hidden_state
+    v = hidden[0].mean(0)
+    return (v / v.norm()).tolist()
+
+
+def likelihood_score(model, tok, query, passage):
+    """UPR: mean log-probability of the query's tokens (with the tokenizer's specials) given the passage,
+    teacher-forced (transformers shifts the labels right behind decoder_start_token_id)."""
+    enc = tok(LIKELIHOOD_TEMPLATE.format(passage=passage), return_tensors="pt")
+    labels = tok(query, return_tensors="pt").input_ids
+    logits = model(**enc, labels=labels, use_cache=False).logits
+    return logits[0].log_softmax(-1).gather(-1, labels[0, :, None]).mean().item()
+
+
+def relevance_ids(tok):
+    """The relevance words and the first token id of each: the first pair in RELEVANCE_WORDS that differ."""
+    for words in RELEVANCE_WORDS:
+        ids = [tok(w, add_special_tokens=False).input_ids[0] for w in words]
+        if ids[0] != ids[1]:
+            return list(words), ids
+    raise RuntimeError("no relevance word pair with distinct first tokens")
+
+
+def relevance_score(model, tok, query, passage, ids):
+    """monoT5: log p(yes) - log p(no) at the first decoder step (decoder input = decoder start token)."""
+    enc = tok(RELEVANCE_TEMPLATE.format(query=query, passage=passage), return_tensors="pt")
+    start = torch.tensor([[model.config.decoder_start_token_id]])
+    lp = model(**enc, decoder_input_ids=start, use_cache=False).logits[0, -1].log_softmax(-1)
+    return (lp[ids[0]] - lp[ids[1]]).item()
+
+
+def search_goldens(model, tok, model_name):
+    """One embeddings entry and two rerank entries (likelihood, relevance) for one model."""
+    words, ids = relevance_ids(tok)
+    with torch.no_grad():
+        vectors = [embed(model, tok, t) for t in EMBED_TEXTS]
+        likelihood = [likelihood_score(model, tok, QUERY, p) for p in PASSAGES]
+        relevance = [relevance_score(model, tok, QUERY, p, ids) for p in PASSAGES]
+    embeddings = {"model": model_name, "texts": EMBED_TEXTS, "vectors": vectors}
+    common = {"query": QUERY, "passages": PASSAGES}
+    rerank = [{"model": model_name, "mode": "likelihood", "template": LIKELIHOOD_TEMPLATE, **common,
+               "scores": likelihood},
+              {"model": model_name, "mode": "relevance", "template": RELEVANCE_TEMPLATE, **common,
+               "relevance_tokens": words, "token_ids": ids, "scores": relevance}]
+    return embeddings, rerank
+
+
+def verify_with_ort(model_dir, cases, embeddings, rerank):
+    """Replays the goldens with optimum's ONNX Runtime model, merged and split decoders, and the search
+    goldens with plain ONNX Runtime sessions, as a check."""
     from optimum.onnxruntime import ORTModelForSeq2SeqLM
 
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -430,6 +529,49 @@ def verify_with_ort(model_dir, cases):
             want = [s["token_ids"] for r in c["results"] for s in r["sequences"]]
             assert got == want, (c["name"], merged, got, want)
         print(f"  onnxruntime ({'merged' if merged else 'split'} decoder) reproduces {len(cases)} {model_dir.name} cases")
+    verify_search_with_ort(model_dir, tok, embeddings, rerank)
+
+
+def verify_search_with_ort(model_dir, tok, embeddings, rerank):
+    """Recomputes embeddings (encoder_model.onnx) and rerank scores (decoder_model.onnx, the whole decoder
+    input at once, no past) and checks them against the PyTorch values to 1e-4."""
+    def session(name):
+        return ort.InferenceSession(str(model_dir / name), providers=["CPUExecutionProvider"])
+
+    encoder, decoder = session("encoder_model.onnx"), session("decoder_model.onnx")
+    start = json.loads((model_dir / "config.json").read_text())["decoder_start_token_id"]
+
+    def encode(text):
+        enc = {k: v.astype(np.int64) for k, v in tok(text, return_tensors="np").items()}
+        return enc, encoder.run(["last_hidden_state"], enc)[0]
+
+    def log_probs(text, decoder_ids):
+        enc, hidden = encode(text)
+        logits = decoder.run(["logits"], {"input_ids": np.array([decoder_ids], dtype=np.int64),
+                                          "encoder_attention_mask": enc["attention_mask"],
+                                          "encoder_hidden_states": hidden})[0]
+        return torch.from_numpy(logits[0]).log_softmax(-1)
+
+    def embed_ort(text):
+        v = torch.from_numpy(encode(text)[1][0]).mean(0)
+        return (v / v.norm()).tolist()
+
+    def score_ort(r, passage):
+        if r["mode"] == "likelihood":
+            target = tok(r["query"]).input_ids
+            lp = log_probs(r["template"].format(passage=passage), [start] + target[:-1])
+            return lp[torch.arange(len(target)), torch.tensor(target)].mean().item()
+        lp = log_probs(r["template"].format(query=r["query"], passage=passage), [start])[-1]
+        return (lp[r["token_ids"][0]] - lp[r["token_ids"][1]]).item()
+
+    got = [embed_ort(t) for t in embeddings["texts"]]
+    diff = max(abs(a - b) for g, w in zip(got, embeddings["vectors"]) for a, b in zip(g, w))
+    print(f"  onnxruntime embeddings: max abs diff {diff:.2e}")
+    assert diff < 1e-4, diff
+    for r in rerank:
+        diff = max(abs(score_ort(r, p) - s) for p, s in zip(r["passages"], r["scores"]))
+        print(f"  onnxruntime rerank {r['mode']}: max abs diff {diff:.2e}")
+        assert diff < 1e-4, (r["mode"], diff)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -448,9 +590,9 @@ def build(name, tok, make_model, work):
     (out_dir / "GRAPHS.txt").write_text(describe_graphs(out_dir))
     model = AutoModelForSeq2SeqLM.from_pretrained(pt_dir, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(pt_dir)
-    cases = golden_cases(model, tok, name)
-    check_cases(cases, name)
-    return cases
+    cases, usage = golden_cases(model, tok, name), usage_cases(model, tok, name)
+    check_cases(cases + usage, name)
+    return cases, usage, *search_goldens(model, tok, name)
 
 
 def main():
@@ -463,16 +605,21 @@ def main():
     work = Path(args.keep_work or tempfile.mkdtemp(prefix="duet-fixtures-"))
     work.mkdir(parents=True, exist_ok=True)
     lines = corpus()
-    cases = build("t5-tiny", t5_tokenizer(lines), t5_model, work)
-    cases += build("bart-tiny", bart_tokenizer(lines), bart_model, work)
+    built = {"t5-tiny": build("t5-tiny", t5_tokenizer(lines), t5_model, work),
+             "bart-tiny": build("bart-tiny", bart_tokenizer(lines), bart_model, work)}
+    # the usage cases came later: they follow all others so that the earlier cases keep their places
+    cases = [c for b in built.values() for c in b[0]] + [c for b in built.values() for c in b[1]]
     goldens = {"transformers_version": transformers.__version__, "torch_version": torch.__version__,
                "cases": [{k: v for k, v in c.items() if k != "ended_by_eos"} for c in cases]}
     (FIXTURES / "goldens.json").write_text(json.dumps(goldens, ensure_ascii=False, indent=1) + "\n")
+    search = {"transformers_version": transformers.__version__, "embeddings": [b[2] for b in built.values()],
+              "rerank": [r for b in built.values() for r in b[3]]}
+    (FIXTURES / "search_goldens.json").write_text(json.dumps(search, ensure_ascii=False, indent=1) + "\n")
     for c in cases:
         print(f"{c['name']:34} eos={c['ended_by_eos']} margin={c['min_top2_margin']:.4f} {json.dumps(c['params'])}")
     if not args.no_verify:
-        for name in ("t5-tiny", "bart-tiny"):
-            verify_with_ort(FIXTURES / name, [c for c in cases if c["model"] == name])
+        for name, (_, _, embeddings, rerank) in built.items():
+            verify_with_ort(FIXTURES / name, [c for c in cases if c["model"] == name], embeddings, rerank)
     if not args.keep_work:
         shutil.rmtree(work)
     for p in sorted(FIXTURES.rglob("*")):

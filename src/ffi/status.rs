@@ -40,6 +40,8 @@ pub enum duet_status {
     Io = 14,
     /// A bug in duet; please report it with the message.
     Internal = 15,
+    /// An index file is corrupt, truncated, or of another format version.
+    IndexFile = 16,
     /// duet panicked; the host is unharmed, the object involved should be freed.
     Panic = 100,
 }
@@ -62,6 +64,7 @@ impl From<ErrorKind> for duet_status {
             ErrorKind::ProviderUnavailable => duet_status::ProviderUnavailable,
             ErrorKind::Io => duet_status::Io,
             ErrorKind::Internal => duet_status::Internal,
+            ErrorKind::IndexFile => duet_status::IndexFile,
         }
     }
 }
@@ -85,11 +88,12 @@ impl duet_status {
             duet_status::ProviderUnavailable => "DUET_STATUS_PROVIDER_UNAVAILABLE",
             duet_status::Io => "DUET_STATUS_IO",
             duet_status::Internal => "DUET_STATUS_INTERNAL",
+            duet_status::IndexFile => "DUET_STATUS_INDEX_FILE",
             duet_status::Panic => "DUET_STATUS_PANIC",
         }
     }
 
-    const ALL: [duet_status; 17] = [
+    const ALL: [duet_status; 18] = [
         duet_status::Ok,
         duet_status::InvalidArgument,
         duet_status::NullPointer,
@@ -106,6 +110,7 @@ impl duet_status {
         duet_status::ProviderUnavailable,
         duet_status::Io,
         duet_status::Internal,
+        duet_status::IndexFile,
         duet_status::Panic,
     ];
 }
@@ -156,6 +161,6 @@ mod tests {
     fn codes_are_stable() {
         // These numbers are ABI: this test changes only when a code is added.
         let numbers: Vec<i32> = duet_status::ALL.iter().map(|s| *s as i32).collect();
-        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 100]);
+        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 100]);
     }
 }

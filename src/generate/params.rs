@@ -47,8 +47,14 @@ pub static GENERATION_SPECS: &[Spec] = &[
     spec!("truncate_input", Kind::Bool, any, "truncate longer inputs (and report it) instead of failing"),
 ];
 
+/// Every key a params object accepts: the generation keys, then those of the tasks.
+pub static PARAM_SPECS: once_cell::sync::Lazy<Vec<Spec>> = once_cell::sync::Lazy::new(|| {
+    GENERATION_SPECS.iter().chain(crate::tasks::TASK_SPECS.iter()).copied().collect()
+});
+
+/// An empty params object: every key at its default.
 pub fn new_generation_settings() -> Settings {
-    Settings::new(GENERATION_SPECS)
+    Settings::new(PARAM_SPECS.as_slice())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,6 +58,17 @@ impl Encoder {
 }
 
 impl EncoderOutput {
+    /// `last_hidden_state` as `[rows, len, width]` data, and `width`.
+    pub fn hidden_states(&self) -> Result<(&[f32], usize)> {
+        let (shape, data) = self.hidden.try_extract_tensor::<f32>()?;
+        Ok((data, shape.get(2).copied().unwrap_or(0) as usize))
+    }
+
+    /// The padding mask, `[rows, len]`, 1 for real tokens.
+    pub fn mask(&self) -> &[i64] {
+        self.mask.extract_tensor().1
+    }
+
     /// Each row repeated `n` times in place (row r becomes rows r*n .. r*n+n), for beam search.
     pub fn repeat_rows(&self, n: usize) -> Result<Self> {
         let index: Vec<usize> = (0..self.rows).flat_map(|r| std::iter::repeat_n(r, n)).collect();

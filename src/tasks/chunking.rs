@@ -1,0 +1,127 @@
+//! Splitting long text into sentences (Latin and CJK punctuation) and packing them into chunks
+//! that fit a token budget, with a few sentences of overlap between neighbours.
+
+use crate::error::{Error, Result};
+use crate::text::Tokenizer;
+
+/// Sentences of `text`, trimmed, in order. A sentence ends after `.!?;…` followed by white
+/// space, after CJK `。！？；`, or at a line break. Nothing is dropped but white space.
+pub fn split_sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let next = chars.peek().map(|&(_, n)| n);
+        let end = match c {
+            '。' | '！' | '？' | '；' | '\n' => true,
+            '.' | '!' | '?' | ';' | '…' => next.is_none_or(char::is_whitespace),
+            _ => false,
+        };
+        if end {
+            let stop = i + c.len_utf8();
+            push_trimmed(&mut out, &text[start..stop]);
+            start = stop;
+        }
+    }
+    push_trimmed(&mut out, &text[start..]);
+    out
+}
+
+fn push_trimmed<'a>(out: &mut Vec<&'a str>, s: &'a str) {
+    let t = s.trim();
+    if !t.is_empty() {
+        out.push(t);
+    }
+}
+
+/// A run of sentences that fits the budget; `first..last+1` indexes the sentence list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub text: String,
+    pub first: usize,
+    pub last: usize,
+    pub tokens: usize,
+}
+
+/// Token count of `text` without special tokens.
+pub fn count_tokens(tokenizer: &Tokenizer, text: &str) -> Result<usize> {
+    Ok(tokenizer.inner().encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?.len())
+}
+
+/// Pieces of one over-long sentence, each at most `budget` tokens, cut at token boundaries.
+fn split_long(tokenizer: &Tokenizer, sentence: &str, budget: usize) -> Result<Vec<String>> {
+    let enc = tokenizer.inner().encode(sentence, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    let offsets = enc.get_offsets();
+    let mut pieces = Vec::new();
+    let mut start_byte = 0;
+    for window in offsets.chunks(budget.max(1)) {
+        let end_byte = window.last().map_or(sentence.len(), |o| o.1).min(sentence.len());
+        let mut end = end_byte;
+        while end < sentence.len() && !sentence.is_char_boundary(end) {
+            end += 1;
+        }
+        if end > start_byte {
+            pieces.push(sentence[start_byte..end].trim().to_string());
+            start_byte = end;
+        }
+    }
+    if start_byte < sentence.len() && !sentence[start_byte..].trim().is_empty() {
+        pieces.push(sentence[start_byte..].trim().to_string());
+    }
+    Ok(pieces.into_iter().filter(|p| !p.is_empty()).collect())
+}
+
+/// The sentences of `text` (long ones cut to fit) and the chunks covering all of them in order.
+pub fn plan_chunks(tokenizer: &Tokenizer, text: &str, budget: usize, overlap_tokens: usize) -> Result<(Vec<String>, Vec<Chunk>)> {
+    let mut sentences = Vec::new();
+    for s in split_sentences(text) {
+        if count_tokens(tokenizer, s)? > budget {
+            sentences.extend(split_long(tokenizer, s, budget)?);
+        } else {
+            sentences.push(s.to_string());
+        }
+    }
+    let counts = sentences.iter().map(|s| count_tokens(tokenizer, s)).collect::<Result<Vec<_>>>()?;
+    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut first = 0;
+    let mut next = 0;
+    while next < sentences.len() {
+        let mut text = String::new();
+        let mut tokens = 0;
+        let mut i = first;
+        while i < sentences.len() {
+            let candidate = if text.is_empty() { sentences[i].clone() } else { format!("{text} {}", sentences[i]) };
+            let n = count_tokens(tokenizer, &candidate)?;
+            // A chunk always takes at least one new sentence, which fits alone by construction.
+            if n > budget && i > first && i > next {
+                break;
+            }
+            text = candidate;
+            tokens = n;
+            i += 1;
+        }
+        chunks.push(Chunk { text, first, last: i - 1, tokens });
+        next = i;
+        // Overlap: the previous chunk's last sentences, within the overlap budget, never all of it.
+        let mut back = next;
+        let mut kept = 0;
+        while back > first + 1 && kept + counts[back - 1] <= overlap_tokens {
+            kept += counts[back - 1];
+            back -= 1;
+        }
+        first = back;
+    }
+    Ok((sentences, chunks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_latin_and_cjk_sentences() {
+        let s = split_sentences("Hello there. How are you?I am fine 3.5 times!\n今天很好。明天呢？好 ok");
+        assert_eq!(s, vec!["Hello there.", "How are you?I am fine 3.5 times!", "今天很好。", "明天呢？", "好 ok"]);
+        assert!(split_sentences("   \n ").is_empty());
+    }
+}

@@ -1,0 +1,74 @@
+//! Relevance of passages to a query by decoder scoring, with teacher forcing:
+//! - likelihood: mean log p(query | template(passage)), unsupervised passage reranking (UPR);
+//! - relevance: log p(yes) - log p(no) after template(query, passage), as monoT5.
+
+use crate::error::{Error, Result};
+use crate::generate::processors::log_softmax;
+use crate::generate::GenerationParams;
+use crate::model::{KvCache, Model};
+use crate::settings::Settings;
+use crate::tasks::nonblank;
+
+pub const LIKELIHOOD_TEMPLATE: &str = "Passage: {passage} Please write a question based on this passage.";
+pub const RELEVANCE_TEMPLATE: &str = "Query: {query} Document: {passage} Relevant:";
+
+/// One score per passage, in order; higher is more relevant.
+pub fn rerank(model: &Model, query: &str, passages: &[&str], params: &Settings) -> Result<Vec<f32>> {
+    nonblank(query, "the query")?;
+    for (i, p) in passages.iter().enumerate() {
+        nonblank(p, &format!("passage {i}"))?;
+    }
+    let gen = GenerationParams::resolve(&model.config.generation, params, model.vocab_size())?;
+    let relevance = params.str("rerank_mode") == Some("relevance");
+    let template = params.str("rerank_template").unwrap_or(if relevance { RELEVANCE_TEMPLATE } else { LIKELIHOOD_TEMPLATE });
+    let limit = gen.max_input_tokens.or(model.config.max_input_tokens);
+    let batch = params.int("batch_size").map_or(8, |v| v as usize);
+
+    let targets = if relevance {
+        let words = params.str_list("relevance_tokens").map(<[String]>::to_vec).unwrap_or_else(|| vec!["yes".into(), "no".into()]);
+        words.iter().map(|w| first_token(model, w)).collect::<Result<Vec<_>>>()?
+    } else {
+        model.tokenizer.encode(query, None, false, 0)?.ids
+    };
+    let mut scores = Vec::with_capacity(passages.len());
+    for (b, group) in passages.chunks(batch).enumerate() {
+        let inputs = group
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let text = template.replace("{query}", query).replace("{passage}", p);
+                Ok(model.tokenizer.encode(&text, limit, gen.truncate_input, b * batch + i)?.ids)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let encoder = model.encoder.run(&inputs, gen.pad_token_id)?;
+        let mut cache = KvCache::default();
+        let rows = inputs.len();
+        let mut totals = vec![0f64; rows];
+        let steps = if relevance { 1 } else { targets.len() };
+        let mut previous = vec![gen.decoder_start_token_id; rows];
+        for step in 0..steps {
+            let logits = model.decoder.step(&previous, &encoder, &mut cache)?;
+            for (r, total) in totals.iter_mut().enumerate() {
+                let lp = log_softmax(logits.row(r));
+                *total += if relevance {
+                    (lp[targets[0] as usize] - lp[targets[1] as usize]) as f64
+                } else {
+                    lp[targets[step] as usize] as f64
+                };
+            }
+            if !relevance {
+                previous = vec![targets[step]; rows];
+            }
+        }
+        scores.extend(totals.into_iter().map(|t| (t / steps as f64) as f32));
+    }
+    Ok(scores)
+}
+
+fn first_token(model: &Model, word: &str) -> Result<u32> {
+    let ids = model.tokenizer.inner().encode(word, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    ids.get_ids()
+        .first()
+        .copied()
+        .ok_or_else(|| Error::invalid_param("relevance_tokens", format!("`{word}` encodes to no token")))
+}

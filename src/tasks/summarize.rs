@@ -1,0 +1,168 @@
+//! Summaries of documents of any length: a prompt in the model family's style, and map-reduce
+//! over sentence-aligned chunks when the document exceeds the encoder's input limit.
+
+use crate::error::{Error, Result};
+use crate::generate::{generate_encoded, FinishReason, Flow, GenerationParams, Observer};
+use crate::model::Model;
+use crate::settings::Settings;
+use crate::tasks::chunking::{count_tokens, plan_chunks};
+use crate::tasks::{nonblank, Progress};
+
+/// Levels of map-reduce after which a document that still does not fit is an error.
+const MAX_LEVELS: usize = 12;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryOutput {
+    pub text: String,
+    /// Chunks the document was split into (1 when it fit whole).
+    pub chunks: usize,
+    /// Generation passes over the text: 1 when it fit, 2 for one map and one final reduce, ...
+    pub levels: usize,
+    /// Inputs summarized over all levels.
+    pub summaries: usize,
+    pub finish_reason: FinishReason,
+}
+
+/// The encoder input around `{text}`: the caller's template, else the model's summarization
+/// prefix from config.json (T5's "summarize: "), else the text alone (BART style).
+pub fn prompt_template(model: &Model, params: &Settings) -> String {
+    params
+        .str("prompt_template")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}{{text}}", model.config.summarization_prefix.as_deref().unwrap_or("")))
+}
+
+/// Beam search with n-gram blocking, and a length preset, under the model's own
+/// generation_config.json and the caller's settings.
+pub fn summary_params(model: &Model, params: &Settings) -> Result<GenerationParams> {
+    let mut defaults = crate::generate::new_generation_settings();
+    defaults.set_int("num_beams", 4)?;
+    defaults.set_int("no_repeat_ngram_size", 3)?;
+    defaults.set_bool("early_stopping", true)?;
+    let (max_new, min_new) = match params.str("summary_length").unwrap_or("medium") {
+        "short" => (48, 8),
+        "long" => (256, 64),
+        _ => (128, 24),
+    };
+    let mut caller = params.clone();
+    let model_sets_length = ["max_length", "max_new_tokens"].iter().any(|k| model.config.generation.is_set(k));
+    let preset_layer = if params.is_set("summary_length") || !model_sets_length { &mut caller } else { &mut defaults };
+    if !params.is_set("max_new_tokens") && !params.is_set("max_length") {
+        preset_layer.set_int("max_new_tokens", max_new)?;
+    }
+    if !params.is_set("min_new_tokens") && !params.is_set("min_length") {
+        preset_layer.set_int("min_new_tokens", min_new)?;
+    }
+    GenerationParams::resolve(&defaults.overlaid(&model.config.generation), &caller, model.vocab_size())
+}
+
+/// Summarizes `text`. `progress` hears (done, total, level) after each batch of chunks and at
+/// every decoding step, and may cancel; `observer` streams the final summary.
+pub fn summarize(
+    model: &Model,
+    text: &str,
+    params: &Settings,
+    progress: Option<&mut dyn FnMut(Progress) -> Flow>,
+    mut observer: Option<&mut dyn Observer>,
+) -> Result<SummaryOutput> {
+    let mut no_progress = |_: Progress| Flow::Continue;
+    let progress: &mut dyn FnMut(Progress) -> Flow = match progress {
+        Some(p) => p,
+        None => &mut no_progress,
+    };
+    nonblank(text, "text")?;
+    let template = prompt_template(model, params);
+    let gen = summary_params(model, params)?;
+    let limit = gen.max_input_tokens.or(model.config.max_input_tokens).unwrap_or(512);
+    let overhead = model.tokenizer.encode(&template.replace("{text}", ""), None, false, 0)?.ids.len();
+    let budget = params.int("chunk_tokens").map_or(limit, |c| c as usize).min(limit).saturating_sub(overhead);
+    if budget < 8 {
+        return Err(Error::InvalidArgument(format!("the prompt template leaves {budget} tokens of a {limit}-token input for the text")));
+    }
+    let overlap = params.int("chunk_overlap_tokens").map_or(32, |v| v as usize).min(budget / 2);
+    let batch = params.int("batch_size").map_or(8, |v| v as usize);
+    // Partial summaries must shrink the text, or reducing would never end.
+    let mut map_params = gen.clone();
+    map_params.max_new_tokens = map_params.max_new_tokens.min(budget / 2).max(1);
+    map_params.min_new_tokens = map_params.min_new_tokens.min(map_params.max_new_tokens);
+
+    let mut current = text.trim().to_string();
+    let mut first_level_chunks = None;
+    let mut summaries = 0;
+    for level in 1..=MAX_LEVELS {
+        let whole = model.tokenizer.encode(&template.replace("{text}", &current), Some(limit), false, 0);
+        if let Ok(encoded) = whole {
+            let mut step = StepProgress { progress: &mut *progress, at: Progress { done: 0, total: 1, level }, inner: observer.take() };
+            let out = generate_encoded(model, &[encoded], &gen, Some(&mut step))?;
+            progress(Progress { done: 1, total: 1, level });
+            let seq = &out[0].sequences[0];
+            return Ok(SummaryOutput {
+                text: seq.text.trim().to_string(),
+                chunks: first_level_chunks.unwrap_or(1),
+                levels: level,
+                summaries: summaries + 1,
+                finish_reason: seq.finish_reason,
+            });
+        }
+        let (_, chunks) = plan_chunks(&model.tokenizer, &current, budget, overlap)?;
+        first_level_chunks.get_or_insert(chunks.len());
+        let mut parts = Vec::with_capacity(chunks.len());
+        for (b, group) in chunks.chunks(batch).enumerate() {
+            let at = Progress { done: b * batch, total: chunks.len(), level };
+            let inputs = group
+                .iter()
+                .map(|c| model.tokenizer.encode(&template.replace("{text}", &c.text), Some(limit), false, 0))
+                .collect::<Result<Vec<_>>>()?;
+            let mut step = StepProgress { progress: &mut *progress, at, inner: None };
+            let out = generate_encoded(model, &inputs, &map_params, Some(&mut step))?;
+            if out.iter().any(|o| o.finish_reason() == FinishReason::Cancelled) {
+                return Ok(cancelled(parts, first_level_chunks, level, summaries));
+            }
+            summaries += out.len();
+            parts.extend(out.into_iter().map(|o| o.sequences[0].text.trim().to_string()));
+            let done = Progress { done: (b * batch + group.len()).min(chunks.len()), total: chunks.len(), level };
+            if progress(done) == Flow::Stop {
+                return Ok(cancelled(parts, first_level_chunks, level, summaries));
+            }
+        }
+        let next = parts.join("\n");
+        if count_tokens(&model.tokenizer, &next)? >= count_tokens(&model.tokenizer, &current)? {
+            return Err(Error::Internal(format!("level {level}: the partial summaries are no shorter than the text")));
+        }
+        current = next;
+    }
+    Err(Error::InvalidArgument(format!("the text still does not fit after {MAX_LEVELS} levels of summaries")))
+}
+
+fn cancelled(parts: Vec<String>, chunks: Option<usize>, level: usize, summaries: usize) -> SummaryOutput {
+    SummaryOutput {
+        text: parts.join("\n"),
+        chunks: chunks.unwrap_or(1),
+        levels: level,
+        summaries,
+        finish_reason: FinishReason::Cancelled,
+    }
+}
+
+/// Passes decoding steps to the progress callback (so it can cancel mid-chunk) and text to the
+/// inner observer.
+struct StepProgress<'p, 'o> {
+    progress: &'p mut dyn FnMut(Progress) -> Flow,
+    at: Progress,
+    inner: Option<&'o mut dyn Observer>,
+}
+
+impl Observer for StepProgress<'_, '_> {
+    fn on_text(&mut self, input: usize, piece: &str, token_id: Option<u32>) -> Flow {
+        self.inner.as_mut().map_or(Flow::Continue, |o| o.on_text(input, piece, token_id))
+    }
+
+    fn on_step(&mut self) -> Flow {
+        let at = self.at;
+        let inner = self.inner.as_mut().map_or(Flow::Continue, |o| o.on_step());
+        if inner == Flow::Stop {
+            return Flow::Stop;
+        }
+        (self.progress)(at)
+    }
+}
