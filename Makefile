@@ -53,10 +53,14 @@ c-example: build
 	@mkdir -p $(C_BUILD)
 	$(CC) $(C_FLAGS) examples/c/generate.c -o $(C_BUILD)/generate $(C_LINK)
 	$(CC) $(C_FLAGS) tests/c/abi_checks.c -o $(C_BUILD)/abi_checks $(C_LINK)
+	for x in summarize chat search; do $(CC) $(C_FLAGS) examples/c/$$x.c -o $(C_BUILD)/$$x $(C_LINK) -lm || exit 1; done
 	$(C_BUILD)/generate tests/fixtures/t5-tiny --set max_new_tokens=12 "translate English to German: Hello." "你好，世界 🙂"
 	$(C_BUILD)/generate tests/fixtures/bart-tiny --set num_beams=3 --set max_new_tokens=8 "Hello world"
 	$(C_BUILD)/abi_checks tests/fixtures/t5-tiny
 	$(C_BUILD)/abi_checks tests/fixtures/bart-tiny
+	$(C_BUILD)/summarize tests/fixtures/t5-tiny
+	$(C_BUILD)/chat tests/fixtures/bart-tiny 50
+	$(C_BUILD)/search tests/fixtures/t5-tiny $(C_BUILD)/index.bin
 
 header:
 	DUET_BLESS_HEADER=1 $(CARGO) test --release --test header

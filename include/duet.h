@@ -24,6 +24,8 @@
 
 #define DUET_VERSION_PATCH 0
 
+#define FORMAT_VERSION 1
+
 // Result of every fallible call. Numbers are part of the ABI and never change meaning.
 typedef enum {
   DUET_STATUS_OK = 0,
@@ -57,6 +59,8 @@ typedef enum {
   DUET_STATUS_IO = 14,
   // A bug in duet; please report it with the message.
   DUET_STATUS_INTERNAL = 15,
+  // An index file is corrupt, truncated, or of another format version.
+  DUET_STATUS_INDEX_FILE = 16,
   // duet panicked; the host is unharmed, the object involved should be freed.
   DUET_STATUS_PANIC = 100,
 } duet_status;
@@ -73,6 +77,14 @@ typedef enum {
   DUET_FINISH_REASON_CANCELLED = 3,
 } duet_finish_reason;
 
+// A conversation (opaque): the turns so far and the params it was made with. Used by one thread
+// at a time; it keeps its model alive.
+typedef struct duet_chat duet_chat;
+
+// An in-memory index (opaque): ids and texts with their embeddings. Searches may run on many
+// threads at once, also while others add or remove. It keeps its model alive.
+typedef struct duet_index duet_index;
+
 // A loaded model (opaque). Thread-safe: one `const duet_model *` may be used by any number of
 // threads at once; requests interleave step by step.
 typedef struct duet_model duet_model;
@@ -82,6 +94,9 @@ typedef struct duet_model_options duet_model_options;
 
 // Generation parameters (opaque).
 typedef struct duet_params duet_params;
+
+// The answer of summarize, chat or assist (opaque).
+typedef struct duet_reply duet_reply;
 
 // The outcome of `duet_generate` (opaque): per input, one or more sequences. Read it from any
 // number of threads; free it with `duet_result_free`.
@@ -98,6 +113,20 @@ typedef int32_t (*duet_token_callback)(void *user_data,
                                        const char *piece,
                                        size_t piece_len,
                                        int32_t token_id);
+
+// Hears how far a long task is: `done` of `total` chunks at map-reduce `level` (from 1).
+// Called after every batch of chunks and at every decoding step (then with unchanged counts),
+// so that returning non-zero cancels within one step.
+typedef int32_t (*duet_progress_callback)(void *user_data, size_t done, size_t total, size_t level);
+
+// Callbacks of summarize, chat and assist; any member may be NULL, and so may the pointer.
+typedef struct {
+  // Streams the text of the answer (the final summary for summarize).
+  duet_token_callback on_token;
+  duet_progress_callback on_progress;
+  // Passed back to both callbacks.
+  void *user_data;
+} duet_callbacks;
 
 #ifdef __cplusplus
 extern "C" {
@@ -169,7 +198,8 @@ duet_status duet_runtime_init(const char *ort_library);
 // `*out` receives a model to free with `duet_model_free`. Thread-safe.
 duet_status duet_model_open(const char *dir, const duet_model_options *options, duet_model **out);
 
-// Frees a model; NULL is a no-op. No other thread may be using it.
+// Frees a model; NULL is a no-op. No other thread may be using it. Chats and indexes made
+// from it keep what they need alive until they are freed themselves.
 void duet_model_free(duet_model *model);
 
 // What was detected, as a JSON object: architecture, layout ("merged"/"split"), vocab_size,
@@ -222,6 +252,117 @@ duet_status duet_model_options_set_bool(duet_model_options *options, const char 
 duet_status duet_model_options_set_string(duet_model_options *options,
                                           const char *key,
                                           const char *value);
+
+// Width of the vectors `duet_embed` writes. Thread-safe.
+duet_status duet_model_embedding_dim(const duet_model *model, size_t *out);
+
+// Writes `n` L2-normalized embeddings (encoder mean pooling), row after row, into `out`, which
+// holds `out_len` floats and must hold `n * duet_model_embedding_dim()`. Thread-safe.
+duet_status duet_embed(const duet_model *model,
+                       const char *const *texts,
+                       size_t n,
+                       const duet_params *params,
+                       float *out,
+                       size_t out_len);
+
+// Scores `n` passages against `query` by decoder teacher forcing and writes `n` scores (higher
+// is more relevant). Params: `rerank_mode` "likelihood" (mean log p(query | passage), default)
+// or "relevance" (log p(yes) - log p(no)), `rerank_template`, `relevance_tokens`. Thread-safe.
+duet_status duet_rerank(const duet_model *model,
+                        const char *query,
+                        const char *const *passages,
+                        size_t n,
+                        const duet_params *params,
+                        double *scores_out);
+
+// A new empty index embedding with `model`; `params` (may be NULL) are used for embedding and
+// reranking. Free with `duet_index_free`.
+duet_status duet_index_new(const duet_model *model, const duet_params *params, duet_index **out);
+
+// Adds `text` under `id`; an id already present is DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
+duet_status duet_index_add(const duet_index *index, int64_t id, const char *text);
+
+// Removes `id`; an absent id is DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
+duet_status duet_index_remove(const duet_index *index, int64_t id);
+
+// Number of entries. Thread-safe.
+duet_status duet_index_len(const duet_index *index, size_t *out);
+
+// The `k` best entries for `query`, best first: `ids` and `scores` must hold `k` values;
+// `*n_found` receives how many were written (fewer when the index is smaller). With
+// `rerank_top_n > 0` the best `rerank_top_n` by embedding are rescored by `duet_rerank`'s
+// method and the scores are rerank scores; otherwise they are cosine similarities. Thread-safe.
+duet_status duet_index_search(const duet_index *index,
+                              const char *query,
+                              size_t k,
+                              size_t rerank_top_n,
+                              int64_t *ids,
+                              double *scores,
+                              size_t *n_found);
+
+// Writes the index to `path` (one file, with a format version and a checksum). Thread-safe.
+duet_status duet_index_save(const duet_index *index, const char *path);
+
+// Reads an index saved by `duet_index_save` for use with `model`. A damaged file, another
+// format version, or vectors of another width than the model's give DUET_STATUS_INDEX_FILE.
+duet_status duet_index_load(const duet_model *model,
+                            const char *path,
+                            const duet_params *params,
+                            duet_index **out);
+
+// Frees an index; NULL is a no-op.
+void duet_index_free(duet_index *index);
+
+// Summarizes `text` of any length: T5-style prompt prefix from config.json (or
+// `prompt_template`), beam search with n-gram blocking, `summary_length` short/medium/long;
+// documents over the input limit go through map-reduce over sentence chunks. The reply's stats
+// say "chunks", "levels" and "summaries". Thread-safe.
+duet_status duet_summarize(const duet_model *model,
+                           const char *text,
+                           const duet_params *params,
+                           const duet_callbacks *callbacks,
+                           duet_reply **out);
+
+// Starts a conversation. Params: generation keys plus `system_prompt`, `chat_template`,
+// `chat_turn_template`; `stop_strings` defaults to ["\nUser:"]. Free with `duet_chat_free`.
+duet_status duet_chat_new(const duet_model *model, const duet_params *params, duet_chat **out);
+
+// Sends a user message and answers it, streaming through `callbacks->on_token` (non-zero
+// cancels; a cancelled turn is not kept). When the history no longer fits the input limit the
+// oldest turns are dropped; the reply's stat "dropped_turns" says how many.
+duet_status duet_chat_send(duet_chat *chat,
+                           const char *user_text,
+                           const duet_callbacks *callbacks,
+                           duet_reply **out);
+
+// Forgets every turn.
+duet_status duet_chat_reset(duet_chat *chat);
+
+// Number of turns kept.
+duet_status duet_chat_num_turns(const duet_chat *chat, size_t *out);
+
+// Frees a conversation; NULL is a no-op.
+void duet_chat_free(duet_chat *chat);
+
+// One question, no history (a chat of one turn). Thread-safe.
+duet_status duet_assist(const duet_model *model,
+                        const char *question,
+                        const duet_params *params,
+                        const duet_callbacks *callbacks,
+                        duet_reply **out);
+
+// The reply's text, owned by the reply.
+duet_status duet_reply_text(const duet_reply *reply, const char **out);
+
+// Why the reply ended.
+duet_status duet_reply_finish_reason(const duet_reply *reply, duet_finish_reason *out);
+
+// A number about the reply by name: "chunks", "levels", "summaries" (summarize);
+// "dropped_turns", "prompt_tokens", "input_truncated" (chat, assist).
+duet_status duet_reply_stat(const duet_reply *reply, const char *key, int64_t *out);
+
+// Frees a reply; NULL is a no-op.
+void duet_reply_free(duet_reply *reply);
 
 // The message of the last failed call on this thread ("" if none). Valid until the next
 // failing call on the same thread; do not free it.

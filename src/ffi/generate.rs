@@ -44,9 +44,9 @@ pub type duet_token_callback = Option<
     unsafe extern "C" fn(user_data: *mut c_void, input_index: usize, piece: *const c_char, piece_len: usize, token_id: i32) -> i32,
 >;
 
-struct CallbackObserver {
-    callback: unsafe extern "C" fn(*mut c_void, usize, *const c_char, usize, i32) -> i32,
-    user_data: *mut c_void,
+pub(crate) struct CallbackObserver {
+    pub(crate) callback: unsafe extern "C" fn(*mut c_void, usize, *const c_char, usize, i32) -> i32,
+    pub(crate) user_data: *mut c_void,
 }
 
 impl Observer for CallbackObserver {
@@ -166,25 +166,42 @@ pub unsafe extern "C" fn duet_generate(
         if n_inputs == 0 {
             return Err(Error::InvalidArgument("n_inputs is 0".into()));
         }
-        let texts = (0..n_inputs)
-            .map(|i| {
-                let p = *inputs.add(i);
-                if p.is_null() {
-                    return Err(Error::NullPointer("inputs[i]"));
-                }
-                str_arg(p, "inputs[i]").map_err(|e| match e {
-                    Error::InvalidUtf8(m) => Error::InvalidUtf8(format!("input {i}: {m}")),
-                    e => e,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let texts = str_array(inputs, n_inputs, "inputs")?;
         let defaults = new_generation_settings();
-        let settings = if params.is_null() { &defaults } else { &ref_arg(params, "params")?.settings };
+        let settings = params_or_default(params, &defaults)?;
         let mut observer = callback.map(|callback| CallbackObserver { callback, user_data });
         let outputs = generate(model, &texts, settings, observer.as_mut().map(|o| o as &mut dyn Observer))?;
         *out = Box::into_raw(Box::new(duet_result::new(&outputs, &texts)));
         Ok(())
     })
+}
+
+/// The `n` strings of a C array, each checked for NULL and UTF-8.
+pub(crate) unsafe fn str_array<'a>(array: *const *const c_char, n: usize, what: &'static str) -> Result<Vec<&'a str>> {
+    if array.is_null() {
+        return Err(Error::NullPointer(what));
+    }
+    if n == 0 {
+        return Err(Error::InvalidArgument(format!("{what}: the count is 0")));
+    }
+    (0..n)
+        .map(|i| {
+            let p = *array.add(i);
+            if p.is_null() {
+                crate::ffi::status::set_last_error(&format!("{what}[{i}] is NULL"));
+                return Err(Error::NullPointer("an element of the string array"));
+            }
+            str_arg(p, what).map_err(|e| match e {
+                Error::InvalidUtf8(m) => Error::InvalidUtf8(format!("{what}[{i}]: {m}")),
+                e => e,
+            })
+        })
+        .collect()
+}
+
+/// The caller's params, or `defaults` when the pointer is NULL.
+pub(crate) unsafe fn params_or_default<'a>(params: *const duet_params, defaults: &'a crate::Settings) -> Result<&'a crate::Settings> {
+    Ok(if params.is_null() { defaults } else { &ref_arg(params, "params")?.settings })
 }
 
 /// Frees a result; NULL is a no-op.

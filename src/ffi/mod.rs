@@ -13,12 +13,16 @@ mod boundary;
 mod generate;
 mod model;
 mod params;
+mod search;
+mod tasks;
 mod status;
 
 pub use boundary::*;
 pub use generate::*;
 pub use model::*;
 pub use params::*;
+pub use search::*;
+pub use tasks::*;
 pub use status::*;
 
 /// Major version of the C ABI: a host built against another major must not call in.

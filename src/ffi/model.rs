@@ -11,7 +11,7 @@ use crate::model::{new_model_options, Model};
 /// A loaded model (opaque). Thread-safe: one `const duet_model *` may be used by any number of
 /// threads at once; requests interleave step by step.
 pub struct duet_model {
-    pub(crate) model: Model,
+    pub(crate) model: std::sync::Arc<Model>,
 }
 
 /// Loads libonnxruntime once for the process, from `ort_library` when not NULL, else from
@@ -40,12 +40,13 @@ pub unsafe extern "C" fn duet_model_open(
         let defaults = new_model_options();
         let options = if options.is_null() { &defaults } else { &ref_arg(options, "options")?.settings };
         let model = Model::open_with(dir, options)?;
-        *out = Box::into_raw(Box::new(duet_model { model }));
+        *out = Box::into_raw(Box::new(duet_model { model: std::sync::Arc::new(model) }));
         Ok(())
     })
 }
 
-/// Frees a model; NULL is a no-op. No other thread may be using it.
+/// Frees a model; NULL is a no-op. No other thread may be using it. Chats and indexes made
+/// from it keep what they need alive until they are freed themselves.
 #[no_mangle]
 pub unsafe extern "C" fn duet_model_free(model: *mut duet_model) {
     free_box(model)

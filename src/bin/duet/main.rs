@@ -2,6 +2,13 @@
 //!
 //!   duet generate --model DIR [--set KEY=VALUE ...] [--option KEY=VALUE ...] [--json] [--stream] TEXT...
 //!   duet info --model DIR [--option KEY=VALUE ...]
+//!   duet summarize --model DIR [--set ...] [FILE|-]
+//!   duet chat --model DIR [--set ...]          (reads turns from standard input)
+//!   duet assist --model DIR [--set ...] QUESTION
+//!   duet embed --model DIR TEXT...
+//!   duet rerank --model DIR --query Q [FILE|-]  (one passage per line)
+//!   duet index --model DIR --index F [FILE|-]   (adds one passage per line; ids are line numbers)
+//!   duet search --model DIR --index F --query Q [--k N] [--rerank N]
 //!   duet params        (every generation key with its meaning)
 
 use std::ffi::OsString;
@@ -12,11 +19,20 @@ use duet::generate::GENERATION_SPECS;
 use duet::model::MODEL_OPTION_SPECS;
 use duet::{Flow, Model, Settings};
 
+mod tasks;
+
 const USAGE: &str = "usage:
   duet generate --model DIR [--set KEY=VALUE ...] [--option KEY=VALUE ...] [--json] [--stream] TEXT...
       several TEXTs are decoded as one batch; TEXT '-' reads standard input
+  duet summarize --model DIR [--set KEY=VALUE ...] [--json] [FILE|-]
+  duet chat --model DIR [--set KEY=VALUE ...]        one turn per line of standard input; /reset, /quit
+  duet assist --model DIR [--set KEY=VALUE ...] QUESTION
+  duet embed --model DIR [--set KEY=VALUE ...] TEXT...
+  duet rerank --model DIR --query Q [--set KEY=VALUE ...] [FILE|-]     one passage per line
+  duet index --model DIR --index F [FILE|-]          add one passage per line (id = line number)
+  duet search --model DIR --index F --query Q [--k N] [--rerank N] [--set KEY=VALUE ...]
   duet info --model DIR [--option KEY=VALUE ...]
-  duet params     list the generation keys accepted by --set
+  duet params     list the keys accepted by --set
   duet options    list the model options accepted by --option";
 
 struct Args {
@@ -27,6 +43,10 @@ struct Args {
     json: bool,
     stream: bool,
     texts: Vec<String>,
+    query: Option<String>,
+    index: Option<String>,
+    k: usize,
+    rerank: usize,
 }
 
 enum Failure {
@@ -47,7 +67,22 @@ fn parse_args(raw: Vec<OsString>) -> Result<Args, Failure> {
     }
     let mut it = words.into_iter();
     let command = it.next().ok_or_else(|| Failure::Usage("no command given".into()))?;
-    let mut args = Args { command, model: None, sets: vec![], options: vec![], json: false, stream: false, texts: vec![] };
+    let mut args = Args {
+        command,
+        model: None,
+        sets: vec![],
+        options: vec![],
+        json: false,
+        stream: false,
+        texts: vec![],
+        query: None,
+        index: None,
+        k: 5,
+        rerank: 0,
+    };
+    let number = |flag: &str, v: Option<String>| -> Result<usize, Failure> {
+        v.as_deref().and_then(|v| v.parse().ok()).ok_or_else(|| Failure::Usage(format!("{flag} needs a number")))
+    };
     let key_value = |flag: &str, v: Option<String>| -> Result<(String, String), Failure> {
         let v = v.ok_or_else(|| Failure::Usage(format!("{flag} needs KEY=VALUE")))?;
         let (k, val) = v.split_once('=').ok_or_else(|| Failure::Usage(format!("{flag} {v}: expected KEY=VALUE")))?;
@@ -59,20 +94,39 @@ fn parse_args(raw: Vec<OsString>) -> Result<Args, Failure> {
             "--set" | "-s" => args.sets.push(key_value("--set", it.next())?),
             "--option" | "-o" => args.options.push(key_value("--option", it.next())?),
             "--json" => args.json = true,
+            "--query" | "-q" => args.query = Some(it.next().ok_or_else(|| Failure::Usage("--query needs a text".into()))?),
+            "--index" => args.index = Some(it.next().ok_or_else(|| Failure::Usage("--index needs a file".into()))?),
+            "--k" => args.k = number("--k", it.next())?,
+            "--rerank" => args.rerank = number("--rerank", it.next())?,
             "--stream" => args.stream = true,
             "--" => args.texts.extend(it.by_ref()),
-            "-" => {
-                let mut text = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut text)
-                    .map_err(|e| Failure::Usage(format!("reading standard input: {e}")))?;
-                args.texts.push(text);
-            }
             flag if flag.starts_with("--") => return Err(Failure::Usage(format!("unknown flag {flag}"))),
             _ => args.texts.push(word),
         }
     }
     Ok(args)
+}
+
+fn read_stdin() -> Result<String, Failure> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).map_err(|e| Failure::Usage(format!("reading standard input: {e}")))?;
+    Ok(text)
+}
+
+/// The text of FILE (or standard input for `-` or no FILE).
+fn input_text(args: &Args) -> Result<String, Failure> {
+    match args.texts.first().map(String::as_str) {
+        None | Some("-") => read_stdin(),
+        Some(path) => std::fs::read_to_string(path).map_err(|e| Failure::Usage(format!("reading {path}: {e}"))),
+    }
+}
+
+fn params(args: &Args) -> Result<Settings, Failure> {
+    let mut params: Settings = duet::new_generation_settings();
+    for (k, v) in &args.sets {
+        params.set_str(k, v)?;
+    }
+    Ok(params)
 }
 
 fn open_model(args: &Args) -> Result<Model, Failure> {
@@ -88,12 +142,10 @@ fn generate(args: &Args) -> Result<(), Failure> {
     if args.texts.is_empty() {
         return Err(Failure::Usage("generate needs at least one TEXT".into()));
     }
-    let mut params: Settings = duet::new_generation_settings();
-    for (k, v) in &args.sets {
-        params.set_str(k, v)?;
-    }
+    let params = params(args)?;
     let model = open_model(args)?;
-    let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+    let stdin = if args.texts.iter().any(|t| t == "-") { read_stdin()? } else { String::new() };
+    let texts: Vec<&str> = args.texts.iter().map(|t| if t == "-" { stdin.as_str() } else { t.as_str() }).collect();
     let stdout = std::io::stdout();
     let mut printer = |input: usize, piece: &str, _: Option<u32>| {
         let mut out = stdout.lock();
@@ -134,6 +186,13 @@ fn run(raw: Vec<OsString>) -> Result<(), Failure> {
     let args = parse_args(raw)?;
     match args.command.as_str() {
         "generate" => generate(&args),
+        "summarize" => tasks::summarize(&args),
+        "chat" => tasks::chat(&args),
+        "assist" => tasks::assist(&args),
+        "embed" => tasks::embed(&args),
+        "rerank" => tasks::rerank(&args),
+        "index" => tasks::index(&args),
+        "search" => tasks::search(&args),
         "info" => {
             let model = open_model(&args)?;
             println!("{}", serde_json::to_string_pretty(&model.info_json()).unwrap_or_default());

@@ -1,0 +1,236 @@
+//! summarize, chat and assist over the C ABI, and the reply object they share.
+
+use std::ffi::{c_char, c_void, CString};
+use std::sync::Arc;
+
+use super::boundary::{boundary, c_string, free_box, mut_arg, out_arg, ref_arg, str_arg};
+use super::generate::{duet_finish_reason, duet_token_callback, params_or_default, CallbackObserver};
+use super::model::duet_model;
+use super::params::duet_params;
+use super::status::duet_status;
+use crate::error::Error;
+use crate::generate::{new_generation_settings, Flow, Observer};
+use crate::model::Model;
+use crate::tasks::{assistant, summarize, Progress};
+
+/// Hears how far a long task is: `done` of `total` chunks at map-reduce `level` (from 1).
+/// Called after every batch of chunks and at every decoding step (then with unchanged counts),
+/// so that returning non-zero cancels within one step.
+pub type duet_progress_callback = Option<unsafe extern "C" fn(user_data: *mut c_void, done: usize, total: usize, level: usize) -> i32>;
+
+/// Callbacks of summarize, chat and assist; any member may be NULL, and so may the pointer.
+#[repr(C)]
+pub struct duet_callbacks {
+    /// Streams the text of the answer (the final summary for summarize).
+    pub on_token: duet_token_callback,
+    pub on_progress: duet_progress_callback,
+    /// Passed back to both callbacks.
+    pub user_data: *mut c_void,
+}
+
+/// The answer of summarize, chat or assist (opaque).
+pub struct duet_reply {
+    text: CString,
+    finish_reason: duet_finish_reason,
+    stats: Vec<(&'static str, i64)>,
+}
+
+struct Hooks {
+    token: Option<CallbackObserver>,
+    progress: duet_progress_callback,
+    user_data: *mut c_void,
+}
+
+impl Hooks {
+    unsafe fn from(callbacks: *const duet_callbacks) -> Self {
+        match callbacks.as_ref() {
+            None => Self { token: None, progress: None, user_data: std::ptr::null_mut() },
+            Some(c) => Self {
+                token: c.on_token.map(|callback| CallbackObserver { callback, user_data: c.user_data }),
+                progress: c.on_progress,
+                user_data: c.user_data,
+            },
+        }
+    }
+
+    fn observer(&mut self) -> Option<&mut dyn Observer> {
+        self.token.as_mut().map(|o| o as &mut dyn Observer)
+    }
+}
+
+fn reply(text: &str, finish_reason: duet_finish_reason, stats: Vec<(&'static str, i64)>) -> Box<duet_reply> {
+    Box::new(duet_reply { text: c_string(text), finish_reason, stats })
+}
+
+/// Summarizes `text` of any length: T5-style prompt prefix from config.json (or
+/// `prompt_template`), beam search with n-gram blocking, `summary_length` short/medium/long;
+/// documents over the input limit go through map-reduce over sentence chunks. The reply's stats
+/// say "chunks", "levels" and "summaries". Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn duet_summarize(
+    model: *const duet_model,
+    text: *const c_char,
+    params: *const duet_params,
+    callbacks: *const duet_callbacks,
+    out: *mut *mut duet_reply,
+) -> duet_status {
+    boundary(|| {
+        let out = out_arg(out, "out")?;
+        let model = &ref_arg(model, "model")?.model;
+        let text = str_arg(text, "text")?;
+        let defaults = new_generation_settings();
+        let params = params_or_default(params, &defaults)?;
+        let mut hooks = Hooks::from(callbacks);
+        let (progress_cb, user_data) = (hooks.progress, hooks.user_data);
+        let mut on_progress = |p: Progress| match progress_cb {
+            Some(f) if f(user_data, p.done, p.total, p.level) != 0 => Flow::Stop,
+            _ => Flow::Continue,
+        };
+        let s = summarize::summarize(model, text, params, Some(&mut on_progress), hooks.observer())?;
+        let stats = vec![("chunks", s.chunks as i64), ("levels", s.levels as i64), ("summaries", s.summaries as i64)];
+        *out = Box::into_raw(reply(&s.text, s.finish_reason.into(), stats));
+        Ok(())
+    })
+}
+
+/// A conversation (opaque): the turns so far and the params it was made with. Used by one thread
+/// at a time; it keeps its model alive.
+pub struct duet_chat {
+    chat: assistant::Chat,
+}
+
+/// Starts a conversation. Params: generation keys plus `system_prompt`, `chat_template`,
+/// `chat_turn_template`; `stop_strings` defaults to ["\nUser:"]. Free with `duet_chat_free`.
+#[no_mangle]
+pub unsafe extern "C" fn duet_chat_new(model: *const duet_model, params: *const duet_params, out: *mut *mut duet_chat) -> duet_status {
+    boundary(|| {
+        let out = out_arg(out, "out")?;
+        let model: Arc<Model> = ref_arg(model, "model")?.model.clone();
+        let defaults = new_generation_settings();
+        let chat = assistant::Chat::new(model, params_or_default(params, &defaults)?)?;
+        *out = Box::into_raw(Box::new(duet_chat { chat }));
+        Ok(())
+    })
+}
+
+fn chat_reply(r: &assistant::ChatReply) -> Box<duet_reply> {
+    let stats = vec![
+        ("dropped_turns", r.dropped_turns as i64),
+        ("prompt_tokens", r.prompt_tokens as i64),
+        ("input_truncated", r.input_truncated as i64),
+    ];
+    reply(&r.text, r.finish_reason.into(), stats)
+}
+
+/// Sends a user message and answers it, streaming through `callbacks->on_token` (non-zero
+/// cancels; a cancelled turn is not kept). When the history no longer fits the input limit the
+/// oldest turns are dropped; the reply's stat "dropped_turns" says how many.
+#[no_mangle]
+pub unsafe extern "C" fn duet_chat_send(
+    chat: *mut duet_chat,
+    user_text: *const c_char,
+    callbacks: *const duet_callbacks,
+    out: *mut *mut duet_reply,
+) -> duet_status {
+    boundary(|| {
+        let out = out_arg(out, "out")?;
+        let chat = &mut mut_arg(chat, "chat")?.chat;
+        let text = str_arg(user_text, "user_text")?;
+        let mut hooks = Hooks::from(callbacks);
+        let r = chat.send(text, hooks.observer())?;
+        *out = Box::into_raw(chat_reply(&r));
+        Ok(())
+    })
+}
+
+/// Forgets every turn.
+#[no_mangle]
+pub unsafe extern "C" fn duet_chat_reset(chat: *mut duet_chat) -> duet_status {
+    boundary(|| {
+        mut_arg(chat, "chat")?.chat.reset();
+        Ok(())
+    })
+}
+
+/// Number of turns kept.
+#[no_mangle]
+pub unsafe extern "C" fn duet_chat_num_turns(chat: *const duet_chat, out: *mut usize) -> duet_status {
+    boundary(|| {
+        let out = out_arg(out, "out")?;
+        *out = ref_arg(chat, "chat")?.chat.history().len();
+        Ok(())
+    })
+}
+
+/// Frees a conversation; NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn duet_chat_free(chat: *mut duet_chat) {
+    free_box(chat)
+}
+
+/// One question, no history (a chat of one turn). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn duet_assist(
+    model: *const duet_model,
+    question: *const c_char,
+    params: *const duet_params,
+    callbacks: *const duet_callbacks,
+    out: *mut *mut duet_reply,
+) -> duet_status {
+    boundary(|| {
+        let out = out_arg(out, "out")?;
+        let model = ref_arg(model, "model")?.model.clone();
+        let question = str_arg(question, "question")?;
+        let defaults = new_generation_settings();
+        let mut hooks = Hooks::from(callbacks);
+        let r = assistant::assist(model, question, params_or_default(params, &defaults)?, hooks.observer())?;
+        *out = Box::into_raw(chat_reply(&r));
+        Ok(())
+    })
+}
+
+/// The reply's text, owned by the reply.
+#[no_mangle]
+pub unsafe extern "C" fn duet_reply_text(reply: *const duet_reply, out: *mut *const c_char) -> duet_status {
+    boundary(|| {
+        let out = out_arg(out, "out")?;
+        *out = ref_arg(reply, "reply")?.text.as_ptr();
+        Ok(())
+    })
+}
+
+/// Why the reply ended.
+#[no_mangle]
+pub unsafe extern "C" fn duet_reply_finish_reason(reply: *const duet_reply, out: *mut duet_finish_reason) -> duet_status {
+    boundary(|| {
+        let out = out_arg(out, "out")?;
+        *out = ref_arg(reply, "reply")?.finish_reason;
+        Ok(())
+    })
+}
+
+/// A number about the reply by name: "chunks", "levels", "summaries" (summarize);
+/// "dropped_turns", "prompt_tokens", "input_truncated" (chat, assist).
+#[no_mangle]
+pub unsafe extern "C" fn duet_reply_stat(reply: *const duet_reply, key: *const c_char, out: *mut i64) -> duet_status {
+    boundary(|| {
+        let out = out_arg(out, "out")?;
+        let r = ref_arg(reply, "reply")?;
+        let key = str_arg(key, "key")?;
+        let value = r.stats.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "this reply has no stat `{key}`; it has: {}",
+                r.stats.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        *out = value;
+        Ok(())
+    })
+}
+
+/// Frees a reply; NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn duet_reply_free(reply: *mut duet_reply) {
+    free_box(reply)
+}
+
