@@ -10,7 +10,13 @@ CARGO ?= cargo
 CC ?= gcc
 export DUET_ORT_LIBRARY := $(ORT_LIB)
 
-.PHONY: all build release fetch-ort demo test cargo-test c-example header clean
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+ABI_MAJOR := $(shell sed -n 's/^pub const DUET_ABI_MAJOR: u32 = \([0-9]*\);/\1/p' src/ffi/plugin.rs)
+ABI_MINOR := $(shell sed -n 's/^pub const DUET_ABI_MINOR: u32 = \([0-9]*\);/\1/p' src/ffi/plugin.rs)
+SOVERSION := $(ABI_MAJOR).$(ABI_MINOR).0
+PREFIX ?= /usr/local
+
+.PHONY: all build release fetch-ort demo test cargo-test c-example header install install-check clean
 
 all: build
 
@@ -40,7 +46,7 @@ demo: build
 	  "summarize: The quick brown fox jumps over the lazy dog." "你好，世界 🙂"
 	target/release/duet generate --model tests/fixtures/bart-tiny --json --set max_new_tokens=12 "Hello world"
 
-test: fetch-ort cargo-test c-example
+test: fetch-ort cargo-test c-example install-check
 	@echo "make test: all passed"
 
 cargo-test:
@@ -61,6 +67,34 @@ c-example: build
 	$(C_BUILD)/summarize tests/fixtures/t5-tiny
 	$(C_BUILD)/chat tests/fixtures/bart-tiny 50
 	$(C_BUILD)/search tests/fixtures/t5-tiny $(C_BUILD)/index.bin
+
+# make install PREFIX=...: libduet.so.X.Y.Z (SONAME libduet.so.X), libduet.a, duet.h, pkg-config
+# and CMake package files, the duet CLI, and ONNX Runtime next to libduet (found there at run time).
+install: build
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/cmake/duet $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
+	install -m 755 target/release/libduet.so $(DESTDIR)$(PREFIX)/lib/libduet.so.$(SOVERSION)
+	ln -sf libduet.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libduet.so.$(ABI_MAJOR)
+	ln -sf libduet.so.$(ABI_MAJOR) $(DESTDIR)$(PREFIX)/lib/libduet.so
+	install -m 644 target/release/libduet.a $(DESTDIR)$(PREFIX)/lib/libduet.a
+	install -m 644 include/duet.h $(DESTDIR)$(PREFIX)/include/duet.h
+	install -m 755 target/release/duet $(DESTDIR)$(PREFIX)/bin/duet
+	install -m 755 $(ORT_LIB) $(DESTDIR)$(PREFIX)/lib/libonnxruntime.so.$(ORT_VERSION)
+	ln -sf libonnxruntime.so.$(ORT_VERSION) $(DESTDIR)$(PREFIX)/lib/libonnxruntime.so
+	sed 's|@PREFIX@|$(PREFIX)|; s|@VERSION@|$(VERSION)|' packaging/duet.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/duet.pc
+	sed 's|@SOVERSION@|$(SOVERSION)|; s|@ABI_MAJOR@|$(ABI_MAJOR)|; s|@VERSION@|$(VERSION)|' packaging/duetConfig.cmake.in > $(DESTDIR)$(PREFIX)/lib/cmake/duet/duetConfig.cmake
+	sed 's|@VERSION_MAJOR@|$(firstword $(subst ., ,$(VERSION)))|; s|@VERSION@|$(VERSION)|' packaging/duetConfigVersion.cmake.in > $(DESTDIR)$(PREFIX)/lib/cmake/duet/duetConfigVersion.cmake
+
+# Builds the C example against an installed copy with nothing but pkg-config, and runs it with
+# no ONNX Runtime variables set: the installed libduet must find its neighbour.
+INSTALL_CHECK_PREFIX := $(CURDIR)/target/install-check
+install-check:
+	rm -rf $(INSTALL_CHECK_PREFIX)
+	$(MAKE) --no-print-directory install PREFIX=$(INSTALL_CHECK_PREFIX)
+	@mkdir -p $(C_BUILD)
+	$(CC) -std=c11 -Wall -Wextra -Werror examples/c/generate.c -o $(C_BUILD)/generate-installed \
+	  $$(PKG_CONFIG_PATH=$(INSTALL_CHECK_PREFIX)/lib/pkgconfig pkg-config --cflags --libs duet) -Wl,-rpath,$(INSTALL_CHECK_PREFIX)/lib
+	readelf -d $(INSTALL_CHECK_PREFIX)/lib/libduet.so.$(SOVERSION) | grep -q 'SONAME.*libduet.so.$(ABI_MAJOR)'
+	env -u DUET_ORT_LIBRARY -u ORT_DYLIB_PATH $(C_BUILD)/generate-installed tests/fixtures/t5-tiny --set max_new_tokens=6 "installed copy"
 
 header:
 	DUET_BLESS_HEADER=1 $(CARGO) test --release --test header

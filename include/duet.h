@@ -24,6 +24,12 @@
 
 #define DUET_VERSION_PATCH 0
 
+// Incompatible changes to the table or to any function in it raise this.
+#define DUET_ABI_MAJOR 1
+
+// Compatible additions (new members at the end of the table) raise this.
+#define DUET_ABI_MINOR 0
+
 #define FORMAT_VERSION 1
 
 // Result of every fallible call. Numbers are part of the ABI and never change meaning.
@@ -127,6 +133,97 @@ typedef struct {
   // Passed back to both callbacks.
   void *user_data;
 } duet_callbacks;
+
+// Every function of duet.h, as pointers. Members are only ever added at the end.
+typedef struct {
+  uint32_t abi_major;
+  uint32_t abi_minor;
+  // sizeof(duet_api_v1) as built: a newer duet may have a larger table.
+  size_t struct_size;
+  void (*string_free)(char*);
+  const char *(*version)(void);
+  const char *(*last_error_message)(void);
+  const char *(*status_name)(int32_t);
+  duet_status (*runtime_init)(const char*);
+  duet_status (*model_open)(const char*, const duet_model_options*, duet_model**);
+  void (*model_free)(duet_model*);
+  duet_status (*model_info_json)(const duet_model*, char**);
+  duet_status (*model_execution_provider)(const duet_model*, const char**);
+  duet_status (*params_new)(duet_params**);
+  void (*params_free)(duet_params*);
+  duet_status (*params_set_int)(duet_params*, const char*, int64_t);
+  duet_status (*params_set_float)(duet_params*, const char*, double);
+  duet_status (*params_set_bool)(duet_params*, const char*, bool);
+  duet_status (*params_set_string)(duet_params*, const char*, const char*);
+  duet_status (*params_unset)(duet_params*, const char*);
+  duet_status (*model_options_new)(duet_model_options**);
+  void (*model_options_free)(duet_model_options*);
+  duet_status (*model_options_set_int)(duet_model_options*, const char*, int64_t);
+  duet_status (*model_options_set_bool)(duet_model_options*, const char*, bool);
+  duet_status (*model_options_set_string)(duet_model_options*, const char*, const char*);
+  duet_status (*generate)(const duet_model*,
+                          const char*const *,
+                          size_t,
+                          const duet_params*,
+                          duet_token_callback,
+                          void*,
+                          duet_result**);
+  void (*result_free)(duet_result*);
+  duet_status (*result_num_inputs)(const duet_result*, size_t*);
+  duet_status (*result_num_sequences)(const duet_result*, size_t, size_t*);
+  duet_status (*result_text)(const duet_result*, size_t, size_t, const char**);
+  duet_status (*result_token_ids)(const duet_result*, size_t, size_t, const int32_t**, size_t*);
+  duet_status (*result_score)(const duet_result*, size_t, size_t, double*);
+  duet_status (*result_finish_reason)(const duet_result*, size_t, size_t, duet_finish_reason*);
+  duet_status (*result_input_info)(const duet_result*, size_t, size_t*, bool*);
+  duet_status (*result_to_json)(const duet_result*, char**);
+  duet_status (*summarize)(const duet_model*,
+                           const char*,
+                           const duet_params*,
+                           const duet_callbacks*,
+                           duet_reply**);
+  duet_status (*chat_new)(const duet_model*, const duet_params*, duet_chat**);
+  duet_status (*chat_send)(duet_chat*, const char*, const duet_callbacks*, duet_reply**);
+  duet_status (*chat_reset)(duet_chat*);
+  duet_status (*chat_num_turns)(const duet_chat*, size_t*);
+  void (*chat_free)(duet_chat*);
+  duet_status (*assist)(const duet_model*,
+                        const char*,
+                        const duet_params*,
+                        const duet_callbacks*,
+                        duet_reply**);
+  duet_status (*reply_text)(const duet_reply*, const char**);
+  duet_status (*reply_finish_reason)(const duet_reply*, duet_finish_reason*);
+  duet_status (*reply_stat)(const duet_reply*, const char*, int64_t*);
+  void (*reply_free)(duet_reply*);
+  duet_status (*model_embedding_dim)(const duet_model*, size_t*);
+  duet_status (*embed)(const duet_model*,
+                       const char*const *,
+                       size_t,
+                       const duet_params*,
+                       float*,
+                       size_t);
+  duet_status (*rerank)(const duet_model*,
+                        const char*,
+                        const char*const *,
+                        size_t,
+                        const duet_params*,
+                        double*);
+  duet_status (*index_new)(const duet_model*, const duet_params*, duet_index**);
+  duet_status (*index_add)(const duet_index*, int64_t, const char*);
+  duet_status (*index_remove)(const duet_index*, int64_t);
+  duet_status (*index_len)(const duet_index*, size_t*);
+  duet_status (*index_search)(const duet_index*,
+                              const char*,
+                              size_t,
+                              size_t,
+                              int64_t*,
+                              double*,
+                              size_t*);
+  duet_status (*index_save)(const duet_index*, const char*);
+  duet_status (*index_load)(const duet_model*, const char*, const duet_params*, duet_index**);
+  void (*index_free)(duet_index*);
+} duet_api_v1;
 
 #ifdef __cplusplus
 extern "C" {
@@ -252,6 +349,11 @@ duet_status duet_model_options_set_bool(duet_model_options *options, const char 
 duet_status duet_model_options_set_string(duet_model_options *options,
                                           const char *key,
                                           const char *value);
+
+// The function table for a host built against ABI major `host_abi_major` (pass
+// DUET_ABI_MAJOR). Another major gets NULL, and `*error` (when not NULL) points to a static
+// message saying why. Safe to call before anything else, from any thread.
+const duet_api_v1 *duet_plugin_v1(uint32_t host_abi_major, const char **error);
 
 // Width of the vectors `duet_embed` writes. Thread-safe.
 duet_status duet_model_embedding_dim(const duet_model *model, size_t *out);
