@@ -34,6 +34,7 @@ $(ORT_LIB):
 
 build: fetch-ort
 	$(CARGO) build --release
+	ln -sf libduet.so target/release/libduet.so.$(ABI_MAJOR)
 
 release: build
 

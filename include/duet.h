@@ -67,6 +67,12 @@ typedef enum {
   DUET_STATUS_INTERNAL = 15,
   // An index file is corrupt, truncated, or of another format version.
   DUET_STATUS_INDEX_FILE = 16,
+  // A cancel token given in the params was cancelled (from any thread).
+  DUET_STATUS_CANCELLED = 17,
+  // The call ran past the params' `timeout_ms`.
+  DUET_STATUS_DEADLINE_EXCEEDED = 18,
+  // A handle that is freed, foreign, or of another type was passed.
+  DUET_STATUS_INVALID_HANDLE = 19,
   // duet panicked; the host is unharmed, the object involved should be freed.
   DUET_STATUS_PANIC = 100,
 } duet_status;
@@ -82,6 +88,9 @@ typedef enum {
   // The token callback returned non-zero.
   DUET_FINISH_REASON_CANCELLED = 3,
 } duet_finish_reason;
+
+// A flag that cancels every call whose params carry it, from any thread (opaque).
+typedef struct duet_cancel_token duet_cancel_token;
 
 // A conversation (opaque): the turns so far and the params it was made with. Used by one thread
 // at a time; it keeps its model alive.
@@ -223,13 +232,19 @@ typedef struct {
   duet_status (*index_save)(const duet_index*, const char*);
   duet_status (*index_load)(const duet_model*, const char*, const duet_params*, duet_index**);
   void (*index_free)(duet_index*);
+  duet_status (*params_set_cancel_token)(duet_params*, const duet_cancel_token*);
+  duet_status (*cancel_token_new)(duet_cancel_token**);
+  duet_status (*cancel_token_cancel)(const duet_cancel_token*);
+  duet_status (*cancel_token_reset)(const duet_cancel_token*);
+  void (*cancel_token_free)(duet_cancel_token*);
 } duet_api_v1;
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
-// Frees a string that duet returned as `char *`. NULL is a no-op.
+// Frees a string that duet returned as `char *`. NULL is a no-op; a pointer duet did not
+// return (or already freed) is left alone.
 void duet_string_free(char *s);
 
 // duet's version, "MAJOR.MINOR.PATCH". Static storage; do not free.
@@ -331,6 +346,22 @@ duet_status duet_params_set_string(duet_params *params, const char *key, const c
 
 // Returns a key to its default.
 duet_status duet_params_unset(duet_params *params, const char *key);
+
+// Makes calls with these params watch `token` (NULL: none). A call whose token is cancelled
+// ends at its next decoding step with DUET_STATUS_CANCELLED. The params keep the token alive.
+duet_status duet_params_set_cancel_token(duet_params *params, const duet_cancel_token *token);
+
+// A new, not cancelled token. Free with `duet_cancel_token_free`.
+duet_status duet_cancel_token_new(duet_cancel_token **out);
+
+// Cancels every call watching the token. Thread-safe: meant to be called from another thread.
+duet_status duet_cancel_token_cancel(const duet_cancel_token *token);
+
+// Makes the token usable again.
+duet_status duet_cancel_token_reset(const duet_cancel_token *token);
+
+// Frees a token; NULL is a no-op. Params holding it keep working.
+void duet_cancel_token_free(duet_cancel_token *token);
 
 // Creates model options with every key at its default. Free with `duet_model_options_free`.
 duet_status duet_model_options_new(duet_model_options **out);

@@ -38,6 +38,12 @@ pub enum Error {
     Internal(String),
     #[error("index file {}: {reason}", path.display())]
     IndexFile { path: PathBuf, reason: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("deadline exceeded after {0} ms")]
+    DeadlineExceeded(u64),
+    #[error("invalid handle: {0}")]
+    InvalidHandle(String),
 }
 
 /// A field-less mirror of [`Error`], 1:1 with the C status codes.
@@ -59,6 +65,9 @@ pub enum ErrorKind {
     Io,
     Internal,
     IndexFile,
+    Cancelled,
+    DeadlineExceeded,
+    InvalidHandle,
 }
 
 impl Error {
@@ -80,6 +89,9 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::Internal(_) => ErrorKind::Internal,
             Error::IndexFile { .. } => ErrorKind::IndexFile,
+            Error::Cancelled => ErrorKind::Cancelled,
+            Error::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
+            Error::InvalidHandle(_) => ErrorKind::InvalidHandle,
         }
     }
 

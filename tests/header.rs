@@ -26,3 +26,20 @@ fn header_matches_the_code() {
         "include/duet.h is out of date with src/ffi: run `make header` and commit it"
     );
 }
+
+#[test]
+fn the_plugin_table_covers_every_function() {
+    let header = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("include/duet.h")).unwrap();
+    let table_start = header.find("typedef struct {\n  uint32_t abi_major;").expect("duet_api_v1 in duet.h");
+    let table = &header[table_start..header[table_start..].find("} duet_api_v1;").unwrap() + table_start];
+    let declared: Vec<&str> = header
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with("typedef") && !l.starts_with("//"))
+        .filter_map(|l| l.split('(').next()?.split_whitespace().last())
+        .map(|name| name.trim_start_matches('*'))
+        .filter(|name| name.starts_with("duet_") && !name.ends_with(';') && *name != "duet_plugin_v1")
+        .collect();
+    assert!(declared.len() > 40, "parsed only {} functions", declared.len());
+    let missing: Vec<_> = declared.iter().filter(|f| !table.contains(&format!("(*{})(", &f[5..]))).collect();
+    assert!(missing.is_empty(), "not in duet_api_v1 (run tools/gen_plugin_table.py): {missing:?}");
+}

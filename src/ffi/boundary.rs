@@ -23,26 +23,11 @@ pub(crate) fn boundary(f: impl FnOnce() -> Result<()>) -> duet_status {
     }
 }
 
-/// Frees a boxed handle; NULL is a no-op. A panic in a destructor is contained.
-pub(crate) unsafe fn free_box<T>(p: *mut T) {
-    if !p.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(p))));
-    }
-}
-
 pub(crate) unsafe fn str_arg<'a>(p: *const c_char, what: &'static str) -> Result<&'a str> {
     if p.is_null() {
         return Err(Error::NullPointer(what));
     }
     CStr::from_ptr(p).to_str().map_err(|e| Error::InvalidUtf8(format!("`{what}`: {e}")))
-}
-
-pub(crate) unsafe fn ref_arg<'a, T>(p: *const T, what: &'static str) -> Result<&'a T> {
-    p.as_ref().ok_or(Error::NullPointer(what))
-}
-
-pub(crate) unsafe fn mut_arg<'a, T>(p: *mut T, what: &'static str) -> Result<&'a mut T> {
-    p.as_mut().ok_or(Error::NullPointer(what))
 }
 
 pub(crate) fn out_arg<T>(p: *mut T, what: &'static str) -> Result<*mut T> {
@@ -58,12 +43,11 @@ pub(crate) fn c_string(s: &str) -> CString {
     CString::new(s.replace('\0', "\\0")).unwrap_or_default()
 }
 
-/// Frees a string that duet returned as `char *`. NULL is a no-op.
+/// Frees a string that duet returned as `char *`. NULL is a no-op; a pointer duet did not
+/// return (or already freed) is left alone.
 #[no_mangle]
 pub unsafe extern "C" fn duet_string_free(s: *mut c_char) {
-    if !s.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(CString::from_raw(s))));
-    }
+    let _ = catch_unwind(AssertUnwindSafe(|| super::handles::free_string(s)));
 }
 
 /// duet's version, "MAJOR.MINOR.PATCH". Static storage; do not free.

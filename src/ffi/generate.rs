@@ -2,11 +2,13 @@
 
 use std::ffi::{c_char, c_void, CString};
 
-use super::boundary::{boundary, c_string, free_box, out_arg, ref_arg, str_arg};
+use super::boundary::{boundary, c_string, out_arg, str_arg};
+use super::handles::{free_handle, handle, new_handle, new_string};
 use super::model::duet_model;
 use super::params::duet_params;
 use super::status::duet_status;
 use crate::error::{Error, Result};
+use crate::generate::control::{guarded, Limits};
 use crate::generate::{generate, new_generation_settings, FinishReason, Flow, GenerationOutput, Observer};
 
 /// Why a sequence ended.
@@ -159,7 +161,7 @@ pub unsafe extern "C" fn duet_generate(
 ) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        let model = &ref_arg(model, "model")?.model;
+        let model = &handle(model, "model")?.model;
         if inputs.is_null() {
             return Err(Error::NullPointer("inputs"));
         }
@@ -167,11 +169,10 @@ pub unsafe extern "C" fn duet_generate(
             return Err(Error::InvalidArgument("n_inputs is 0".into()));
         }
         let texts = str_array(inputs, n_inputs, "inputs")?;
-        let defaults = new_generation_settings();
-        let settings = params_or_default(params, &defaults)?;
+        let (settings, limits) = call_params(params)?;
         let mut observer = callback.map(|callback| CallbackObserver { callback, user_data });
-        let outputs = generate(model, &texts, settings, observer.as_mut().map(|o| o as &mut dyn Observer))?;
-        *out = Box::into_raw(Box::new(duet_result::new(&outputs, &texts)));
+        let outputs = guarded(&limits, observer.as_mut().map(|o| o as &mut dyn Observer), |obs| generate(model, &texts, &settings, obs))?;
+        *out = new_handle(duet_result::new(&outputs, &texts));
         Ok(())
     })
 }
@@ -199,15 +200,20 @@ pub(crate) unsafe fn str_array<'a>(array: *const *const c_char, n: usize, what: 
         .collect()
 }
 
-/// The caller's params, or `defaults` when the pointer is NULL.
-pub(crate) unsafe fn params_or_default<'a>(params: *const duet_params, defaults: &'a crate::Settings) -> Result<&'a crate::Settings> {
-    Ok(if params.is_null() { defaults } else { &ref_arg(params, "params")?.settings })
+/// The caller's params (defaults when NULL) and the limits of this call (cancel token,
+/// `timeout_ms`), whose clock starts now.
+pub(crate) unsafe fn call_params(params: *const duet_params) -> Result<(crate::Settings, Limits)> {
+    if params.is_null() {
+        return Ok((new_generation_settings(), Limits::default()));
+    }
+    let p = handle(params, "params")?;
+    Ok((p.settings.clone(), Limits::start(&p.settings, p.cancel.clone())))
 }
 
 /// Frees a result; NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn duet_result_free(result: *mut duet_result) {
-    free_box(result)
+    free_handle(result, "result")
 }
 
 /// Number of inputs in the result (as given to duet_generate).
@@ -215,7 +221,7 @@ pub unsafe extern "C" fn duet_result_free(result: *mut duet_result) {
 pub unsafe extern "C" fn duet_result_num_inputs(result: *const duet_result, out: *mut usize) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        *out = ref_arg(result, "result")?.inputs.len();
+        *out = handle(result, "result")?.inputs.len();
         Ok(())
     })
 }
@@ -225,7 +231,7 @@ pub unsafe extern "C" fn duet_result_num_inputs(result: *const duet_result, out:
 pub unsafe extern "C" fn duet_result_num_sequences(result: *const duet_result, input: usize, out: *mut usize) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        *out = ref_arg(result, "result")?.input(input)?.sequences.len();
+        *out = handle(result, "result")?.input(input)?.sequences.len();
         Ok(())
     })
 }
@@ -240,7 +246,7 @@ pub unsafe extern "C" fn duet_result_text(
 ) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        *out = ref_arg(result, "result")?.sequence(input, seq)?.text.as_ptr();
+        *out = handle(result, "result")?.sequence(input, seq)?.text.as_ptr();
         Ok(())
     })
 }
@@ -256,7 +262,7 @@ pub unsafe extern "C" fn duet_result_token_ids(
 ) -> duet_status {
     boundary(|| {
         let (ids, len) = (out_arg(ids, "ids")?, out_arg(len, "len")?);
-        let s = ref_arg(result, "result")?.sequence(input, seq)?;
+        let s = handle(result, "result")?.sequence(input, seq)?;
         *ids = s.token_ids.as_ptr();
         *len = s.token_ids.len();
         Ok(())
@@ -269,7 +275,7 @@ pub unsafe extern "C" fn duet_result_token_ids(
 pub unsafe extern "C" fn duet_result_score(result: *const duet_result, input: usize, seq: usize, out: *mut f64) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        *out = ref_arg(result, "result")?.sequence(input, seq)?.score;
+        *out = handle(result, "result")?.sequence(input, seq)?.score;
         Ok(())
     })
 }
@@ -284,7 +290,7 @@ pub unsafe extern "C" fn duet_result_finish_reason(
 ) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        *out = ref_arg(result, "result")?.sequence(input, seq)?.finish_reason;
+        *out = handle(result, "result")?.sequence(input, seq)?.finish_reason;
         Ok(())
     })
 }
@@ -299,7 +305,7 @@ pub unsafe extern "C" fn duet_result_input_info(
 ) -> duet_status {
     boundary(|| {
         let (tokens_out, truncated_out) = (out_arg(input_tokens, "input_tokens")?, out_arg(truncated, "truncated")?);
-        let i = ref_arg(result, "result")?.input(input)?;
+        let i = handle(result, "result")?.input(input)?;
         *tokens_out = i.input_tokens;
         *truncated_out = i.truncated;
         Ok(())
@@ -311,7 +317,7 @@ pub unsafe extern "C" fn duet_result_input_info(
 pub unsafe extern "C" fn duet_result_to_json(result: *const duet_result, out: *mut *mut c_char) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        *out = c_string(&ref_arg(result, "result")?.json.to_string()).into_raw();
+        *out = new_string(c_string(&handle(result, "result")?.json.to_string()));
         Ok(())
     })
 }

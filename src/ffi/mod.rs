@@ -11,6 +11,7 @@
 
 mod boundary;
 mod generate;
+mod handles;
 mod model;
 mod params;
 mod plugin;

@@ -3,7 +3,8 @@
 use std::ffi::c_char;
 use std::path::Path;
 
-use super::boundary::{boundary, c_string, free_box, out_arg, ref_arg, str_arg};
+use super::boundary::{boundary, c_string, out_arg, str_arg};
+use super::handles::{free_handle, handle, new_handle, new_string};
 use super::params::duet_model_options;
 use super::status::duet_status;
 use crate::model::{new_model_options, Model};
@@ -38,9 +39,9 @@ pub unsafe extern "C" fn duet_model_open(
         let out = out_arg(out, "out")?;
         let dir = str_arg(dir, "dir")?;
         let defaults = new_model_options();
-        let options = if options.is_null() { &defaults } else { &ref_arg(options, "options")?.settings };
+        let options = if options.is_null() { &defaults } else { &handle(options, "options")?.settings };
         let model = Model::open_with(dir, options)?;
-        *out = Box::into_raw(Box::new(duet_model { model: std::sync::Arc::new(model) }));
+        *out = new_handle(duet_model { model: std::sync::Arc::new(model) });
         Ok(())
     })
 }
@@ -49,7 +50,7 @@ pub unsafe extern "C" fn duet_model_open(
 /// from it keep what they need alive until they are freed themselves.
 #[no_mangle]
 pub unsafe extern "C" fn duet_model_free(model: *mut duet_model) {
-    free_box(model)
+    free_handle(model, "model")
 }
 
 /// What was detected, as a JSON object: architecture, layout ("merged"/"split"), vocab_size,
@@ -59,8 +60,8 @@ pub unsafe extern "C" fn duet_model_free(model: *mut duet_model) {
 pub unsafe extern "C" fn duet_model_info_json(model: *const duet_model, out: *mut *mut c_char) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        let info = ref_arg(model, "model")?.model.info_json().to_string();
-        *out = c_string(&info).into_raw();
+        let info = handle(model, "model")?.model.info_json().to_string();
+        *out = new_string(c_string(&info));
         Ok(())
     })
 }
@@ -71,7 +72,7 @@ pub unsafe extern "C" fn duet_model_info_json(model: *const duet_model, out: *mu
 pub unsafe extern "C" fn duet_model_execution_provider(model: *const duet_model, out: *mut *const c_char) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        let name = match ref_arg(model, "model")?.model.execution_provider() {
+        let name = match handle(model, "model")?.model.execution_provider() {
             crate::runtime::ExecutionProviderKind::Cpu => c"CPUExecutionProvider",
             crate::runtime::ExecutionProviderKind::Cuda => c"CUDAExecutionProvider",
             crate::runtime::ExecutionProviderKind::TensorRt => c"TensorrtExecutionProvider",

@@ -8,13 +8,21 @@
 
 use std::ffi::c_char;
 
-use super::boundary::{boundary, free_box, mut_arg, out_arg, str_arg};
+use super::boundary::{boundary, out_arg, str_arg};
+use super::handles::{free_handle, handle, handle_mut, new_handle};
 use super::status::duet_status;
+use crate::generate::control::CancelToken;
 use crate::settings::Settings;
 
 /// Generation parameters (opaque).
 pub struct duet_params {
     pub(crate) settings: Settings,
+    pub(crate) cancel: Option<CancelToken>,
+}
+
+/// A flag that cancels every call whose params carry it, from any thread (opaque).
+pub struct duet_cancel_token {
+    pub(crate) token: CancelToken,
 }
 
 /// Options for opening a model (opaque).
@@ -39,8 +47,8 @@ impl HasSettings for duet_model_options {
     }
 }
 
-unsafe fn set<T: HasSettings>(p: *mut T, key: *const c_char, f: impl FnOnce(&mut Settings, &str) -> crate::Result<()>) -> duet_status {
-    boundary(|| f(mut_arg(p, "params")?.settings_mut(), str_arg(key, "key")?))
+unsafe fn set<T: HasSettings + 'static>(p: *mut T, key: *const c_char, f: impl FnOnce(&mut Settings, &str) -> crate::Result<()>) -> duet_status {
+    boundary(|| f(handle_mut(p, "params")?.settings_mut(), str_arg(key, "key")?))
 }
 
 /// Creates generation parameters with every key at its default (the model's
@@ -48,7 +56,7 @@ unsafe fn set<T: HasSettings>(p: *mut T, key: *const c_char, f: impl FnOnce(&mut
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_new(out: *mut *mut duet_params) -> duet_status {
     boundary(|| {
-        *out_arg(out, "out")? = Box::into_raw(Box::new(duet_params { settings: crate::generate::new_generation_settings() }));
+        *out_arg(out, "out")? = new_handle(duet_params { settings: crate::generate::new_generation_settings(), cancel: None });
         Ok(())
     })
 }
@@ -56,7 +64,7 @@ pub unsafe extern "C" fn duet_params_new(out: *mut *mut duet_params) -> duet_sta
 /// Frees parameters; NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_free(params: *mut duet_params) {
-    free_box(params)
+    free_handle(params, "params")
 }
 
 /// Sets an integer key (`max_new_tokens`, `num_beams`, ...; number keys and 0/1 for boolean
@@ -91,11 +99,55 @@ pub unsafe extern "C" fn duet_params_unset(params: *mut duet_params, key: *const
     set(params, key, |s, k| s.unset(k))
 }
 
+/// Makes calls with these params watch `token` (NULL: none). A call whose token is cancelled
+/// ends at its next decoding step with DUET_STATUS_CANCELLED. The params keep the token alive.
+#[no_mangle]
+pub unsafe extern "C" fn duet_params_set_cancel_token(params: *mut duet_params, token: *const duet_cancel_token) -> duet_status {
+    boundary(|| {
+        let params = handle_mut(params, "params")?;
+        params.cancel = if token.is_null() { None } else { Some(handle(token, "token")?.token.clone()) };
+        Ok(())
+    })
+}
+
+/// A new, not cancelled token. Free with `duet_cancel_token_free`.
+#[no_mangle]
+pub unsafe extern "C" fn duet_cancel_token_new(out: *mut *mut duet_cancel_token) -> duet_status {
+    boundary(|| {
+        *out_arg(out, "out")? = new_handle(duet_cancel_token { token: CancelToken::new() });
+        Ok(())
+    })
+}
+
+/// Cancels every call watching the token. Thread-safe: meant to be called from another thread.
+#[no_mangle]
+pub unsafe extern "C" fn duet_cancel_token_cancel(token: *const duet_cancel_token) -> duet_status {
+    boundary(|| {
+        handle(token, "token")?.token.cancel();
+        Ok(())
+    })
+}
+
+/// Makes the token usable again.
+#[no_mangle]
+pub unsafe extern "C" fn duet_cancel_token_reset(token: *const duet_cancel_token) -> duet_status {
+    boundary(|| {
+        handle(token, "token")?.token.reset();
+        Ok(())
+    })
+}
+
+/// Frees a token; NULL is a no-op. Params holding it keep working.
+#[no_mangle]
+pub unsafe extern "C" fn duet_cancel_token_free(token: *mut duet_cancel_token) {
+    free_handle(token, "token")
+}
+
 /// Creates model options with every key at its default. Free with `duet_model_options_free`.
 #[no_mangle]
 pub unsafe extern "C" fn duet_model_options_new(out: *mut *mut duet_model_options) -> duet_status {
     boundary(|| {
-        *out_arg(out, "out")? = Box::into_raw(Box::new(duet_model_options { settings: crate::model::new_model_options() }));
+        *out_arg(out, "out")? = new_handle(duet_model_options { settings: crate::model::new_model_options() });
         Ok(())
     })
 }
@@ -103,7 +155,7 @@ pub unsafe extern "C" fn duet_model_options_new(out: *mut *mut duet_model_option
 /// Frees model options; NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn duet_model_options_free(options: *mut duet_model_options) {
-    free_box(options)
+    free_handle(options, "options")
 }
 
 /// Sets an integer option (`intra_threads`, `device_id`).

@@ -70,6 +70,11 @@ pub struct duet_api_v1 {
     pub index_save: unsafe extern "C" fn(*const duet_index, *const c_char) -> duet_status,
     pub index_load: unsafe extern "C" fn(*const duet_model, *const c_char, *const duet_params, *mut *mut duet_index) -> duet_status,
     pub index_free: unsafe extern "C" fn(*mut duet_index),
+    pub params_set_cancel_token: unsafe extern "C" fn(*mut duet_params, *const duet_cancel_token) -> duet_status,
+    pub cancel_token_new: unsafe extern "C" fn(*mut *mut duet_cancel_token) -> duet_status,
+    pub cancel_token_cancel: unsafe extern "C" fn(*const duet_cancel_token) -> duet_status,
+    pub cancel_token_reset: unsafe extern "C" fn(*const duet_cancel_token) -> duet_status,
+    pub cancel_token_free: unsafe extern "C" fn(*mut duet_cancel_token),
 }
 
 static PLUGIN_V1: duet_api_v1 = duet_api_v1 {
@@ -129,6 +134,11 @@ static PLUGIN_V1: duet_api_v1 = duet_api_v1 {
     index_save: duet_index_save,
     index_load: duet_index_load,
     index_free: duet_index_free,
+    params_set_cancel_token: duet_params_set_cancel_token,
+    cancel_token_new: duet_cancel_token_new,
+    cancel_token_cancel: duet_cancel_token_cancel,
+    cancel_token_reset: duet_cancel_token_reset,
+    cancel_token_free: duet_cancel_token_free,
 };
 
 /// The function table for a host built against ABI major `host_abi_major` (pass

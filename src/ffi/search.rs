@@ -4,13 +4,13 @@ use std::ffi::c_char;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::boundary::{boundary, free_box, out_arg, ref_arg, str_arg};
-use super::generate::{params_or_default, str_array};
+use super::boundary::{boundary, out_arg, str_arg};
+use super::handles::{free_handle, handle, new_handle};
+use super::generate::{call_params, str_array};
 use super::model::duet_model;
 use super::params::duet_params;
 use super::status::duet_status;
 use crate::error::{Error, Result};
-use crate::generate::new_generation_settings;
 use crate::model::Model;
 use crate::settings::Settings;
 use crate::tasks::{embed, index::Index, rerank};
@@ -20,7 +20,7 @@ use crate::tasks::{embed, index::Index, rerank};
 pub unsafe extern "C" fn duet_model_embedding_dim(model: *const duet_model, out: *mut usize) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        *out = embed::embedding_dim(&ref_arg(model, "model")?.model)?;
+        *out = embed::embedding_dim(&handle(model, "model")?.model)?;
         Ok(())
     })
 }
@@ -38,10 +38,11 @@ pub unsafe extern "C" fn duet_embed(
 ) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        let model = &ref_arg(model, "model")?.model;
+        let model = &handle(model, "model")?.model;
         let texts = str_array(texts, n, "texts")?;
-        let defaults = new_generation_settings();
-        let vectors = embed::embed(model, &texts, params_or_default(params, &defaults)?)?;
+        let (settings, limits) = call_params(params)?;
+        limits.check()?;
+        let vectors = embed::embed(model, &texts, &settings)?;
         let needed: usize = vectors.iter().map(Vec::len).sum();
         if out_len < needed {
             return Err(Error::InvalidArgument(format!("out holds {out_len} floats, {needed} are needed")));
@@ -66,11 +67,12 @@ pub unsafe extern "C" fn duet_rerank(
 ) -> duet_status {
     boundary(|| {
         let scores_out = out_arg(scores_out, "scores_out")?;
-        let model = &ref_arg(model, "model")?.model;
+        let model = &handle(model, "model")?.model;
         let query = str_arg(query, "query")?;
         let passages = str_array(passages, n, "passages")?;
-        let defaults = new_generation_settings();
-        let scores = rerank::rerank(model, query, &passages, params_or_default(params, &defaults)?)?;
+        let (settings, limits) = call_params(params)?;
+        limits.check()?;
+        let scores = rerank::rerank(model, query, &passages, &settings)?;
         for (i, s) in scores.iter().enumerate() {
             *scores_out.add(i) = *s as f64;
         }
@@ -87,9 +89,8 @@ pub struct duet_index {
 }
 
 unsafe fn index_parts(model: *const duet_model, params: *const duet_params) -> Result<(Arc<Model>, Settings)> {
-    let model = ref_arg(model, "model")?.model.clone();
-    let defaults = new_generation_settings();
-    Ok((model, params_or_default(params, &defaults)?.clone()))
+    let model = handle(model, "model")?.model.clone();
+    Ok((model, call_params(params)?.0))
 }
 
 /// A new empty index embedding with `model`; `params` (may be NULL) are used for embedding and
@@ -100,7 +101,7 @@ pub unsafe extern "C" fn duet_index_new(model: *const duet_model, params: *const
         let out = out_arg(out, "out")?;
         let (model, params) = index_parts(model, params)?;
         let index = Index::for_model(&model)?;
-        *out = Box::into_raw(Box::new(duet_index { model, params, index }));
+        *out = new_handle(duet_index { model, params, index });
         Ok(())
     })
 }
@@ -109,7 +110,7 @@ pub unsafe extern "C" fn duet_index_new(model: *const duet_model, params: *const
 #[no_mangle]
 pub unsafe extern "C" fn duet_index_add(index: *const duet_index, id: i64, text: *const c_char) -> duet_status {
     boundary(|| {
-        let ix = ref_arg(index, "index")?;
+        let ix = handle(index, "index")?;
         ix.index.add(&ix.model, id, str_arg(text, "text")?, &ix.params)
     })
 }
@@ -117,7 +118,7 @@ pub unsafe extern "C" fn duet_index_add(index: *const duet_index, id: i64, text:
 /// Removes `id`; an absent id is DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_index_remove(index: *const duet_index, id: i64) -> duet_status {
-    boundary(|| ref_arg(index, "index")?.index.remove(id))
+    boundary(|| handle(index, "index")?.index.remove(id))
 }
 
 /// Number of entries. Thread-safe.
@@ -125,7 +126,7 @@ pub unsafe extern "C" fn duet_index_remove(index: *const duet_index, id: i64) ->
 pub unsafe extern "C" fn duet_index_len(index: *const duet_index, out: *mut usize) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        *out = ref_arg(index, "index")?.index.len();
+        *out = handle(index, "index")?.index.len();
         Ok(())
     })
 }
@@ -146,7 +147,7 @@ pub unsafe extern "C" fn duet_index_search(
 ) -> duet_status {
     boundary(|| {
         let (ids, scores, n_found) = (out_arg(ids, "ids")?, out_arg(scores, "scores")?, out_arg(n_found, "n_found")?);
-        let ix = ref_arg(index, "index")?;
+        let ix = handle(index, "index")?;
         let hits = ix.index.search(&ix.model, str_arg(query, "query")?, k, rerank_top_n, &ix.params)?;
         for (i, h) in hits.iter().enumerate() {
             *ids.add(i) = h.id;
@@ -160,7 +161,7 @@ pub unsafe extern "C" fn duet_index_search(
 /// Writes the index to `path` (one file, with a format version and a checksum). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_index_save(index: *const duet_index, path: *const c_char) -> duet_status {
-    boundary(|| ref_arg(index, "index")?.index.save(Path::new(str_arg(path, "path")?)))
+    boundary(|| handle(index, "index")?.index.save(Path::new(str_arg(path, "path")?)))
 }
 
 /// Reads an index saved by `duet_index_save` for use with `model`. A damaged file, another
@@ -184,7 +185,7 @@ pub unsafe extern "C" fn duet_index_load(
                 reason: format!("vectors are {} wide, this model's are {dim}", index.dim()),
             });
         }
-        *out = Box::into_raw(Box::new(duet_index { model, params, index }));
+        *out = new_handle(duet_index { model, params, index });
         Ok(())
     })
 }
@@ -192,5 +193,5 @@ pub unsafe extern "C" fn duet_index_load(
 /// Frees an index; NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn duet_index_free(index: *mut duet_index) {
-    free_box(index)
+    free_handle(index, "index")
 }

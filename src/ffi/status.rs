@@ -42,6 +42,12 @@ pub enum duet_status {
     Internal = 15,
     /// An index file is corrupt, truncated, or of another format version.
     IndexFile = 16,
+    /// A cancel token given in the params was cancelled (from any thread).
+    Cancelled = 17,
+    /// The call ran past the params' `timeout_ms`.
+    DeadlineExceeded = 18,
+    /// A handle that is freed, foreign, or of another type was passed.
+    InvalidHandle = 19,
     /// duet panicked; the host is unharmed, the object involved should be freed.
     Panic = 100,
 }
@@ -65,6 +71,9 @@ impl From<ErrorKind> for duet_status {
             ErrorKind::Io => duet_status::Io,
             ErrorKind::Internal => duet_status::Internal,
             ErrorKind::IndexFile => duet_status::IndexFile,
+            ErrorKind::Cancelled => duet_status::Cancelled,
+            ErrorKind::DeadlineExceeded => duet_status::DeadlineExceeded,
+            ErrorKind::InvalidHandle => duet_status::InvalidHandle,
         }
     }
 }
@@ -89,11 +98,14 @@ impl duet_status {
             duet_status::Io => "DUET_STATUS_IO",
             duet_status::Internal => "DUET_STATUS_INTERNAL",
             duet_status::IndexFile => "DUET_STATUS_INDEX_FILE",
+            duet_status::Cancelled => "DUET_STATUS_CANCELLED",
+            duet_status::DeadlineExceeded => "DUET_STATUS_DEADLINE_EXCEEDED",
+            duet_status::InvalidHandle => "DUET_STATUS_INVALID_HANDLE",
             duet_status::Panic => "DUET_STATUS_PANIC",
         }
     }
 
-    const ALL: [duet_status; 18] = [
+    const ALL: [duet_status; 21] = [
         duet_status::Ok,
         duet_status::InvalidArgument,
         duet_status::NullPointer,
@@ -111,6 +123,9 @@ impl duet_status {
         duet_status::Io,
         duet_status::Internal,
         duet_status::IndexFile,
+        duet_status::Cancelled,
+        duet_status::DeadlineExceeded,
+        duet_status::InvalidHandle,
         duet_status::Panic,
     ];
 }
@@ -161,6 +176,6 @@ mod tests {
     fn codes_are_stable() {
         // These numbers are ABI: this test changes only when a code is added.
         let numbers: Vec<i32> = duet_status::ALL.iter().map(|s| *s as i32).collect();
-        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 100]);
+        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 100]);
     }
 }

@@ -3,13 +3,15 @@
 use std::ffi::{c_char, c_void, CString};
 use std::sync::Arc;
 
-use super::boundary::{boundary, c_string, free_box, mut_arg, out_arg, ref_arg, str_arg};
-use super::generate::{duet_finish_reason, duet_token_callback, params_or_default, CallbackObserver};
+use super::boundary::{boundary, c_string, out_arg, str_arg};
+use super::handles::{free_handle, handle, handle_mut, new_handle};
+use super::generate::{call_params, duet_finish_reason, duet_token_callback, CallbackObserver};
+use crate::generate::control::guarded;
 use super::model::duet_model;
 use super::params::duet_params;
 use super::status::duet_status;
 use crate::error::Error;
-use crate::generate::{new_generation_settings, Flow, Observer};
+use crate::generate::{Flow, Observer};
 use crate::model::Model;
 use crate::tasks::{assistant, summarize, Progress};
 
@@ -76,19 +78,28 @@ pub unsafe extern "C" fn duet_summarize(
 ) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        let model = &ref_arg(model, "model")?.model;
+        let model = &handle(model, "model")?.model;
         let text = str_arg(text, "text")?;
-        let defaults = new_generation_settings();
-        let params = params_or_default(params, &defaults)?;
+        let (params, limits) = call_params(params)?;
         let mut hooks = Hooks::from(callbacks);
         let (progress_cb, user_data) = (hooks.progress, hooks.user_data);
-        let mut on_progress = |p: Progress| match progress_cb {
-            Some(f) if f(user_data, p.done, p.total, p.level) != 0 => Flow::Stop,
-            _ => Flow::Continue,
+        let mut stopped_by = None;
+        let mut on_progress = |p: Progress| {
+            if let Err(e) = limits.check() {
+                stopped_by = Some(e);
+                return Flow::Stop;
+            }
+            match progress_cb {
+                Some(f) if f(user_data, p.done, p.total, p.level) != 0 => Flow::Stop,
+                _ => Flow::Continue,
+            }
         };
-        let s = summarize::summarize(model, text, params, Some(&mut on_progress), hooks.observer())?;
+        let s = guarded(&limits, hooks.observer(), |obs| summarize::summarize(model, text, &params, Some(&mut on_progress), obs))?;
+        if let Some(e) = stopped_by {
+            return Err(e);
+        }
         let stats = vec![("chunks", s.chunks as i64), ("levels", s.levels as i64), ("summaries", s.summaries as i64)];
-        *out = Box::into_raw(reply(&s.text, s.finish_reason.into(), stats));
+        *out = new_handle(*reply(&s.text, s.finish_reason.into(), stats));
         Ok(())
     })
 }
@@ -97,6 +108,8 @@ pub unsafe extern "C" fn duet_summarize(
 /// at a time; it keeps its model alive.
 pub struct duet_chat {
     chat: assistant::Chat,
+    settings: crate::Settings,
+    cancel: Option<crate::generate::control::CancelToken>,
 }
 
 /// Starts a conversation. Params: generation keys plus `system_prompt`, `chat_template`,
@@ -105,10 +118,11 @@ pub struct duet_chat {
 pub unsafe extern "C" fn duet_chat_new(model: *const duet_model, params: *const duet_params, out: *mut *mut duet_chat) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        let model: Arc<Model> = ref_arg(model, "model")?.model.clone();
-        let defaults = new_generation_settings();
-        let chat = assistant::Chat::new(model, params_or_default(params, &defaults)?)?;
-        *out = Box::into_raw(Box::new(duet_chat { chat }));
+        let model: Arc<Model> = handle(model, "model")?.model.clone();
+        let (settings, _) = call_params(params)?;
+        let cancel = if params.is_null() { None } else { handle(params, "params")?.cancel.clone() };
+        let chat = assistant::Chat::new(model, &settings)?;
+        *out = new_handle(duet_chat { chat, settings, cancel });
         Ok(())
     })
 }
@@ -134,11 +148,12 @@ pub unsafe extern "C" fn duet_chat_send(
 ) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        let chat = &mut mut_arg(chat, "chat")?.chat;
+        let c = handle_mut(chat, "chat")?;
         let text = str_arg(user_text, "user_text")?;
+        let limits = crate::generate::control::Limits::start(&c.settings, c.cancel.clone());
         let mut hooks = Hooks::from(callbacks);
-        let r = chat.send(text, hooks.observer())?;
-        *out = Box::into_raw(chat_reply(&r));
+        let r = guarded(&limits, hooks.observer(), |obs| c.chat.send(text, obs))?;
+        *out = new_handle(*chat_reply(&r));
         Ok(())
     })
 }
@@ -147,7 +162,7 @@ pub unsafe extern "C" fn duet_chat_send(
 #[no_mangle]
 pub unsafe extern "C" fn duet_chat_reset(chat: *mut duet_chat) -> duet_status {
     boundary(|| {
-        mut_arg(chat, "chat")?.chat.reset();
+        handle_mut(chat, "chat")?.chat.reset();
         Ok(())
     })
 }
@@ -157,7 +172,7 @@ pub unsafe extern "C" fn duet_chat_reset(chat: *mut duet_chat) -> duet_status {
 pub unsafe extern "C" fn duet_chat_num_turns(chat: *const duet_chat, out: *mut usize) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        *out = ref_arg(chat, "chat")?.chat.history().len();
+        *out = handle(chat, "chat")?.chat.history().len();
         Ok(())
     })
 }
@@ -165,7 +180,7 @@ pub unsafe extern "C" fn duet_chat_num_turns(chat: *const duet_chat, out: *mut u
 /// Frees a conversation; NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn duet_chat_free(chat: *mut duet_chat) {
-    free_box(chat)
+    free_handle(chat, "chat")
 }
 
 /// One question, no history (a chat of one turn). Thread-safe.
@@ -179,12 +194,12 @@ pub unsafe extern "C" fn duet_assist(
 ) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        let model = ref_arg(model, "model")?.model.clone();
+        let model = handle(model, "model")?.model.clone();
         let question = str_arg(question, "question")?;
-        let defaults = new_generation_settings();
+        let (settings, limits) = call_params(params)?;
         let mut hooks = Hooks::from(callbacks);
-        let r = assistant::assist(model, question, params_or_default(params, &defaults)?, hooks.observer())?;
-        *out = Box::into_raw(chat_reply(&r));
+        let r = guarded(&limits, hooks.observer(), |obs| assistant::assist(model, question, &settings, obs))?;
+        *out = new_handle(*chat_reply(&r));
         Ok(())
     })
 }
@@ -194,7 +209,7 @@ pub unsafe extern "C" fn duet_assist(
 pub unsafe extern "C" fn duet_reply_text(reply: *const duet_reply, out: *mut *const c_char) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        *out = ref_arg(reply, "reply")?.text.as_ptr();
+        *out = handle(reply, "reply")?.text.as_ptr();
         Ok(())
     })
 }
@@ -204,7 +219,7 @@ pub unsafe extern "C" fn duet_reply_text(reply: *const duet_reply, out: *mut *co
 pub unsafe extern "C" fn duet_reply_finish_reason(reply: *const duet_reply, out: *mut duet_finish_reason) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        *out = ref_arg(reply, "reply")?.finish_reason;
+        *out = handle(reply, "reply")?.finish_reason;
         Ok(())
     })
 }
@@ -215,7 +230,7 @@ pub unsafe extern "C" fn duet_reply_finish_reason(reply: *const duet_reply, out:
 pub unsafe extern "C" fn duet_reply_stat(reply: *const duet_reply, key: *const c_char, out: *mut i64) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        let r = ref_arg(reply, "reply")?;
+        let r = handle(reply, "reply")?;
         let key = str_arg(key, "key")?;
         let value = r.stats.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -231,6 +246,6 @@ pub unsafe extern "C" fn duet_reply_stat(reply: *const duet_reply, key: *const c
 /// Frees a reply; NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn duet_reply_free(reply: *mut duet_reply) {
-    free_box(reply)
+    free_handle(reply, "reply")
 }
 

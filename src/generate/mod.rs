@@ -2,6 +2,7 @@
 //! graphs, logits processors as composable pieces, streaming through an observer.
 
 mod beam;
+pub mod control;
 pub mod output;
 pub mod params;
 pub mod processors;

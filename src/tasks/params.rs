@@ -20,6 +20,7 @@ fn has_placeholders(v: &Value, names: &[&str]) -> Result<(), String> {
 }
 
 pub static TASK_SPECS: &[Spec] = &[
+    Spec { key: "timeout_ms", kind: Kind::Int, check: |v| check::int_in(v, 1, i64::MAX), help: "[all] the call ends with a deadline-exceeded error after this many milliseconds" },
     Spec { key: "summary_length", kind: Kind::Str, check: |v| one_of(v, &["short", "medium", "long"]), help: "[summarize] short, medium (default) or long" },
     Spec { key: "prompt_template", kind: Kind::Str, check: |v| has_placeholders(v, &["{text}"]), help: "[summarize] encoder input around {text} (default: the model's summarization prefix)" },
     Spec { key: "chunk_tokens", kind: Kind::Int, check: |v| check::int_in(v, 16, 1 << 20), help: "[summarize] most tokens per chunk (default: the input limit)" },
