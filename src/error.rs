@@ -26,7 +26,7 @@ pub enum Error {
     ModelInvalid { path: PathBuf, reason: String },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
-    #[error("input {index} has {tokens} tokens, more than the limit of {limit} (set `truncate_input` to truncate, or raise `max_input_tokens`)")]
+    #[error("input {index} is longer than the limit of {limit} tokens ({tokens} counted; set `truncate_input` to truncate, or raise `max_input_tokens`)")]
     InputTooLong { index: usize, tokens: usize, limit: usize },
     #[error("ONNX Runtime: {0}")]
     Onnx(String),

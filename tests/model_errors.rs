@@ -112,11 +112,19 @@ fn malformed_files() {
     let m = ScratchModel::of("t5-tiny", "truncated-onnx");
     let bytes = std::fs::read(common::fixture("t5-tiny").join("encoder_model.onnx")).unwrap();
     m.write("encoder_model.onnx", &bytes[..bytes.len() / 3]);
-    expect_err(m.open(), "encoder_model.onnx", "could not load");
+    expect_err(m.open(), "encoder_model.onnx", "not a valid onnx file");
+
+    let m = ScratchModel::of("t5-tiny", "bit-flipped-onnx");
+    let mut flipped = bytes.clone();
+    for i in (100..flipped.len()).step_by(997) {
+        flipped[i] ^= 0xa5;
+    }
+    m.write("encoder_model.onnx", &flipped);
+    assert!(matches!(m.open(), Err(Error::ModelInvalid { .. })), "bit flips must give ModelInvalid");
 
     let m = ScratchModel::of("t5-tiny", "not-onnx");
     m.write("decoder_model_merged.onnx", b"hello");
-    expect_err(m.open(), "decoder_model_merged.onnx", "could not load");
+    expect_err(m.open(), "decoder_model_merged.onnx", "not a valid onnx file");
 }
 
 #[test]
@@ -128,6 +136,37 @@ fn graphs_without_the_expected_inputs() {
     let m = ScratchModel::of("t5-tiny", "merged-is-plain");
     m.replace_with("decoder_model_merged.onnx", "decoder_model.onnx");
     expect_err(m.open(), "decoder_model_merged.onnx", "use_cache_branch");
+}
+
+/// A minimal ONNX ModelProto whose one initializer keeps its data in `location`.
+fn onnx_with_external_data(location: &str) -> Vec<u8> {
+    fn field(number: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![(number << 3 | 2) as u8];
+        out.push(payload.len() as u8);
+        out.extend_from_slice(payload);
+        out
+    }
+    let entry = [field(1, b"location"), field(2, location.as_bytes())].concat();
+    let tensor = [vec![0x10, 0x01], field(8, b"w"), field(13, &entry), vec![0x70, 0x01]].concat();
+    let graph = field(5, &tensor);
+    [vec![0x08, 0x08], field(7, &graph)].concat()
+}
+
+#[test]
+fn external_data_must_stay_inside_the_model_directory() {
+    for (location, why) in [("../../etc/passwd", "climbs out"), ("/etc/passwd", "absolute"), ("a/../../b", "climbs out")] {
+        let m = ScratchModel::of("t5-tiny", "escape");
+        m.write("encoder_model.onnx", &onnx_with_external_data(location));
+        let e = expect_err(m.open(), "encoder_model.onnx", why);
+        assert!(e.to_string().contains(location), "{e}");
+    }
+    let m = ScratchModel::of("t5-tiny", "link-escape");
+    std::os::unix::fs::symlink("/etc", m.0.join("weights")).unwrap();
+    m.write("encoder_model.onnx", &onnx_with_external_data("weights/passwd"));
+    expect_err(m.open(), "encoder_model.onnx", "through a link");
+    // Inside the directory the check passes (and ONNX Runtime then judges the graph itself).
+    let inside = duet::model::confinement::external_locations(&common::fixture("t5-tiny").join("encoder_model.onnx")).unwrap();
+    assert!(inside.is_empty());
 }
 
 #[test]

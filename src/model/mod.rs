@@ -6,6 +6,7 @@
 //! encoder output) lives in the request.
 
 pub mod config;
+pub mod confinement;
 mod decoder;
 mod encoder;
 mod graph;

@@ -17,6 +17,7 @@ pub struct Tokenizer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
     pub ids: Vec<u32>,
+    /// Tokens counted (of a long prefix only, for inputs far over any limit).
     pub original_len: usize,
     pub truncated: bool,
 }
@@ -52,6 +53,11 @@ impl Tokenizer {
     /// Encodes with the model's special tokens. Inputs longer than `limit` are an error unless
     /// `truncate` is set; truncation keeps the special tokens, as `transformers` does.
     pub fn encode(&self, text: &str, limit: Option<usize>, truncate: bool, index: usize) -> Result<Encoded> {
+        // Far longer than any limit: only a prefix needs tokenizing (no token spans 64 bytes).
+        let text = match limit {
+            Some(limit) if text.len() > limit * 64 + 4096 => prefix_at_space(text, limit * 64 + 4096),
+            _ => text,
+        };
         let encode = |special| self.inner.encode(text, special).map_err(|e| Error::Tokenizer(e.to_string()));
         let full = encode(true)?;
         let original_len = full.get_ids().len();
@@ -81,6 +87,18 @@ impl Tokenizer {
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
+    }
+}
+
+/// The longest prefix of at most `max` bytes that ends at white space (or a character boundary).
+fn prefix_at_space(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    match text[..end].rfind(char::is_whitespace) {
+        Some(at) if at > max / 2 => &text[..at],
+        _ => &text[..end],
     }
 }
 

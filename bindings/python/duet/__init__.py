@@ -10,17 +10,17 @@ ONNX Runtime is found by libduet itself (``$DUET_ORT_LIBRARY``, ``duet.runtime_i
 the model option ``ort_library``). See README.md next to pyproject.toml for the whole API.
 """
 
+import collections.abc
 import ctypes
 import json
 import numbers
 import os
-import queue
 import threading
 
 from . import _lib
 from ._lib import Callbacks, PROGRESS_CALLBACK, TOKEN_CALLBACK, check, library_path, load_library
-from .errors import (BusyError, ClosedError, Error, IndexFileError, InputTooLong, InternalError,
-                     InvalidArgument, InvalidParam, InvalidUtf8, IoError, LibraryNotFound,
+from .errors import (BusyError, Cancelled, ClosedError, DeadlineExceeded, Error, IndexFileError, InputTooLong,
+                     InternalError, InvalidArgument, InvalidHandle, InvalidParam, InvalidUtf8, IoError, LibraryNotFound,
                      ModelFileMissing, ModelInvalid, NullPointer, OnnxRuntimeError, PanicError,
                      ProviderUnavailable, RuntimeNotFound, RuntimeVersion, TokenizerError,
                      UnknownParam, error_for_status)
@@ -28,12 +28,13 @@ from .errors import (BusyError, ClosedError, Error, IndexFileError, InputTooLong
 __version__ = "0.1.0"
 
 __all__ = [
-    "Model", "Chat", "ChatStream", "Index", "Generation", "Sequence", "Reply", "Summary", "ChatReply",
+    "Model", "Chat", "ChatStream", "Index", "CancelToken", "Generation", "Sequence", "Reply", "Summary", "ChatReply",
     "load_library", "library_path", "runtime_init", "version", "status_name",
     "Error", "InvalidArgument", "NullPointer", "InvalidUtf8", "UnknownParam", "InvalidParam",
     "RuntimeNotFound", "RuntimeVersion", "ModelFileMissing", "ModelInvalid", "TokenizerError",
     "InputTooLong", "OnnxRuntimeError", "ProviderUnavailable", "IoError", "InternalError",
-    "IndexFileError", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
+    "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "PanicError", "ClosedError",
+    "BusyError", "LibraryNotFound",
 ]
 
 FINISH_REASONS = {0: "eos", 1: "length", 2: "stop_string", 3: "cancelled"}
@@ -100,6 +101,8 @@ def _text_list(values, what):
     since iterating it would give characters)."""
     if isinstance(values, (str, bytes, bytearray, memoryview)):
         raise TypeError(f"`{what}` must be a list of strings, not a single {type(values).__name__}")
+    if isinstance(values, (collections.abc.Mapping, collections.abc.Set)):
+        raise TypeError(f"`{what}` must be a list or tuple of strings, not a {type(values).__name__}")
     try:
         items = list(values)
     except TypeError:
@@ -164,6 +167,9 @@ class _Params:
         check(L.duet_params_new(ctypes.byref(out)))
         self.ptr = out.value
         try:
+            settings = dict(settings)
+            if "cancel_token" in settings:
+                _set_cancel_token(self.ptr, settings.pop("cancel_token"))
             _apply_settings(self.ptr, settings,
                             (L.duet_params_set_int, L.duet_params_set_float, L.duet_params_set_bool,
                              L.duet_params_set_string, L.duet_params_unset), "params")
@@ -181,6 +187,19 @@ class _Params:
 
     def __exit__(self, *exc):
         self.free()
+
+
+def _set_cancel_token(params, token):
+    L = _lib.lib()
+    if not hasattr(L, "duet_params_set_cancel_token"):
+        raise NotImplementedError(f"this libduet ({_lib.library_path()}) has no cancel tokens")
+    if token is None:
+        check(L.duet_params_set_cancel_token(params, None))
+        return
+    if not isinstance(token, CancelToken):
+        raise TypeError(f"`cancel_token` must be a duet.CancelToken, not {type(token).__name__}")
+    with token._use() as ptr:
+        check(L.duet_params_set_cancel_token(params, ptr))  # the params keep the token alive
 
 
 def _options(settings):
@@ -746,12 +765,20 @@ _END = object()
 
 class _StreamState:
     """What the worker thread of a ChatStream shares with it (the worker never holds the
-    ChatStream itself, so dropping the ChatStream cancels)."""
+    ChatStream itself, so dropping the ChatStream cancels).
+
+    Pieces pass through a bounded buffer: the worker (inside duet_chat_send's callback) waits
+    while `AHEAD` pieces are unread, so an abandoned stream is cancelled at most `AHEAD` pieces
+    after the last one read, instead of running to its end."""
+
+    AHEAD = 4
 
     def __init__(self, chat, data):
         self.chat = chat
-        self.queue = queue.SimpleQueue()
-        self.cancelled = threading.Event()
+        self.items = collections.deque()
+        self.cond = threading.Condition()
+        self.done = False
+        self.cancelled = False
         self.reply = None
         self.error = None
         self.c_token = TOKEN_CALLBACK(self._on_token)
@@ -760,9 +787,14 @@ class _StreamState:
 
     def _on_token(self, _user_data, _input_index, piece, piece_len, _token_id):
         try:
-            if self.cancelled.is_set():
-                return 1
-            self.queue.put(ctypes.string_at(piece, piece_len).decode("utf-8") if piece_len else "")
+            text = ctypes.string_at(piece, piece_len).decode("utf-8") if piece_len else ""
+            with self.cond:
+                while len(self.items) >= self.AHEAD and not self.cancelled:
+                    self.cond.wait()
+                if self.cancelled:
+                    return 1
+                self.items.append(text)
+                self.cond.notify_all()
             return 0
         except BaseException as e:  # noqa: BLE001 - nothing may unwind into C
             self.error = e
@@ -786,18 +818,37 @@ class _StreamState:
         finally:
             chat._stream = None
             chat._end()
-            self.queue.put(_END)
+            with self.cond:
+                self.done = True
+                self.cond.notify_all()
+
+    def get(self):
+        """The next piece, or _END when the answer is over or cancelled."""
+        with self.cond:
+            while not self.items and not self.done and not self.cancelled:
+                self.cond.wait()
+            if self.cancelled:
+                return _END
+            if self.items:
+                item = self.items.popleft()
+                self.cond.notify_all()
+                return item
+            return _END
 
     def cancel_and_wait(self):
-        self.cancelled.set()
+        with self.cond:
+            self.cancelled = True
+            self.cond.notify_all()
         if self.thread.is_alive() and threading.current_thread() is not self.thread:
             self.thread.join()
 
 
 class ChatStream:
     """An iterator of the pieces of one chat answer (from ``Chat.stream``). After the last
-    piece ``reply`` holds the ChatReply. ``close()`` (also on ``with`` exit and when the object
-    is dropped) cancels an unfinished answer and waits for it to stop."""
+    piece ``reply`` holds the ChatReply. ``close()`` (also on ``with`` exit, when the object is
+    dropped, and when the chat starts another call) cancels an unfinished answer, waits for it
+    to stop and ends the iteration; a cancelled turn is not kept. The answer is decoded on a
+    worker thread at most a few pieces ahead of the reader."""
 
     def __init__(self, chat, data):
         self._state = _StreamState(chat, data)
@@ -826,8 +877,11 @@ class ChatStream:
     def __next__(self):
         if self._finished:
             raise StopIteration
-        item = self._state.queue.get()
+        item = self._state.get()
         if item is _END:
+            if self._state.cancelled:  # by close() or by a newer call on the chat
+                self.close()
+                raise StopIteration
             self._finished = True
             self._state.thread.join()
             if self._state.error is not None:
@@ -856,6 +910,37 @@ class ChatStream:
             self.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# CancelToken
+
+class CancelToken(_Handle):
+    """A flag that cancels, from any thread, every call given it as ``cancel_token=token``
+    (such a call raises duet.Cancelled at its next decoding step). ``cancel()``, ``reset()``,
+    ``close()``. Needs a libduet with cancel tokens (NotImplementedError otherwise).
+    A timeout needs no token: pass ``timeout_ms=...`` (duet.DeadlineExceeded)."""
+
+    _free_fn = "duet_cancel_token_free"
+
+    def __init__(self):
+        super().__init__()
+        L = _lib.lib()
+        if not hasattr(L, "duet_cancel_token_new"):
+            raise NotImplementedError(f"this libduet ({_lib.library_path()}) has no cancel tokens")
+        out = ctypes.c_void_p()
+        check(L.duet_cancel_token_new(ctypes.byref(out)))
+        self._ptr = out.value
+
+    def cancel(self):
+        """Cancels every call watching this token. Thread-safe."""
+        with self._use() as ptr:
+            check(_lib.lib().duet_cancel_token_cancel(ptr))
+
+    def reset(self):
+        """Makes the token usable again."""
+        with self._use() as ptr:
+            check(_lib.lib().duet_cancel_token_reset(ptr))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ import threading
 
 from .errors import Error, LibraryNotFound, error_for_status
 
-# The C ABI major this package was written for (DUET_VERSION_MAJOR in duet.h).
-ABI_MAJOR = 0
+# The C ABI major this package was written for (DUET_ABI_MAJOR in duet.h), checked with
+# duet_plugin_v1(ABI_MAJOR, &error), which refuses another major.
+ABI_MAJOR = 1
 
 c_size_p = ctypes.POINTER(ctypes.c_size_t)
 
@@ -94,6 +95,16 @@ PROTOTYPES = {
     "duet_reply_finish_reason": (_STATUS, [_P, ctypes.POINTER(ctypes.c_int)]),
     "duet_reply_stat": (_STATUS, [_P, _S, ctypes.POINTER(ctypes.c_int64)]),
     "duet_reply_free": (None, [_P]),
+    "duet_plugin_v1": (ctypes.c_void_p, [ctypes.c_uint32, ctypes.POINTER(ctypes.c_char_p)]),
+}
+
+# Bound when the library has them (added after the first release of the ABI).
+OPTIONAL_PROTOTYPES = {
+    "duet_params_set_cancel_token": (_STATUS, [_P, _P]),
+    "duet_cancel_token_new": (_STATUS, [_PP]),
+    "duet_cancel_token_cancel": (_STATUS, [_P]),
+    "duet_cancel_token_reset": (_STATUS, [_P]),
+    "duet_cancel_token_free": (None, [_P]),
 }
 
 _lock = threading.Lock()
@@ -121,17 +132,17 @@ def _open(path):
     missing = [name for name in PROTOTYPES if not hasattr(lib, name)]
     if missing:
         raise LibraryNotFound(f"{path} is not a compatible libduet: it lacks {', '.join(missing)}")
-    for name, (restype, argtypes) in PROTOTYPES.items():
+    for name, (restype, argtypes) in list(PROTOTYPES.items()) + list(OPTIONAL_PROTOTYPES.items()):
+        if not hasattr(lib, name):
+            continue
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
-    version = lib.duet_version().decode("utf-8", "replace")
-    try:
-        major = int(version.split(".")[0])
-    except ValueError:
-        major = None
-    if major != ABI_MAJOR:
-        raise LibraryNotFound(f"{path} is libduet {version}; this package needs ABI major {ABI_MAJOR}")
+    error = ctypes.c_char_p()
+    if not lib.duet_plugin_v1(ABI_MAJOR, ctypes.byref(error)):
+        why = error.value.decode("utf-8", "replace") if error.value else "no reason given"
+        raise LibraryNotFound(f"{path} (libduet {lib.duet_version().decode('utf-8', 'replace')}) does not offer "
+                              f"ABI major {ABI_MAJOR}, which this package needs: {why}")
     return lib
 
 
@@ -167,6 +178,11 @@ def load_library(path=None):
             return lib
         raise LibraryNotFound("libduet could not be loaded; tried " + "; ".join(tried)
                               + ". Set DUET_LIBRARY or call duet.load_library(path).")
+
+
+def has(name):
+    """Whether the loaded library exports `name` (for the optional functions)."""
+    return hasattr(lib(), name)
 
 
 def lib():

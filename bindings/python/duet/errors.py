@@ -12,7 +12,7 @@ __all__ = [
     "Error", "InvalidArgument", "NullPointer", "InvalidUtf8", "UnknownParam", "InvalidParam",
     "RuntimeNotFound", "RuntimeVersion", "ModelFileMissing", "ModelInvalid", "TokenizerError",
     "InputTooLong", "OnnxRuntimeError", "ProviderUnavailable", "IoError", "InternalError",
-    "IndexFileError", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
+    "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
 ]
 
 # The numbers of duet_status in include/duet.h (part of the ABI, never renumbered).
@@ -34,6 +34,9 @@ STATUS_NAMES = {
     14: "DUET_STATUS_IO",
     15: "DUET_STATUS_INTERNAL",
     16: "DUET_STATUS_INDEX_FILE",
+    17: "DUET_STATUS_CANCELLED",
+    18: "DUET_STATUS_DEADLINE_EXCEEDED",
+    19: "DUET_STATUS_INVALID_HANDLE",
     100: "DUET_STATUS_PANIC",
 }
 
@@ -144,6 +147,27 @@ class IndexFileError(Error):
     status = 16
 
 
+class Cancelled(Error):
+    """A CancelToken given in the params was cancelled (from any thread)."""
+    status = 17
+
+
+class DeadlineExceeded(Error, TimeoutError):
+    """The call ran past the params' ``timeout_ms``."""
+    status = 18
+
+    def __init__(self, message=""):
+        Error.__init__(self, message)
+
+    __str__ = Error.__str__
+
+
+class InvalidHandle(Error):
+    """A freed, foreign or wrongly typed handle reached the library (the Python classes never
+    pass one: a closed handle raises ClosedError first)."""
+    status = 19
+
+
 class PanicError(Error):
     """duet panicked; the process is unharmed, the object involved should be closed."""
     status = 100
@@ -171,7 +195,8 @@ _BY_STATUS = {
     cls.status: cls
     for cls in (InvalidArgument, NullPointer, InvalidUtf8, UnknownParam, InvalidParam, RuntimeNotFound,
                 RuntimeVersion, ModelFileMissing, ModelInvalid, TokenizerError, InputTooLong,
-                OnnxRuntimeError, ProviderUnavailable, IoError, InternalError, IndexFileError, PanicError)
+                OnnxRuntimeError, ProviderUnavailable, IoError, InternalError, IndexFileError, Cancelled,
+                DeadlineExceeded, InvalidHandle, PanicError)
 }
 
 

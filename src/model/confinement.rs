@@ -1,0 +1,162 @@
+//! Confinement of model files: an ONNX graph may keep its weights in external files, named by a
+//! `location` relative to the graph. A location that leaves the model directory (absolute, `..`,
+//! or a link pointing elsewhere) is refused before ONNX Runtime opens anything.
+//!
+//! This reads just enough of the protobuf encoding to find those locations, seeking past
+//! everything else (weights included), so it costs little even on large graphs.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Messages that can hold tensors, and the fields leading to them.
+#[derive(Clone, Copy)]
+enum Message {
+    Model,
+    Graph,
+    Node,
+    Attribute,
+    Tensor,
+    SparseTensor,
+    Entry,
+}
+
+fn child(parent: Message, field: u64) -> Option<Message> {
+    use Message::*;
+    match (parent, field) {
+        (Model, 7) => Some(Graph),
+        (Graph, 1) => Some(Node),
+        (Graph, 5) => Some(Tensor),
+        (Graph, 15) => Some(SparseTensor),
+        (Node, 5) => Some(Attribute),
+        (Attribute, 5 | 10) => Some(Tensor),
+        (Attribute, 6 | 11) => Some(Graph),
+        (Attribute, 22 | 23) => Some(SparseTensor),
+        (SparseTensor, 1 | 2) => Some(Tensor),
+        (Tensor, 13) => Some(Entry),
+        _ => None,
+    }
+}
+
+struct Scanner<R> {
+    r: R,
+    pos: u64,
+    locations: Vec<String>,
+}
+
+impl<R: Read + Seek> Scanner<R> {
+    fn byte(&mut self) -> std::io::Result<u8> {
+        let mut b = [0u8];
+        self.r.read_exact(&mut b)?;
+        self.pos += 1;
+        Ok(b[0])
+    }
+
+    fn varint(&mut self) -> std::io::Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(std::io::Error::other("varint too long"))
+    }
+
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        self.r.seek(SeekFrom::Current(n as i64))?;
+        self.pos += n;
+        Ok(())
+    }
+
+    fn bytes(&mut self, n: u64) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; n as usize];
+        self.r.read_exact(&mut buf)?;
+        self.pos += n;
+        Ok(buf)
+    }
+
+    /// Walks one message up to `end`, collecting the `location` of every external tensor.
+    fn message(&mut self, kind: Message, end: u64, depth: usize) -> std::io::Result<()> {
+        if depth > 64 {
+            return Err(std::io::Error::other("messages nested too deep"));
+        }
+        let (mut key, mut value) = (None, None);
+        while self.pos < end {
+            let tag = self.varint()?;
+            let (field, wire) = (tag >> 3, tag & 7);
+            match wire {
+                0 => {
+                    self.varint()?;
+                }
+                1 => self.skip(8)?,
+                5 => self.skip(4)?,
+                2 => {
+                    let len = self.varint()?;
+                    if self.pos + len > end {
+                        return Err(std::io::Error::other("a field runs past its message"));
+                    }
+                    match (kind, field, child(kind, field)) {
+                        (Message::Entry, 1, _) if len < 64 => key = Some(self.bytes(len)?),
+                        (Message::Entry, 2, _) if len < 1 << 16 => value = Some(self.bytes(len)?),
+                        (_, _, Some(sub)) => self.message(sub, self.pos + len, depth + 1)?,
+                        _ => self.skip(len)?,
+                    }
+                }
+                _ => return Err(std::io::Error::other(format!("wire type {wire} is not valid protobuf"))),
+            }
+        }
+        if let (Some(k), Some(v)) = (key, value) {
+            if k == b"location" {
+                self.locations.push(String::from_utf8_lossy(&v).into_owned());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every external-data location named in the ONNX file at `path`.
+pub fn external_locations(path: &Path) -> Result<Vec<String>> {
+    let file = File::open(path).map_err(|e| Error::ModelFileMissing { path: path.to_path_buf(), reason: e.to_string() })?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut s = Scanner { r: BufReader::new(file), pos: 0, locations: Vec::new() };
+    s.message(Message::Model, len, 0)
+        .map_err(|e| Error::invalid_model(path, format!("not a valid ONNX file: {e}")))?;
+    Ok(s.locations)
+}
+
+/// Refuses external data outside the directory holding `path`.
+pub fn check_external_data(path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for location in external_locations(path)? {
+        let refuse = |why: &str| {
+            Error::invalid_model(path, format!("external data `{location}` {why}; it must stay inside the model directory"))
+        };
+        let rel = Path::new(&location);
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::Prefix(_) | Component::RootDir)) {
+            return Err(refuse("is an absolute path"));
+        }
+        let mut depth = 0i32;
+        for c in rel.components() {
+            match c {
+                Component::ParentDir => depth -= 1,
+                Component::Normal(_) => depth += 1,
+                _ => {}
+            }
+            if depth < 0 {
+                return Err(refuse("climbs out with `..`"));
+            }
+        }
+        let full: PathBuf = dir.join(rel);
+        if let Ok(real) = std::fs::canonicalize(&full) {
+            if !real.starts_with(&root) {
+                return Err(refuse(&format!("resolves to {} through a link", real.display())));
+            }
+        }
+    }
+    Ok(())
+}
