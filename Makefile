@@ -16,7 +16,7 @@ ABI_MINOR := $(shell sed -n 's/^pub const DUET_ABI_MINOR: u32 = \([0-9]*\);/\1/p
 SOVERSION := $(ABI_MAJOR).$(ABI_MINOR).0
 PREFIX ?= /usr/local
 
-.PHONY: all build release fetch-ort demo test cargo-test c-example header install install-check clean
+.PHONY: all build release fetch-ort demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz clean
 
 all: build
 
@@ -47,7 +47,7 @@ demo: build
 	  "summarize: The quick brown fox jumps over the lazy dog." "你好，世界 🙂"
 	target/release/duet generate --model tests/fixtures/bart-tiny --json --set max_new_tokens=12 "Hello world"
 
-test: fetch-ort cargo-test c-example install-check
+test: fetch-ort cargo-test c-example cpp-example sqlite-test python-test install-check
 	@echo "make test: all passed"
 
 cargo-test:
@@ -68,6 +68,39 @@ c-example: build
 	$(C_BUILD)/summarize tests/fixtures/t5-tiny
 	$(C_BUILD)/chat tests/fixtures/bart-tiny 50
 	$(C_BUILD)/search tests/fixtures/t5-tiny $(C_BUILD)/index.bin
+
+CXX ?= g++
+CXX_FLAGS := -std=c++17 -Wall -Wextra -Werror -pedantic -Iinclude -Ibindings/cpp
+CPP_BUILD := examples/cpp/build
+cpp-example: build
+	@mkdir -p $(CPP_BUILD)
+	$(CXX) $(CXX_FLAGS) examples/cpp/chat.cpp -o $(CPP_BUILD)/chat $(C_LINK)
+	$(CXX) $(CXX_FLAGS) examples/cpp/checks.cpp -o $(CPP_BUILD)/checks $(C_LINK) -pthread
+	$(CPP_BUILD)/chat tests/fixtures/t5-tiny 4
+	$(CPP_BUILD)/chat tests/fixtures/bart-tiny 6
+	$(CPP_BUILD)/checks tests/fixtures/t5-tiny $(CPP_BUILD)/index.bin
+	$(CPP_BUILD)/checks tests/fixtures/bart-tiny $(CPP_BUILD)/index.bin
+
+# The SQLite extension: Debian's sqlite3 and headers are installed when missing.
+SQLITE_BUILD := examples/sqlite/build
+sqlite-deps:
+	@command -v sqlite3 >/dev/null && test -f /usr/include/sqlite3ext.h || \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y sqlite3 libsqlite3-dev)
+sqlite-test: build sqlite-deps
+	@mkdir -p $(SQLITE_BUILD)
+	$(CC) $(C_FLAGS) -shared -fPIC examples/sqlite/duet_sqlite.c -o $(SQLITE_BUILD)/duet_sqlite.so $(C_LINK)
+	$(CC) $(C_FLAGS) examples/sqlite/rerank_order.c -o $(SQLITE_BUILD)/rerank_order $(C_LINK) -lm
+	examples/sqlite/run_test.sh $(SQLITE_BUILD) $(SQLITE_BUILD)/rerank_order tests/fixtures/t5-tiny
+	examples/sqlite/run_test.sh $(SQLITE_BUILD) $(SQLITE_BUILD)/rerank_order tests/fixtures/bart-tiny
+
+# Python bindings: installed with pip into a throwaway virtualenv, tested with pytest.
+PY_VENV := $(CURDIR)/.venv-test
+python-test: build
+	$(PYTHON) -m venv $(PY_VENV)
+	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check pytest
+	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall ./bindings/python
+	DUET_LIBRARY=$(CURDIR)/target/release/libduet.so DUET_CLI=$(CURDIR)/target/release/duet \
+	  $(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider bindings/python/tests
 
 # make install PREFIX=...: libduet.so.X.Y.Z (SONAME libduet.so.X), libduet.a, duet.h, pkg-config
 # and CMake package files, the duet CLI, and ONNX Runtime next to libduet (found there at run time).
@@ -97,9 +130,40 @@ install-check:
 	readelf -d $(INSTALL_CHECK_PREFIX)/lib/libduet.so.$(SOVERSION) | grep -q 'SONAME.*libduet.so.$(ABI_MAJOR)'
 	env -u DUET_ORT_LIBRARY -u ORT_DYLIB_PATH $(C_BUILD)/generate-installed tests/fixtures/t5-tiny --set max_new_tokens=6 "installed copy"
 
+# The long runs (not part of make test).
+STRESS_ROUNDS ?= 60
+stress: fetch-ort
+	DUET_STRESS_ROUNDS=$(STRESS_ROUNDS) $(CARGO) test --release --test stress -- --nocapture
+
+VALGRIND := valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+  --error-exitcode=9 --suppressions=tests/valgrind.supp
+RSS_CALLS ?= 10000
+leakcheck: c-example
+	command -v valgrind >/dev/null || (apt-get update && apt-get install -y valgrind)
+	$(CC) $(C_FLAGS) tests/c/rss_loop.c -o $(C_BUILD)/rss_loop $(C_LINK)
+	$(VALGRIND) $(C_BUILD)/abi_checks tests/fixtures/t5-tiny
+	$(VALGRIND) $(C_BUILD)/abi_checks tests/fixtures/bart-tiny
+	$(VALGRIND) $(C_BUILD)/chat tests/fixtures/bart-tiny 20
+	$(VALGRIND) $(C_BUILD)/search tests/fixtures/t5-tiny $(C_BUILD)/index.bin
+	$(VALGRIND) $(C_BUILD)/rss_loop tests/fixtures/t5-tiny 300
+	$(C_BUILD)/rss_loop tests/fixtures/t5-tiny $(RSS_CALLS)
+
+# Coverage-guided fuzzing with cargo-fuzz (libFuzzer). Stable Rust runs it with
+# RUSTC_BOOTSTRAP=1; every target runs FUZZ_SECONDS, and a crash stops make with its input saved
+# under fuzz/artifacts/ (turn each into a regression test).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := params templates_and_chunks index_file onnx_scan tokenizer_text c_entry_points
+fuzz: fetch-ort
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run -O $$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 2>&1 \
+	    | tee ../target/fuzz-$$t.log | grep -E "^(#[0-9]+ *DONE|Done|==.*ERROR|SUMMARY)" ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
+
 header:
 	DUET_BLESS_HEADER=1 $(CARGO) test --release --test header
 
 clean:
 	$(CARGO) clean
-	rm -rf $(ORT_DIR) $(C_BUILD)
+	rm -rf $(ORT_DIR) $(C_BUILD) $(CPP_BUILD) $(SQLITE_BUILD) $(PY_VENV) fuzz/target

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// Major version of the C ABI: a host built against another major must not call in.
+// duet's release version (the ABI has its own: DUET_ABI_MAJOR / DUET_ABI_MINOR).
 #define DUET_VERSION_MAJOR 0
 
 #define DUET_VERSION_MINOR 1
@@ -271,7 +271,9 @@ duet_status duet_result_num_inputs(const duet_result *result, size_t *out);
 // Number of sequences for input `input` (num_return_sequences).
 duet_status duet_result_num_sequences(const duet_result *result, size_t input, size_t *out);
 
-// Text of sequence `seq` of input `input`, NUL-terminated UTF-8 owned by the result.
+// Text of sequence `seq` of input `input`, NUL-terminated UTF-8 owned by the result. A NUL
+// character in the generated text (models can emit byte 0) reads as U+FFFD here and in
+// streamed pieces; `duet_result_to_json` keeps it as \u0000.
 duet_status duet_result_text(const duet_result *result, size_t input, size_t seq, const char **out);
 
 // Generated token ids (no decoder start token; EOS included when generated), owned by the result.
@@ -424,7 +426,8 @@ duet_status duet_index_len(const duet_index *index, size_t *out);
 // The `k` best entries for `query`, best first: `ids` and `scores` must hold `k` values;
 // `*n_found` receives how many were written (fewer when the index is smaller). With
 // `rerank_top_n > 0` the best `rerank_top_n` by embedding are rescored by `duet_rerank`'s
-// method and the scores are rerank scores; otherwise they are cosine similarities. Thread-safe.
+// method and the scores are rerank scores; otherwise they are cosine similarities. `k` = 0 is
+// DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
 duet_status duet_index_search(const duet_index *index,
                               const char *query,
                               size_t k,

@@ -16,7 +16,10 @@
 //    DUET_STATUS_NULL_POINTER; a string holding a NUL byte throws DUET_STATUS_INVALID_ARGUMENT.
 //  * Strings go in as std::string_view (copied to NUL-terminated storage before the C call) and
 //    come out as std::string (copies; nothing returned refers to duet's memory).
-//  * Handles (Model, Params, Chat, Index, Reply) are move-only RAII owners.
+//  * Handles (Model, Params, Chat, Index, Reply, CancelToken) are move-only RAII owners.
+//  * Cancelling: a callback returning Flow::Stop (the result/reply says FinishReason::Cancelled);
+//    a CancelToken set on the Params, from any thread, or the `timeout_ms` param (the call throws
+//    duet::Error with DUET_STATUS_CANCELLED / DUET_STATUS_DEADLINE_EXCEEDED).
 //  * Callbacks are any callables. They return void (go on) or duet::Flow (Flow::Stop cancels
 //    the call, as a non-zero return does in C). An exception thrown by a callback never crosses
 //    the C ABI: it is caught, the C call is cancelled, and once the C call has returned the very
@@ -317,6 +320,33 @@ inline void runtime_init(std::string_view ort_library = {}) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// CancelToken
+
+/// A flag that cancels every call whose Params carry it (Params::set_cancel_token), from any
+/// thread: such a call ends at its next decoding step with duet::Error DUET_STATUS_CANCELLED.
+/// cancel() and reset() are thread-safe; move-only.
+class CancelToken {
+public:
+    CancelToken() {
+        duet_cancel_token *t = nullptr;
+        detail::check(duet_cancel_token_new(&t));
+        h_ = decltype(h_)(t);
+    }
+    /// Cancels every call watching the token.
+    void cancel() const { detail::check(duet_cancel_token_cancel(raw())); }
+    /// Makes the token usable again.
+    void reset() const { detail::check(duet_cancel_token_reset(raw())); }
+
+    const duet_cancel_token *raw() const {
+        if (!h_) detail::moved_from("CancelToken");
+        return h_.get();
+    }
+
+private:
+    detail::Handle<duet_cancel_token, duet_cancel_token_free> h_;
+};
+
+// ---------------------------------------------------------------------------------------------
 // Params
 
 /// Generation (and task) parameters by Hugging Face name. Setters return *this for chaining.
@@ -364,7 +394,10 @@ public:
         return *this;
     }
     // Without these, a string literal or std::string would pick the bool overload.
-    Params &set(std::string_view key, const char *value) { return set(key, std::string_view(value)); }
+    Params &set(std::string_view key, const char *value) {
+        if (!value) throw Error(DUET_STATUS_NULL_POINTER, "`" + std::string(key) + "`: the value is a null pointer");
+        return set(key, std::string_view(value));
+    }
     Params &set(std::string_view key, const std::string &value) { return set(key, std::string_view(value)); }
 
     /// A list of strings (`stop_strings`), passed as a JSON array.
@@ -387,6 +420,18 @@ public:
         }
         json += ']';
         return set(key, std::string_view(json));
+    }
+
+    /// Makes calls with these params watch `token` (the params keep it alive, also after the
+    /// CancelToken object is gone).
+    Params &set_cancel_token(const CancelToken &token) {
+        detail::check(duet_params_set_cancel_token(raw(), token.raw()));
+        return *this;
+    }
+    /// Calls with these params watch no token any more.
+    Params &clear_cancel_token() {
+        detail::check(duet_params_set_cancel_token(raw(), nullptr));
+        return *this;
     }
 
     /// Returns `key` to its default.
@@ -554,7 +599,10 @@ public:
         return d;
     }
 
-    // -- generate: a batch, or one input --------------------------------------------------------
+    // -- generate: a batch (one Output per input), or one input ----------------------------------
+    // `on_piece(input_index, piece, token_id)` streams text as it is decided (beam search: each
+    // input's best sequence once, at the end). A one-element braced list is ambiguous between the
+    // two forms: write generate("text") or generate(std::vector<std::string>{"text"}).
     std::vector<Output> generate(const std::vector<std::string> &inputs, const Params &params, OnPiece on_piece = {}) const {
         return generate_impl(inputs, &params, on_piece);
     }

@@ -3,11 +3,14 @@
 // Every misuse is a duet::Error with the right status, moved-from objects throw, callbacks'
 // exceptions come back to the caller as themselves, streaming adds up to the final text.
 // Prints "N passed, M failed" and exits non-zero on any failure.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <string>
+#include <thread>
 #include <type_traits>
 
 #include "duet.hpp"
@@ -21,6 +24,7 @@ static_assert(std::is_nothrow_move_assignable<duet::Params>::value, "Params move
 static_assert(!std::is_copy_constructible<duet::Chat>::value, "Chat is move-only");
 static_assert(!std::is_copy_constructible<duet::Index>::value, "Index is move-only");
 static_assert(!std::is_copy_constructible<duet::Reply>::value, "Reply is move-only");
+static_assert(!std::is_copy_constructible<duet::CancelToken>::value, "CancelToken is move-only");
 static_assert(std::is_base_of<std::runtime_error, duet::Error>::value, "Error is a runtime_error");
 
 namespace {
@@ -198,6 +202,58 @@ int main(int argc, char **argv) {
         expect_error("empty document", DUET_STATUS_INVALID_ARGUMENT, [&] { model.summarize("   "); });
     }
 
+    // -- cancel tokens and deadlines ----------------------------------------------------------
+    {
+        std::string doc;
+        for (int i = 0; i < 3000; i++) doc += (i % 9 == 8) ? "river storm. " : "council library museum ";
+        duet::Params p;
+        p.set("max_new_tokens", 8);
+        {
+            duet::CancelToken token;
+            p.set_cancel_token(token);
+            token.cancel();
+            expect_error("cancelled token", DUET_STATUS_CANCELLED, [&] { model.generate(inputs[0], p); });
+            token.reset();
+            expect(!model.generate(inputs[0], p).sequences.empty(), "a reset token lets calls run");
+            // cancelled from the streaming lambda: the call ends at its next step
+            expect_error("cancelled while streaming", DUET_STATUS_CANCELLED, [&] {
+                duet::Params many;
+                many.set("max_new_tokens", 40).set("min_new_tokens", 40).set_cancel_token(token);
+                model.generate(inputs[0], many, [&](std::size_t, std::string_view, int32_t) { token.cancel(); });
+            });
+            token.reset();
+            // cancelled from another thread during a long summary: the first progress report
+            // lets the other thread cancel, and waits until it has
+            std::promise<void> started, cancelled;
+            std::thread canceller([&] {
+                started.get_future().wait();
+                token.cancel();
+                cancelled.set_value();
+            });
+            bool first = true;
+            std::future<void> cancelled_done = cancelled.get_future();
+            try {
+                model.summarize(doc, p, [&](std::size_t, std::size_t, std::size_t) {
+                    if (first) {
+                        first = false;
+                        started.set_value();
+                        cancelled_done.wait();
+                    }
+                });
+                expect(false, "a summary cancelled from another thread finished");
+            } catch (const duet::Error &e) {
+                expect(e.status() == DUET_STATUS_CANCELLED, std::string("cross-thread cancel: ") + e.status_name());
+            }
+            if (first) started.set_value(); // (no progress at all: let the thread end)
+            canceller.join();
+        } // the CancelToken object is gone; the params keep the token alive
+        expect_error("token outlives its object", DUET_STATUS_CANCELLED, [&] { model.generate(inputs[0], p); });
+        p.clear_cancel_token();
+        expect(!model.generate(inputs[0], p).sequences.empty(), "no token after clear_cancel_token");
+        p.set("timeout_ms", 1);
+        expect_error("deadline", DUET_STATUS_DEADLINE_EXCEEDED, [&] { model.summarize(doc, p); });
+    }
+
     // -- assist --------------------------------------------------------------------------------
     {
         std::string text;
@@ -319,6 +375,12 @@ int main(int argc, char **argv) {
         expect(c2.turns() == 1, "the moved-to chat has the turn");
         expect_error("moved-from Chat send", DUET_STATUS_NULL_POINTER, [&] { c.send("Hello."); });
         expect_error("moved-from Chat turns", DUET_STATUS_NULL_POINTER, [&] { c.turns(); });
+
+        duet::CancelToken t1;
+        duet::CancelToken t2 = std::move(t1);
+        expect_error("moved-from CancelToken", DUET_STATUS_NULL_POINTER, [&] { t1.cancel(); });
+        expect_error("moved-from CancelToken into Params", DUET_STATUS_NULL_POINTER, [&] { p.set_cancel_token(t1); });
+        t2.cancel();
 
         duet::Index i1(m2);
         duet::Index i2 = std::move(i1);

@@ -38,9 +38,10 @@ pub(crate) fn out_arg<T>(p: *mut T, what: &'static str) -> Result<*mut T> {
     }
 }
 
-/// A C copy of `s` (interior NULs, which C cannot hold, become "\0" escapes).
+/// A C copy of `s`. A NUL character (models can emit byte 0), which a C string cannot hold,
+/// becomes U+FFFD; JSON output (`duet_result_to_json`) keeps it exactly as \u0000.
 pub(crate) fn c_string(s: &str) -> CString {
-    CString::new(s.replace('\0', "\\0")).unwrap_or_default()
+    CString::new(s.replace('\0', "\u{FFFD}")).unwrap_or_default()
 }
 
 /// Frees a string that duet returned as `char *`. NULL is a no-op; a pointer duet did not

@@ -236,7 +236,9 @@ pub unsafe extern "C" fn duet_result_num_sequences(result: *const duet_result, i
     })
 }
 
-/// Text of sequence `seq` of input `input`, NUL-terminated UTF-8 owned by the result.
+/// Text of sequence `seq` of input `input`, NUL-terminated UTF-8 owned by the result. A NUL
+/// character in the generated text (models can emit byte 0) reads as U+FFFD here and in
+/// streamed pieces; `duet_result_to_json` keeps it as \u0000.
 #[no_mangle]
 pub unsafe extern "C" fn duet_result_text(
     result: *const duet_result,

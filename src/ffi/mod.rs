@@ -28,7 +28,7 @@ pub use search::*;
 pub use tasks::*;
 pub use status::*;
 
-/// Major version of the C ABI: a host built against another major must not call in.
+/// duet's release version (the ABI has its own: DUET_ABI_MAJOR / DUET_ABI_MINOR).
 pub const DUET_VERSION_MAJOR: u32 = 0;
 pub const DUET_VERSION_MINOR: u32 = 1;
 pub const DUET_VERSION_PATCH: u32 = 0;

@@ -134,7 +134,8 @@ pub unsafe extern "C" fn duet_index_len(index: *const duet_index, out: *mut usiz
 /// The `k` best entries for `query`, best first: `ids` and `scores` must hold `k` values;
 /// `*n_found` receives how many were written (fewer when the index is smaller). With
 /// `rerank_top_n > 0` the best `rerank_top_n` by embedding are rescored by `duet_rerank`'s
-/// method and the scores are rerank scores; otherwise they are cosine similarities. Thread-safe.
+/// method and the scores are rerank scores; otherwise they are cosine similarities. `k` = 0 is
+/// DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_index_search(
     index: *const duet_index,

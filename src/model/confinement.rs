@@ -92,11 +92,16 @@ impl<R: Read + Seek> Scanner<R> {
                 0 => {
                     self.varint()?;
                 }
-                1 => self.skip(8)?,
-                5 => self.skip(4)?,
+                1 | 5 => {
+                    let n = if wire == 1 { 8 } else { 4 };
+                    if self.pos + n > end {
+                        return Err(std::io::Error::other("a field runs past its message"));
+                    }
+                    self.skip(n)?
+                }
                 2 => {
                     let len = self.varint()?;
-                    if self.pos + len > end {
+                    if self.pos.checked_add(len).is_none_or(|stop| stop > end) {
                         return Err(std::io::Error::other("a field runs past its message"));
                     }
                     match (kind, field, child(kind, field)) {
@@ -125,6 +130,13 @@ pub fn external_locations(path: &Path) -> Result<Vec<String>> {
     let mut s = Scanner { r: BufReader::new(file), pos: 0, locations: Vec::new() };
     s.message(Message::Model, len, 0)
         .map_err(|e| Error::invalid_model(path, format!("not a valid ONNX file: {e}")))?;
+    Ok(s.locations)
+}
+
+/// External-data locations named in ONNX bytes already in memory.
+pub fn external_locations_in(bytes: &[u8]) -> std::io::Result<Vec<String>> {
+    let mut s = Scanner { r: std::io::Cursor::new(bytes), pos: 0, locations: Vec::new() };
+    s.message(Message::Model, bytes.len() as u64, 0)?;
     Ok(s.locations)
 }
 

@@ -28,16 +28,30 @@ const LIBRARY_NAMES: &[&str] = &["libonnxruntime.dylib"];
 const LIBRARY_NAMES: &[&str] = &["onnxruntime.dll"];
 
 /// Loads ONNX Runtime once per process. A later call returns the runtime already loaded.
+/// A host path naming another library than the one loaded is an error: a process holds one.
 pub fn init_runtime(host_path: Option<&Path>) -> Result<&'static Runtime> {
     if let Some(rt) = RUNTIME.get() {
-        return Ok(rt);
+        return same_library(rt, host_path);
     }
     let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(rt) = RUNTIME.get() {
-        return Ok(rt);
+        return same_library(rt, host_path);
     }
     let rt = load(host_path)?;
     Ok(RUNTIME.get_or_init(|| rt))
+}
+
+fn same_library(rt: &'static Runtime, host_path: Option<&Path>) -> Result<&'static Runtime> {
+    let Some(wanted) = host_path else { return Ok(rt) };
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if canonical(wanted) == canonical(&rt.library) {
+        return Ok(rt);
+    }
+    Err(Error::InvalidArgument(format!(
+        "ONNX Runtime is already loaded from {} in this process; {} cannot be loaded beside it",
+        rt.library.display(),
+        wanted.display()
+    )))
 }
 
 /// The runtime, loading it from the default places when nothing loaded it yet.
@@ -76,6 +90,11 @@ fn load(host_path: Option<&Path>) -> Result<Runtime> {
         }
         // A relative path is resolved against the working directory, not the executable's folder.
         let path = if is_bare_name { path } else { std::path::absolute(&path).unwrap_or(path) };
+        // The loader's own reason (missing file, wrong architecture, missing dependency).
+        if let Err(e) = unsafe { libloading::Library::new(&path) } {
+            tried.push(format!("{} ({source}): {e}", path.display()));
+            continue;
+        }
         match ort::init_from(&path) {
             Ok(builder) => {
                 let env = builder

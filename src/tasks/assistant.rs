@@ -89,14 +89,16 @@ impl Chat {
         let (encoded, dropped) = self.fit(user, limit)?;
         let out = generate_encoded(&self.model, std::slice::from_ref(&encoded), &self.gen, observer)?;
         let seq = &out[0].sequences[0];
-        self.history.drain(..dropped);
-        if seq.finish_reason != FinishReason::Cancelled {
+        // A cancelled turn leaves the history as it was, old turns included.
+        let cancelled = seq.finish_reason == FinishReason::Cancelled;
+        if !cancelled {
+            self.history.drain(..dropped);
             self.history.push(Turn { user: user.to_string(), assistant: seq.text.trim().to_string() });
         }
         Ok(ChatReply {
             text: seq.text.clone(),
             finish_reason: seq.finish_reason,
-            dropped_turns: dropped,
+            dropped_turns: if cancelled { 0 } else { dropped },
             prompt_tokens: encoded.ids.len(),
             input_truncated: encoded.truncated,
         })

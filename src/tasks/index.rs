@@ -162,6 +162,11 @@ impl Index {
     /// before anything is allocated.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses the bytes of an index file; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let bad = |reason: String| Error::IndexFile { path: path.to_path_buf(), reason };
         if bytes.len() < 32 || &bytes[..8] != MAGIC {
             return Err(bad("not a duet index (bad magic or too short)".into()));

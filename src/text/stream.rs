@@ -40,9 +40,11 @@ impl StopMatcher {
 /// Text of one sequence, growing token by token.
 pub struct TextStream {
     ids: Vec<u32>,
-    /// Decoded text of `ids`, once it ends in complete characters.
+    /// Decoded text of `ids` up to the last point where it cannot change any more: not inside a
+    /// run of byte-fallback tokens, not ending in an incomplete character.
     text: String,
-    emitted: usize,
+    /// What was handed out so far (always a prefix of `text`).
+    emitted: String,
 }
 
 impl Default for TextStream {
@@ -53,18 +55,18 @@ impl Default for TextStream {
 
 impl TextStream {
     pub fn new() -> Self {
-        Self { ids: Vec::new(), text: String::new(), emitted: 0 }
+        Self { ids: Vec::new(), text: String::new(), emitted: String::new() }
     }
 
     /// Adds a token; returns the position of a stop string if the text now holds one.
     pub fn push(&mut self, tokenizer: &crate::text::Tokenizer, id: u32, stops: &StopMatcher) -> Result<Option<usize>> {
         self.ids.push(id);
-        let text = tokenizer
-            .inner()
-            .decode(&self.ids, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        if !text.ends_with('\u{FFFD}') {
-            self.text = text;
+        // A byte token's text is only known once its run of bytes has ended.
+        if !tokenizer.is_byte_token(id) {
+            let text = tokenizer.inner().decode(&self.ids, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+            if !text.ends_with('\u{FFFD}') {
+                self.text = text;
+            }
         }
         Ok(if stops.is_empty() { None } else { stops.find(&self.text) })
     }
@@ -77,9 +79,7 @@ impl TextStream {
 
     /// Everything left at the end of `final_text` (the sequence's decoded text).
     pub fn finish(&mut self, final_text: &str) -> Option<String> {
-        if final_text.len() >= self.emitted && final_text.is_char_boundary(self.emitted) {
-            self.text = final_text.to_string();
-        }
+        self.text = final_text.to_string();
         self.piece_until(self.text.len())
     }
 
@@ -88,11 +88,12 @@ impl TextStream {
     }
 
     fn piece_until(&mut self, end: usize) -> Option<String> {
-        if end <= self.emitted || !self.text.is_char_boundary(end) || !self.text.is_char_boundary(self.emitted) {
+        let start = self.emitted.len();
+        if end <= start || !self.text.is_char_boundary(end) || !self.text.starts_with(self.emitted.as_str()) {
             return None;
         }
-        let piece = self.text[self.emitted..end].to_string();
-        self.emitted = end;
+        let piece = self.text[start..end].to_string();
+        self.emitted.push_str(&piece);
         Some(piece)
     }
 }

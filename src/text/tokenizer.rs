@@ -11,6 +11,8 @@ pub struct Tokenizer {
     /// Largest token id the tokenizer can produce, plus one.
     id_bound: usize,
     clean_up_spaces: bool,
+    /// Ids of byte-fallback tokens (`<0xE4>`), whose text depends on the bytes that follow.
+    byte_tokens: Vec<bool>,
 }
 
 /// One encoded input: its ids (special tokens included) and whether it was cut to fit.
@@ -39,7 +41,18 @@ impl Tokenizer {
             .map_err(|e| Error::invalid_model(&path, format!("cannot disable truncation: {e}")))?;
         let id_bound = inner.get_vocab(true).values().max().map_or(0, |m| *m as usize + 1);
         let clean_up_spaces = read_clean_up_flag(dir);
-        Ok(Self { inner, id_bound, clean_up_spaces })
+        let mut byte_tokens = vec![false; id_bound];
+        for (token, id) in inner.get_vocab(true) {
+            let b = token.as_bytes();
+            if b.len() == 6 && b.starts_with(b"<0x") && b[5] == b'>' && b[3..5].iter().all(u8::is_ascii_hexdigit) {
+                byte_tokens[id as usize] = true;
+            }
+        }
+        Ok(Self { inner, id_bound, clean_up_spaces, byte_tokens })
+    }
+
+    pub fn is_byte_token(&self, id: u32) -> bool {
+        self.byte_tokens.get(id as usize).copied().unwrap_or(false)
     }
 
     pub fn id_bound(&self) -> usize {

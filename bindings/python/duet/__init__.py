@@ -263,10 +263,8 @@ class _Hooks:
 
     def finish(self, status):
         """After the C call: the callback's exception first, else the status."""
-        if self.error is not None:
+        if self.error is not None:  # the callback's exception is what the caller must see
             err, self.error = self.error, None
-            if status != 0:
-                _lib.last_error()  # consumed; the callback's exception is what the caller must see
             raise err
         check(status)
 

@@ -59,12 +59,12 @@ def test_version_and_library():
         duet.load_library("/nonexistent/libduet.so")  # another library than the loaded one
 
 
-def _run_python(code, env):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+def _run_python(code, env, *args):
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=60)
 
 
 def test_library_lookup_order(tmp_path):
-    package = pathlib_parent(duet.__file__)
+    package = os.path.dirname(os.path.abspath(duet.__file__))
     env = {k: v for k, v in os.environ.items() if k != "DUET_LIBRARY"}
     env["PYTHONPATH"] = str(tmp_path)
     # a libduet.so in the package folder is found without DUET_LIBRARY
@@ -83,10 +83,6 @@ def test_library_lookup_order(tmp_path):
     proc = _run_python(f"import duet; duet.load_library({str(copy / 'libduet.so')!r}); print(duet.library_path())", env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(copy / "libduet.so")
-
-
-def pathlib_parent(path):
-    return os.path.dirname(os.path.abspath(path))
 
 
 # --- generate ---------------------------------------------------------------------------------
@@ -127,7 +123,7 @@ def test_generate_single_returns_generation_and_defaults_merge(fixtures):
         assert isinstance(g.score, float) and g.input == "Hello" and g.input_tokens > 0
         assert len(model.generate("Hello", max_new_tokens=3).token_ids) <= 3  # per-call wins
         assert model.generate("Hello", max_new_tokens=None).token_ids != g.token_ids  # None: back to default
-        assert model.generate(b"Hello") .as_dict() == g.as_dict()  # UTF-8 bytes are accepted
+        assert model.generate(b"Hello").as_dict() == g.as_dict()  # UTF-8 bytes are accepted
         assert isinstance(model.generate(("Hello",)), list)
 
 
@@ -379,6 +375,42 @@ def test_errors_carry_status(fixtures, t5):
         t5.embed([])
 
 
+def test_model_invalid_and_runtime_not_found(tmp_path, fixtures):
+    for name in os.listdir(fixtures / "t5-tiny"):
+        os.symlink(fixtures / "t5-tiny" / name, tmp_path / name)
+    os.unlink(tmp_path / "config.json")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(duet.ModelInvalid) as e:
+        duet.Model(tmp_path)
+    assert e.value.status == 9 and "config.json" in e.value.message
+    env = dict(os.environ, DUET_ORT_LIBRARY=str(tmp_path / "missing" / "libonnxruntime.so"))
+    env.pop("ORT_DYLIB_PATH", None)
+    proc = _run_python("import duet, sys\ntry:\n duet.Model(sys.argv[1])\nexcept duet.RuntimeNotFound as e:\n"
+                       " print('RNF', e.status)\nelse:\n print('FOUND')", env, str(fixtures / "t5-tiny"))
+    assert proc.returncode == 0, proc.stderr
+    if proc.stdout.strip() == "FOUND":
+        pytest.skip("an ONNX Runtime is installed where libduet also looks")
+    assert proc.stdout.strip() == "RNF 6"
+
+
+def test_close_while_another_thread_generates(fixtures):
+    model = duet.Model(fixtures / "t5-tiny")
+    started, results = threading.Event(), []
+
+    def work():
+        results.append(model.generate("Hello world", max_new_tokens=30, min_new_tokens=30,
+                                      stream=lambda *a: started.set()))
+
+    t = threading.Thread(target=work)
+    t.start()
+    started.wait(10)
+    model.close()  # the running call keeps the model until it returns
+    t.join()
+    assert len(results) == 1 and len(results[0].token_ids) == 30
+    with pytest.raises(duet.ClosedError):
+        model.generate("Hello")
+
+
 def test_closed_handles(fixtures):
     model = duet.Model(fixtures / "t5-tiny")
     chat = duet.Chat(model, max_new_tokens=4)
@@ -533,3 +565,48 @@ def test_exception_in_callbacks_propagates(t5):
 def test_wrong_arity_callback_is_an_exception(t5):
     with pytest.raises(TypeError):
         t5.generate("Hello", max_new_tokens=4, stream=lambda: None)
+
+
+# --- cancel tokens and timeouts (libduet builds that have them) -------------------------------
+
+needs_cancel_tokens = pytest.mark.skipif(
+    not duet._lib.has("duet_cancel_token_new"), reason="this libduet has no cancel tokens")
+
+
+@needs_cancel_tokens
+def test_cancel_token(t5):
+    with duet.CancelToken() as token:
+        token.cancel()
+        with pytest.raises(duet.Cancelled) as e:
+            t5.generate("Hello world", max_new_tokens=8, cancel_token=token)
+        assert e.value.status == 17
+        token.reset()
+        assert t5.generate("Hello world", max_new_tokens=8, cancel_token=token).text is not None
+
+        def cancel_from_callback(piece, index, token_id):
+            token.cancel()
+
+        with pytest.raises(duet.Cancelled):
+            t5.generate("Hello world", max_new_tokens=20, min_new_tokens=20, cancel_token=token,
+                        stream=cancel_from_callback)
+        token.reset()
+        done = threading.Event()
+
+        def cancel_from_another_thread(done_, total, level):
+            if not done.is_set():
+                done.set()
+                threading.Thread(target=token.cancel).start()
+
+        with pytest.raises(duet.Cancelled):
+            t5.summarize(document(3000), progress=cancel_from_another_thread, cancel_token=token)
+    with pytest.raises(TypeError):
+        t5.generate("Hello", cancel_token="not a token")
+    with pytest.raises(duet.ClosedError):
+        token.cancel()
+
+
+@needs_cancel_tokens
+def test_timeout(t5):
+    with pytest.raises(duet.DeadlineExceeded) as e:
+        t5.summarize(document(3000), summary_length="short", timeout_ms=1)
+    assert e.value.status == 18 and isinstance(e.value, TimeoutError)
