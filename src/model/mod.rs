@@ -43,6 +43,10 @@ pub struct Model {
     provider_notes: Vec<String>,
     /// Width of the logits the decoder returns.
     logits_vocab: usize,
+    /// The graph files in use, with their sizes on disk.
+    graphs: Vec<(String, u64)>,
+    /// `duet_export.json`, written by tools/export_model.py (optimizations, quantization).
+    export_manifest: Option<serde_json::Value>,
 }
 
 impl Model {
@@ -107,6 +111,17 @@ impl Model {
         if tokenizer.id_bound() > logits_vocab {
             return Err(Error::invalid_model(dir.join("tokenizer.json"), "the tokenizer's vocabulary exceeds the model's logits"));
         }
+        let files: &[&str] = match layout {
+            Layout::Merged => &[ENCODER_FILE, MERGED_DECODER_FILE],
+            Layout::Split => &[ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE],
+        };
+        let graphs = files
+            .iter()
+            .map(|f| (f.to_string(), std::fs::metadata(dir.join(f)).map_or(0, |m| m.len())))
+            .collect();
+        let export_manifest = std::fs::read_to_string(dir.join("duet_export.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
@@ -116,6 +131,8 @@ impl Model {
             provider,
             provider_notes,
             logits_vocab,
+            graphs,
+            export_manifest,
         })
     }
 
@@ -157,6 +174,9 @@ impl Model {
             "onnxruntime_version": rt.map(|r| r.version.clone()),
             "onnxruntime_library": rt.map(|r| r.library.display().to_string()),
             "duet_version": crate::VERSION,
+            "graphs": self.graphs.iter().map(|(f, b)| serde_json::json!({"file": f, "bytes": b})).collect::<Vec<_>>(),
+            "weights_bytes": self.graphs.iter().map(|(_, b)| b).sum::<u64>(),
+            "export": self.export_manifest,
         })
     }
 }
@@ -174,7 +194,15 @@ fn session_options(options: &Settings) -> Result<SessionOptions> {
         "extended" => GraphOptimizationLevel::Level2,
         _ => GraphOptimizationLevel::All,
     };
-    Ok(SessionOptions { providers, intra_threads: options.int("intra_threads").unwrap_or(0) as usize, optimization })
+    Ok(SessionOptions {
+        providers,
+        intra_threads: options.int("intra_threads").unwrap_or(0) as usize,
+        optimization,
+        intra_op_spinning: options.bool("intra_op_spinning"),
+        memory_arena: options.bool("memory_arena"),
+        memory_pattern: options.bool("memory_pattern"),
+        prepacking: options.bool("prepacking"),
+    })
 }
 
 fn choose_layout(dir: &Path, wanted: &str) -> Result<Layout> {

@@ -15,6 +15,10 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
         crate::settings::Value::Str(s) if !["disable", "basic", "extended", "all"].contains(&s.as_str()) => Err(format!("`{s}` is not one of disable, basic, extended, all")),
         _ => Ok(()),
     }, help: "ONNX Runtime graph optimization level: disable, basic, extended or all (default)" },
+    Spec { key: "intra_op_spinning", kind: Kind::Bool, check: any, help: "let ONNX Runtime's threads spin between operators (default true: lower latency, more CPU)" },
+    Spec { key: "memory_arena", kind: Kind::Bool, check: any, help: "ONNX Runtime's CPU memory arena (default true; false: less memory held)" },
+    Spec { key: "memory_pattern", kind: Kind::Bool, check: any, help: "plan allocations from the first run's shapes (default true)" },
+    Spec { key: "prepacking", kind: Kind::Bool, check: any, help: "prepack weights for faster MatMul (default true; false: less memory)" },
     Spec { key: "intra_threads", kind: Kind::Int, check: |v| check::int_in(v, 0, 1024), help: "threads per operator; 0 = ONNX Runtime's choice" },
 ];
 

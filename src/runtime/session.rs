@@ -15,11 +15,23 @@ pub struct SessionOptions {
     /// Threads inside one operator; 0 lets ONNX Runtime decide (one per physical core).
     pub intra_threads: usize,
     pub optimization: GraphOptimizationLevel,
+    pub intra_op_spinning: Option<bool>,
+    pub memory_arena: Option<bool>,
+    pub memory_pattern: Option<bool>,
+    pub prepacking: Option<bool>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self { providers: ProviderSelection::default(), intra_threads: 0, optimization: GraphOptimizationLevel::All }
+        Self {
+            providers: ProviderSelection::default(),
+            intra_threads: 0,
+            optimization: GraphOptimizationLevel::All,
+            intra_op_spinning: None,
+            memory_arena: None,
+            memory_pattern: None,
+            prepacking: None,
+        }
     }
 }
 
@@ -38,6 +50,20 @@ pub fn open_session(path: &Path, options: &SessionOptions) -> Result<OpenedSessi
     builder = builder.with_optimization_level(options.optimization).map_err(|e| onnx(e.into()))?;
     if options.intra_threads > 0 {
         builder = builder.with_intra_threads(options.intra_threads).map_err(|e| onnx(e.into()))?;
+    }
+    if let Some(spin) = options.intra_op_spinning {
+        builder = builder.with_intra_op_spinning(spin).map_err(|e| onnx(e.into()))?;
+    }
+    if let Some(pattern) = options.memory_pattern {
+        builder = builder.with_memory_pattern(pattern).map_err(|e| onnx(e.into()))?;
+    }
+    if let Some(prepack) = options.prepacking {
+        builder = builder.with_prepacking(prepack).map_err(|e| onnx(e.into()))?;
+    }
+    if let Some(arena) = options.memory_arena {
+        builder = builder
+            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena).build()])
+            .map_err(|e| onnx(e.into()))?;
     }
     let (mut builder, provider, skipped_providers) = options.providers.register(builder)?;
     let session = builder.commit_from_file(path).map_err(onnx)?;

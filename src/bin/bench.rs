@@ -1,0 +1,145 @@
+//! `duet-bench`: one benchmark configuration per process, printed as one JSON line (see
+//! tools/bench/run_bench.py, which runs every configuration interleaved and writes the table).
+//!
+//!   duet-bench --model DIR --input-file FILE [--batch B] [--new-tokens N] [--concurrency C]
+//!              [--runs R] [--option KEY=VALUE ...] [--set KEY=VALUE ...]
+//!
+//! Generation is greedy with exactly N new tokens (min = max). Batch B sends B copies of the
+//! input in one call; concurrency C runs C threads each sending batch-1 calls and reports the
+//! aggregate rate. Peak RSS is the process's VmHWM.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use duet::{Model, Settings};
+
+struct Args {
+    model: String,
+    input: String,
+    batch: usize,
+    new_tokens: usize,
+    concurrency: usize,
+    runs: usize,
+    options: Vec<(String, String)>,
+    sets: Vec<(String, String)>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args { model: String::new(), input: String::new(), batch: 1, new_tokens: 64, concurrency: 0, runs: 3, options: vec![], sets: vec![] };
+    let mut it = std::env::args().skip(1);
+    let num = |v: Option<String>, f: &str| v.and_then(|v| v.parse().ok()).ok_or(format!("{f} needs a number"));
+    let kv = |v: Option<String>, f: &str| {
+        v.and_then(|v| v.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).ok_or(format!("{f} needs KEY=VALUE"))
+    };
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "--model" => a.model = it.next().ok_or("--model needs a directory")?,
+            "--input-file" => {
+                let path = it.next().ok_or("--input-file needs a file")?;
+                a.input = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?.trim().to_string();
+            }
+            "--batch" => a.batch = num(it.next(), "--batch")?,
+            "--new-tokens" => a.new_tokens = num(it.next(), "--new-tokens")?,
+            "--concurrency" => a.concurrency = num(it.next(), "--concurrency")?,
+            "--runs" => a.runs = num(it.next(), "--runs")?,
+            "--option" => a.options.push(kv(it.next(), "--option")?),
+            "--set" => a.sets.push(kv(it.next(), "--set")?),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if a.model.is_empty() || a.input.is_empty() {
+        return Err("--model and --input-file are required".into());
+    }
+    Ok(a)
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())))
+        .flatten()
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn run() -> Result<(), String> {
+    let a = parse()?;
+    let mut options = duet::new_model_options();
+    for (k, v) in &a.options {
+        options.set_str(k, v).map_err(|e| e.to_string())?;
+    }
+    let model = Arc::new(Model::open_with(&a.model, &options).map_err(|e| e.to_string())?);
+    let mut params: Settings = duet::new_generation_settings();
+    params.set_int("max_new_tokens", a.new_tokens as i64).map_err(|e| e.to_string())?;
+    params.set_int("min_new_tokens", a.new_tokens as i64).map_err(|e| e.to_string())?;
+    params.set_int("max_input_tokens", 1 << 20).map_err(|e| e.to_string())?;
+    for (k, v) in &a.sets {
+        params.set_str(k, v).map_err(|e| e.to_string())?;
+    }
+    let encoded = model.tokenizer.encode(&a.input, None, false, 0).map_err(|e| e.to_string())?;
+    let input_tokens = encoded.ids.len();
+    let variant = std::path::Path::new(&a.model).file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+
+    let once = |batch: usize| -> Result<(f64, usize), String> {
+        let texts: Vec<&str> = vec![a.input.as_str(); batch];
+        let start = Instant::now();
+        let out = duet::generate(&model, &texts, &params, None).map_err(|e| e.to_string())?;
+        let tokens: usize = out.iter().map(|o| o.sequences[0].token_ids.len()).sum();
+        Ok((start.elapsed().as_secs_f64(), tokens))
+    };
+
+    let json = if a.concurrency > 0 {
+        once(1)?;
+        let start = Instant::now();
+        let tokens: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..a.concurrency).map(|_| s.spawn(|| (0..a.runs).map(|_| once(1).map(|r| r.1)).sum::<Result<usize, String>>())).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).sum::<Result<usize, String>>()
+        })?;
+        let secs = start.elapsed().as_secs_f64();
+        serde_json::json!({
+            "system": "duet", "variant": variant, "batch": 1, "concurrency": a.concurrency,
+            "tokens_per_s": tokens as f64 / secs, "requests": a.concurrency * a.runs,
+            "new_tokens": a.new_tokens, "input_tokens": input_tokens, "peak_rss_mib": peak_rss_mib(),
+        })
+    } else {
+        once(a.batch)?;
+        let mut totals = Vec::new();
+        let mut encoders = Vec::new();
+        let ids = vec![encoded.ids.clone(); a.batch];
+        let pad = params.int("pad_token_id").unwrap_or(0) as u32;
+        for _ in 0..a.runs {
+            let start = Instant::now();
+            model.encoder.run(&ids, pad).map_err(|e| e.to_string())?;
+            encoders.push(start.elapsed().as_secs_f64());
+            let (secs, tokens) = once(a.batch)?;
+            if tokens != a.batch * a.new_tokens {
+                return Err(format!("generated {tokens} tokens, expected {}", a.batch * a.new_tokens));
+            }
+            totals.push(secs);
+        }
+        let (total, encoder) = (median(totals), median(encoders));
+        serde_json::json!({
+            "system": "duet", "variant": variant, "batch": a.batch, "concurrency": 1,
+            "tokens_per_s": (a.batch * a.new_tokens) as f64 / total,
+            "ms_per_step": (total - encoder) * 1000.0 / a.new_tokens as f64,
+            "encoder_ms": encoder * 1000.0,
+            "new_tokens": a.new_tokens, "input_tokens": input_tokens, "peak_rss_mib": peak_rss_mib(),
+        })
+    };
+    println!("{json}");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("duet-bench: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,298 @@
+"""Helpers of tools/export_model.py: transformer fusions, weight-only quantization, re-merging the
+decoders, a numpy greedy loop over the ONNX graphs (also used by tools/bench/bench_ort_loop.py), the
+agreement check against the fp32 export and duet_export.json. Imports nothing heavy at module level.
+"""
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ENCODER, DECODER, DECODER_PAST = "encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"
+SPLIT = [ENCODER, DECODER, DECODER_PAST]
+MERGED = "decoder_model_merged.onnx"
+FORMAT = 1
+SAMPLE_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "translate English to German: The house is wonderful and the garden is large.",
+    "summarize: The city council approved a new budget for public libraries on Tuesday, after a long debate.",
+    "Scientists discovered a new species of frog in the rainforest near the river.",
+]
+N_VOCAB_SAMPLES = 4  # plus this many inputs drawn from the tokenizer's vocabulary
+VERIFY_NEW_TOKENS = 64
+
+
+def versions():
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for p in ["torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers"]:
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Graph transformations (each on the split graphs; the merged decoder is re-made from the pair)
+# --------------------------------------------------------------------------------------------------
+def fusion_params(config):
+    """(model_type for onnxruntime.transformers.optimizer, num_heads, hidden_size), or None."""
+    mt = config.get("model_type")
+    if mt in ("t5", "mt5"):
+        return "t5", config["num_heads"], config["d_model"]
+    if mt in ("bart", "mbart", "marian", "pegasus"):
+        return "bart", config["decoder_attention_heads"], config["d_model"]
+    return None
+
+
+def random_feeds(path, config, rng):
+    """Random inputs for one graph (batch 2, 7 encoder positions, 5 past positions, 1 new position)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    dims = {"batch_size": 2, "encoder_sequence_length": 7, "encoder_sequence_length_out": 7,
+            "past_decoder_sequence_length": 5, "decoder_sequence_length": 1}
+    feeds = {}
+    for i in sess.get_inputs():
+        shape = [d if isinstance(d, int) else dims.get(d, 3) for d in i.shape]
+        if i.name in ("input_ids", "decoder_input_ids"):
+            feeds[i.name] = rng.integers(3, config.get("vocab_size", 100) - 1, shape).astype(np.int64)
+        elif "mask" in i.name:
+            feeds[i.name] = np.ones(shape, np.int64)
+        elif i.type == "tensor(bool)":
+            feeds[i.name] = np.ones(shape, bool)
+        else:
+            feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+def run_graph(path, feeds):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+
+
+def optimize(out, config, tol=1e-3):
+    """Fuses each split graph in place where that works and changes no output by more than tol.
+    Returns {file: note}."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    params = fusion_params(config)
+    if params is None:
+        return {f: f"not optimized: no fusions for model_type {config.get('model_type')}" for f in SPLIT}
+    model_type, num_heads, hidden = params
+    notes, rng = {}, np.random.default_rng(0)
+    for f in SPLIT:
+        path = out / f
+        tmp = path.with_suffix(".opt.onnx")
+        try:
+            m = optimize_model(str(path), model_type=model_type, num_heads=num_heads, hidden_size=hidden)
+            fused = {k: v for k, v in m.get_fused_operator_statistics().items() if v}
+            m.save_model_to_file(str(tmp))
+            if not fused:
+                notes[f] = "not optimized: no fusion applied"
+                continue
+            feeds = random_feeds(path, config, rng)
+            ref, new = run_graph(path, feeds), run_graph(tmp, feeds)
+            diff = max(float(np.abs(ref[k] - new[k]).max()) for k in ref)
+            if set(ref) != set(new) or diff > tol:
+                notes[f] = f"not optimized: outputs changed by {diff:.3g} > {tol}"
+                continue
+            tmp.replace(path)
+            notes[f] = f"fused {fused} (max output change {diff:.2g})"
+        except Exception as e:  # noqa: BLE001 - any failure keeps the original graph
+            notes[f] = f"not optimized: {type(e).__name__}: {str(e)[:200]}"
+        finally:
+            tmp.unlink(missing_ok=True)
+    return notes
+
+
+def quantize(out, bits, block_size, accuracy_level=None):
+    """Weight-only MatMulNBits quantization (symmetric, blockwise along K) of each split graph, in place."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    notes = {}
+    for f in SPLIT:
+        q = MatMulNBitsQuantizer(onnx.load(str(out / f)), bits=bits, block_size=block_size, is_symmetric=True,
+                                 accuracy_level=accuracy_level)
+        q.process()
+        n = sum(1 for node in q.model.model.graph.node if node.op_type == "MatMulNBits")
+        left = sum(1 for node in q.model.model.graph.node if node.op_type == "MatMul")
+        q.model.save_model_to_file(str(out / f), use_external_data_format=False)
+        notes[f] = f"{n} MatMul -> MatMulNBits ({bits} bits, block {block_size}); {left} MatMul left (no constant weight)"
+    return notes
+
+
+def remerge(out):
+    """decoder_model_merged.onnx again from the (transformed) split decoders, as Optimum makes it."""
+    from optimum.onnx.graph_transformations import merge_decoders
+
+    merge_decoders(out / DECODER, out / DECODER_PAST, save_path=str(out / MERGED), strict=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Greedy generation over the ONNX graphs
+# --------------------------------------------------------------------------------------------------
+class OrtSeq2Seq:
+    """Encoder once, then the merged decoder (or the split pair) with the KV cache; greedy."""
+
+    def __init__(self, model_dir, merged=True, threads=2, session_options=None):
+        import onnxruntime as ort
+
+        d = Path(model_dir)
+        self.config = json.loads((d / "config.json").read_text())
+        gen = d / "generation_config.json"
+        g = json.loads(gen.read_text()) if gen.exists() else {}
+        self.start = g.get("decoder_start_token_id", self.config.get("decoder_start_token_id"))
+        eos = g.get("eos_token_id", self.config.get("eos_token_id"))
+        self.eos = set(eos if isinstance(eos, list) else [eos])
+        so = session_options or ort.SessionOptions()
+        if session_options is None:
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        load = lambda f: ort.InferenceSession(str(d / f), so, providers=["CPUExecutionProvider"])  # noqa: E731
+        self.merged = merged
+        self.encoder = load(ENCODER)
+        self.decoders = [load(MERGED)] if merged else [load(DECODER), load(DECODER_PAST)]
+        self.past_inputs = [i for i in self.decoders[-1].get_inputs() if i.name.startswith("past_key_values")]
+
+    def encode(self, ids, mask):
+        return self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+    def generate(self, ids, max_new, min_new=0, stop_at_eos=True):
+        """ids: int64 [B, T] (no padding). Returns (tokens [B, n] without the start token, encoder seconds,
+        total seconds). After EOS a row gets padding (the start token) until all rows are done."""
+        t0 = time.perf_counter()
+        mask = np.ones_like(ids)
+        hidden = self.encode(ids, mask)
+        t_enc = time.perf_counter() - t0
+        b = ids.shape[0]
+        tok = np.full((b, 1), self.start, np.int64)
+        past, out, done = None, [], np.zeros(b, bool)
+        for step in range(max_new):
+            feeds = {"input_ids": tok, "encoder_attention_mask": mask, "encoder_hidden_states": hidden}
+            if self.merged:
+                feeds["use_cache_branch"] = np.array([past is not None])
+                if past is None:
+                    past = {i.name: np.zeros((b, i.shape[1], 0, i.shape[3]), np.float32) for i in self.past_inputs}
+                feeds.update(past)
+                sess = self.decoders[0]
+            else:
+                sess = self.decoders[0 if past is None else 1]
+                if past is not None:
+                    feeds.update(past)
+            names = {i.name for i in sess.get_inputs()}
+            res = sess.run(None, {k: v for k, v in feeds.items() if k in names})
+            outs = dict(zip([o.name for o in sess.get_outputs()], res))
+            logits = outs["logits"][:, -1, :]
+            if step < min_new:
+                logits[:, list(self.eos)] = -np.inf
+            nxt = logits.argmax(-1)
+            nxt = np.where(done, self.start, nxt)
+            out.append(nxt)
+            done |= np.isin(nxt, list(self.eos))
+            new_past = {k.replace("present", "past_key_values"): v for k, v in outs.items() if k.startswith("present")}
+            if past is None or not self.merged:
+                past = new_past
+            else:  # the cache branch passes the cross-attention cache through unchanged: keep the first step's
+                past = {k: (v if ".encoder." in k else new_past[k]) for k, v in past.items()}
+            tok = nxt[:, None].astype(np.int64)
+            if stop_at_eos and done.all():
+                break
+        return np.stack(out, 1), t_enc, time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------------------------
+# Agreement with the fp32 export
+# --------------------------------------------------------------------------------------------------
+def sample_inputs(model_dir):
+    """SAMPLE_TEXTS encoded, plus N_VOCAB_SAMPLES sequences of ordinary tokens from the vocabulary (so a
+    tokenizer that knows no English still gets meaningful input). Each ends with the tokenizer's EOS."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    out = [tok.encode(t).ids for t in SAMPLE_TEXTS]
+    special = set(tok.get_added_tokens_decoder())
+    ordinary = sorted(set(tok.get_vocab().values()) - special)
+    eos = out[0][-1] if out and out[0][-1] in special else None
+    rng = np.random.default_rng(1234)
+    for n in (12, 24, 48, 96)[:N_VOCAB_SAMPLES]:
+        ids = [int(x) for x in rng.choice(ordinary, n)]
+        out.append(ids + ([eos] if eos is not None else []))
+    return out
+
+
+def agreement(ref, new):
+    """Tokens up to the first divergence agree; from the first divergence on, every position of the
+    longer sequence counts as a mismatch. Returns (matching, total)."""
+    n = 0
+    while n < min(len(ref), len(new)) and ref[n] == new[n]:
+        n += 1
+    return n, max(len(ref), len(new))
+
+
+def strip(tokens, eos):
+    out = []
+    for t in tokens:
+        out.append(int(t))
+        if t in eos:
+            break
+    return out
+
+
+def verify(candidate, reference, max_new=VERIFY_NEW_TOKENS):
+    """Greedy generation on both dirs, merged and split decoders, over sample_inputs(reference)."""
+    samples = sample_inputs(reference)
+    result = {}
+    for merged in (True, False):
+        gens = []
+        for d in (reference, candidate):
+            m = OrtSeq2Seq(d, merged=merged)
+            gens.append([strip(m.generate(np.array([s], np.int64), max_new)[0][0], m.eos) for s in samples])
+        pairs = [agreement(r, c) for r, c in zip(*gens)]
+        result["merged" if merged else "split"] = {
+            "token_agreement": round(sum(p[0] for p in pairs) / sum(p[1] for p in pairs), 4),
+            "identical_sequences": sum(r == c for r, c in zip(*gens)),
+            "tokens": sum(p[1] for p in pairs),
+        }
+    return samples, result
+
+
+def write_manifest(out, source, optimized, quant, verified, graphs):
+    """duet_export.json. token_agreement: the lower of merged and split, null when nothing was transformed."""
+    samples, detail = verified if verified else ([], None)
+    manifest = {
+        "format": FORMAT,
+        "source": str(source),
+        "optimized": optimized,
+        "quantization": quant,
+        "token_agreement": min(v["token_agreement"] for v in detail.values()) if detail else None,
+        "sample_inputs": len(samples),
+        "verification": {"reference": "fp32 export of the same source", "greedy_new_tokens": VERIFY_NEW_TOKENS,
+                         "decoders": detail} if detail else None,
+        "graphs": graphs,
+        "exported_with": versions(),
+    }
+    (Path(out) / "duet_export.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def copy_export(src, dst):
+    """Copies an existing export (graphs and tokenizer/config files, not its manifest) into dst."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in Path(src).iterdir():
+        if p.is_file() and p.name != "duet_export.json":
+            shutil.copy2(p, dst / p.name)
+
+
+def reference_copy(out):
+    """A temporary copy of the fp32 graphs in out, to verify against after transforming out in place."""
+    tmp = Path(tempfile.mkdtemp(prefix="duet-export-ref-"))
+    copy_export(out, tmp)
+    return tmp
