@@ -171,7 +171,12 @@ pub unsafe extern "C" fn duet_generate(
         let texts = str_array(inputs, n_inputs, "inputs")?;
         let (settings, limits) = call_params(params)?;
         let mut observer = callback.map(|callback| CallbackObserver { callback, user_data });
-        let outputs = guarded(&limits, observer.as_mut().map(|o| o as &mut dyn Observer), |obs| generate(model, &texts, &settings, obs))?;
+        let outputs = if observer.is_none() && limits.is_unlimited() {
+            // No observer at all: eligible for dynamic batching.
+            generate(model, &texts, &settings, None)?
+        } else {
+            guarded(&limits, observer.as_mut().map(|o| o as &mut dyn Observer), |obs| generate(model, &texts, &settings, obs))?
+        };
         *out = new_handle(duet_result::new(&outputs, &texts));
         Ok(())
     })

@@ -46,6 +46,11 @@ impl Limits {
         Self { cancel, deadline }
     }
 
+    /// Neither a token nor a deadline.
+    pub fn is_unlimited(&self) -> bool {
+        self.cancel.is_none() && self.deadline.is_none()
+    }
+
     pub fn check(&self) -> Result<()> {
         if self.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
             return Err(Error::Cancelled);

@@ -1,6 +1,7 @@
 //! The generation engine: one entry point, greedy / sampling / beam search over the model's
 //! graphs, logits processors as composable pieces, streaming through an observer.
 
+mod batcher;
 mod beam;
 pub mod control;
 pub mod output;
@@ -9,6 +10,7 @@ pub mod processors;
 pub mod scoring;
 mod search;
 
+pub use batcher::Batcher;
 pub use output::{FinishReason, Flow, GenerationOutput, Observer, Sequence};
 pub use params::{new_generation_settings, EarlyStopping, GenerationParams, GENERATION_SPECS};
 
@@ -40,7 +42,10 @@ pub fn generate(
         .enumerate()
         .map(|(i, t)| model.tokenizer.encode(t, limit, params.truncate_input, i))
         .collect::<Result<Vec<_>>>()?;
-    generate_encoded(model, &encoded, &params, observer)
+    match (model.batcher(), observer) {
+        (Some(batcher), None) if !params.do_sample => batcher.run(model, &encoded, &params),
+        (_, observer) => generate_encoded(model, &encoded, &params, observer),
+    }
 }
 
 pub fn resolve_params(model: &Model, settings: &Settings) -> Result<GenerationParams> {

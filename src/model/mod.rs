@@ -47,6 +47,7 @@ pub struct Model {
     graphs: Vec<(String, u64)>,
     /// `duet_export.json`, written by tools/export_model.py (optimizations, quantization).
     export_manifest: Option<serde_json::Value>,
+    batcher: Option<crate::generate::Batcher>,
 }
 
 impl Model {
@@ -133,7 +134,19 @@ impl Model {
             logits_vocab,
             graphs,
             export_manifest,
+            batcher: match options.int("batch_window_ms") {
+                Some(ms) if ms > 0 => Some(crate::generate::Batcher::new(
+                    std::time::Duration::from_millis(ms as u64),
+                    options.int("max_batch").unwrap_or(8) as usize,
+                )),
+                _ => None,
+            },
         })
+    }
+
+    /// The dynamic batcher, when `batch_window_ms` is set.
+    pub fn batcher(&self) -> Option<&crate::generate::Batcher> {
+        self.batcher.as_ref()
     }
 
     pub fn dir(&self) -> &Path {

@@ -19,6 +19,8 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "memory_arena", kind: Kind::Bool, check: any, help: "ONNX Runtime's CPU memory arena (default true; false: less memory held)" },
     Spec { key: "memory_pattern", kind: Kind::Bool, check: any, help: "plan allocations from the first run's shapes (default true)" },
     Spec { key: "prepacking", kind: Kind::Bool, check: any, help: "prepack weights for faster MatMul (default true; false: less memory)" },
+    Spec { key: "batch_window_ms", kind: Kind::Int, check: |v| check::int_in(v, 0, 1000), help: "dynamic batching: concurrent generate calls arriving within this window share one batch (0, the default: off)" },
+    Spec { key: "max_batch", kind: Kind::Int, check: |v| check::int_in(v, 1, 1024), help: "most inputs in one dynamic batch (default 8)" },
     Spec { key: "intra_threads", kind: Kind::Int, check: |v| check::int_in(v, 0, 1024), help: "threads per operator; 0 = ONNX Runtime's choice" },
 ];
 
