@@ -70,7 +70,7 @@ fn every_bad_input_gets_its_status() {
     type Case<'a> = (&'a str, Box<dyn Fn(&mut Fixture) -> duet_status + 'a>, duet_status);
     use duet_status as S;
     let set_int = |key: &'static str, v: i64| -> Box<dyn Fn(&mut Fixture) -> duet_status> {
-        Box::new(move |f| unsafe {
+        Box::new(move |_| unsafe {
             let mut p = null_mut();
             duet_params_new(&mut p);
             let key = cs(key);
@@ -132,7 +132,7 @@ fn every_bad_input_gets_its_status() {
             st
         })
     };
-    let mut index_bytes = || {
+    let index_bytes = || {
         unsafe {
             let t = cs("a passage about rivers");
             duet_index_add(f.index, 1, t.as_ptr());

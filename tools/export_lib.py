@@ -119,9 +119,12 @@ def optimize(out, config, tol=1e-3):
 
 def quantize(out, bits, block_size, accuracy_level=None):
     """Weight-only MatMulNBits quantization (symmetric, blockwise along K) of each split graph, in place."""
+    import logging
+
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     notes = {}
     for f in SPLIT:
         q = MatMulNBitsQuantizer(onnx.load(str(out / f)), bits=bits, block_size=block_size, is_symmetric=True,
