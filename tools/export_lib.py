@@ -117,6 +117,32 @@ def optimize(out, config, tol=1e-3):
     return notes
 
 
+def materialize_transposed_weights(model):
+    """MatMul(x, Transpose(W)) with W an initializer (a tied LM head: Optimum exports lm_head as the shared
+    embedding, transposed) -> MatMul(x, W^T stored as an initializer), so that the quantizer sees a constant
+    weight. ONNX Runtime constant-folds that Transpose at load anyway. Returns the weights so treated."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    consumers = {}
+    for n in g.node:
+        for k, i in enumerate(n.input):
+            consumers.setdefault(i, []).append((n, k))
+    done = []
+    for n in list(g.node):
+        w = inits.get(n.input[0]) if n.op_type == "Transpose" and n.input else None
+        perm = [list(a.ints) for a in n.attribute if a.name == "perm"]
+        if w is None or len(w.dims) != 2 or perm not in ([], [[1, 0]]):
+            continue
+        if not all(c.op_type == "MatMul" and k == 1 for c, k in consumers.get(n.output[0], [])):
+            continue
+        g.initializer.append(numpy_helper.from_array(numpy_helper.to_array(w).T.copy(), n.output[0]))
+        g.node.remove(n)
+        done.append(w.name)
+    return done
+
+
 def quantize(out, bits, block_size, accuracy_level=None):
     """Weight-only MatMulNBits quantization (symmetric, blockwise along K) of each split graph, in place."""
     import logging
@@ -127,13 +153,16 @@ def quantize(out, bits, block_size, accuracy_level=None):
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     notes = {}
     for f in SPLIT:
-        q = MatMulNBitsQuantizer(onnx.load(str(out / f)), bits=bits, block_size=block_size, is_symmetric=True,
+        model = onnx.load(str(out / f))
+        untied = materialize_transposed_weights(model)
+        q = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True,
                                  accuracy_level=accuracy_level)
         q.process()
         n = sum(1 for node in q.model.model.graph.node if node.op_type == "MatMulNBits")
         left = sum(1 for node in q.model.model.graph.node if node.op_type == "MatMul")
         q.model.save_model_to_file(str(out / f), use_external_data_format=False)
-        notes[f] = f"{n} MatMul -> MatMulNBits ({bits} bits, block {block_size}); {left} MatMul left (no constant weight)"
+        notes[f] = (f"{n} MatMul -> MatMulNBits ({bits} bits, block {block_size}); {left} MatMul left (no constant "
+                    f"weight)" + (f"; {', '.join(untied)} stored transposed for MatMul" if untied else ""))
     return notes
 
 

@@ -19,6 +19,8 @@ pub struct ModelConfig {
     /// Heads and per-head width of decoder attention, when the graphs leave them symbolic.
     pub decoder_heads: Option<usize>,
     pub head_dim: Option<usize>,
+    pub decoder_layers: Option<usize>,
+    pub d_model: Option<usize>,
     /// Longest encoder input the model was built for (`max_position_embeddings`, `n_positions`).
     pub max_input_tokens: Option<usize>,
     /// `task_specific_params.summarization.prefix` ("summarize: " for T5).
@@ -107,7 +109,9 @@ impl ModelConfig {
             from_config
         };
 
-        Ok(Self { model_type, vocab_size, decoder_heads, head_dim, max_input_tokens, summarization_prefix, generation })
+        let decoder_layers = usize_field(&config, &["num_decoder_layers", "decoder_layers", "num_layers"]);
+        let d_model = usize_field(&config, &["d_model", "hidden_size"]);
+        Ok(Self { model_type, vocab_size, decoder_heads, head_dim, decoder_layers, d_model, max_input_tokens, summarization_prefix, generation })
     }
 
     pub fn is_supported_type(&self) -> bool {

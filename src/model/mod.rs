@@ -24,6 +24,7 @@ pub use options::{model_options_from, new_model_options, MODEL_OPTION_SPECS};
 use ort::session::builder::GraphOptimizationLevel;
 
 use crate::error::{Error, Result};
+use crate::runtime::gpu_options::{gpu_options, trt_profile, GraphKind, ProfileShape};
 use crate::runtime::{self, open_session, ExecutionProviderKind, ProviderSelection, SessionOptions};
 use crate::settings::Settings;
 use crate::text::Tokenizer;
@@ -43,8 +44,10 @@ pub struct Model {
     provider_notes: Vec<String>,
     /// Width of the logits the decoder returns.
     logits_vocab: usize,
-    /// The graph files in use, with their sizes on disk.
-    graphs: Vec<(String, u64)>,
+    /// The graph files in use, with their sizes on disk and the provider each runs on.
+    graphs: Vec<(String, u64, ExecutionProviderKind)>,
+    /// Why the layout was chosen, when not plain preference (TensorRT and the merged `If`).
+    layout_note: Option<String>,
     /// `duet_export.json`, written by tools/export_model.py (optimizations, quantization).
     export_manifest: Option<serde_json::Value>,
     batcher: Option<crate::generate::Batcher>,
@@ -86,25 +89,38 @@ impl Model {
         }
 
         let session_options = session_options(options)?;
-        let layout = choose_layout(dir, options.str("layout").unwrap_or("auto"))?;
-        let open = |file: &str| -> Result<(PathBuf, runtime::OpenedSession)> {
+        let tensorrt_first = session_options.providers.order.first() == Some(&ExecutionProviderKind::TensorRt);
+        let (layout, layout_note) = choose_layout(dir, options.str("layout").unwrap_or("auto"), tensorrt_first)?;
+        let profile_shape = (tensorrt_first || session_options.providers.order.contains(&ExecutionProviderKind::TensorRt)).then(|| ProfileShape {
+            max_batch: options.int("trt_max_batch").unwrap_or(8) as usize,
+            max_input: options.int("trt_max_input_tokens").map(|v| v as usize).or(config.max_input_tokens).unwrap_or(512),
+            max_new: options.int("trt_max_new_tokens").unwrap_or(256) as usize,
+            layers: config.decoder_layers.unwrap_or(1),
+            heads: config.decoder_heads.unwrap_or(1),
+            head_dim: config.head_dim.unwrap_or(1),
+            d_model: config.d_model.unwrap_or(1),
+        });
+        let mut providers_used = Vec::new();
+        let mut open = |file: &str, kind: GraphKind| -> Result<(PathBuf, runtime::OpenedSession)> {
             let path = dir.join(file);
-            let opened = open_session(&path, &session_options)?;
+            let profile = profile_shape.map(|s| trt_profile(kind, &s)).unwrap_or_default();
+            let opened = open_session(&path, &session_options, &profile)?;
+            providers_used.push((file.to_string(), opened.provider));
             Ok((path, opened))
         };
-        let (enc_path, enc) = open(ENCODER_FILE)?;
+        let (enc_path, enc) = open(ENCODER_FILE, GraphKind::Encoder)?;
         let provider = enc.provider;
         let provider_notes = enc.skipped_providers.clone();
         let encoder = Encoder::new(&enc_path, enc.session)?;
         let (heads, head_dim) = (config.decoder_heads, config.head_dim);
         let decoder = match layout {
             Layout::Merged => {
-                let (path, s) = open(MERGED_DECODER_FILE)?;
+                let (path, s) = open(MERGED_DECODER_FILE, GraphKind::DecoderMerged)?;
                 Decoder::merged(&path, s.session, heads, head_dim)?
             }
             Layout::Split => {
-                let (first_path, first) = open(DECODER_FILE)?;
-                let (past_path, past) = open(DECODER_WITH_PAST_FILE)?;
+                let (first_path, first) = open(DECODER_FILE, GraphKind::DecoderFirst)?;
+                let (past_path, past) = open(DECODER_WITH_PAST_FILE, GraphKind::DecoderWithPast)?;
                 Decoder::split(&first_path, first.session, &past_path, past.session, heads, head_dim)?
             }
         };
@@ -118,7 +134,10 @@ impl Model {
         };
         let graphs = files
             .iter()
-            .map(|f| (f.to_string(), std::fs::metadata(dir.join(f)).map_or(0, |m| m.len())))
+            .map(|f| {
+                let provider = providers_used.iter().find(|(p, _)| p == f).map_or(provider, |(_, k)| *k);
+                (f.to_string(), std::fs::metadata(dir.join(f)).map_or(0, |m| m.len()), provider)
+            })
             .collect();
         let export_manifest = std::fs::read_to_string(dir.join("duet_export.json"))
             .ok()
@@ -133,6 +152,7 @@ impl Model {
             provider_notes,
             logits_vocab,
             graphs,
+            layout_note,
             export_manifest,
             batcher: match options.int("batch_window_ms") {
                 Some(ms) if ms > 0 => Some(crate::generate::Batcher::new(
@@ -187,8 +207,9 @@ impl Model {
             "onnxruntime_version": rt.map(|r| r.version.clone()),
             "onnxruntime_library": rt.map(|r| r.library.display().to_string()),
             "duet_version": crate::VERSION,
-            "graphs": self.graphs.iter().map(|(f, b)| serde_json::json!({"file": f, "bytes": b})).collect::<Vec<_>>(),
-            "weights_bytes": self.graphs.iter().map(|(_, b)| b).sum::<u64>(),
+            "layout_note": self.layout_note,
+            "graphs": self.graphs.iter().map(|(f, b, p)| serde_json::json!({"file": f, "bytes": b, "execution_provider": p.ort_name()})).collect::<Vec<_>>(),
+            "weights_bytes": self.graphs.iter().map(|(_, b, _)| b).sum::<u64>(),
             "export": self.export_manifest,
         })
     }
@@ -200,6 +221,7 @@ fn session_options(options: &Settings) -> Result<SessionOptions> {
         providers.order = ProviderSelection::parse_list(list)?;
     }
     providers.strict = options.bool("strict_providers").unwrap_or(false);
+    providers.gpu = gpu_options(options, &providers.order)?;
     providers.device_id = options.int("device_id").unwrap_or(0) as i32;
     let optimization = match options.str("graph_optimization").unwrap_or("all") {
         "disable" => GraphOptimizationLevel::Disable,
@@ -218,7 +240,21 @@ fn session_options(options: &Settings) -> Result<SessionOptions> {
     })
 }
 
-fn choose_layout(dir: &Path, wanted: &str) -> Result<Layout> {
+/// The layout to use, and a note when TensorRT decided it.
+fn choose_layout(dir: &Path, wanted: &str, tensorrt_first: bool) -> Result<(Layout, Option<String>)> {
+    // TensorRT cannot build the merged decoder's `If`: prefer the split pair for it.
+    if tensorrt_first && wanted == "auto" {
+        let split = dir.join(DECODER_FILE).is_file() && dir.join(DECODER_WITH_PAST_FILE).is_file();
+        return Ok(if split {
+            (Layout::Split, Some("split decoders: TensorRT cannot build the merged decoder's If".into()))
+        } else {
+            (choose_layout_files(dir, wanted)?, Some("merged decoder with TensorRT: its If runs outside TensorRT (export the split decoders for full TensorRT)".into()))
+        });
+    }
+    Ok((choose_layout_files(dir, wanted)?, None))
+}
+
+fn choose_layout_files(dir: &Path, wanted: &str) -> Result<Layout> {
     let has = |f: &str| dir.join(f).is_file();
     if !has(ENCODER_FILE) {
         return Err(Error::ModelFileMissing { path: dir.join(ENCODER_FILE), reason: "missing (every export has an encoder)".into() });

@@ -21,6 +21,23 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "prepacking", kind: Kind::Bool, check: any, help: "prepack weights for faster MatMul (default true; false: less memory)" },
     Spec { key: "batch_window_ms", kind: Kind::Int, check: |v| check::int_in(v, 0, 1000), help: "dynamic batching: concurrent generate calls arriving within this window share one batch (0, the default: off)" },
     Spec { key: "max_batch", kind: Kind::Int, check: |v| check::int_in(v, 1, 1024), help: "most inputs in one dynamic batch (default 8)" },
+    Spec { key: "cuda_memory_limit", kind: Kind::Int, check: |v| check::int_in(v, 1, i64::MAX), help: "[cuda] bytes the CUDA arena may hold" },
+    Spec { key: "cuda_arena_strategy", kind: Kind::Str, check: |v| match v {
+        crate::settings::Value::Str(s) if !["next_power_of_two", "same_as_requested"].contains(&s.as_str()) => Err(format!("`{s}` is not one of next_power_of_two, same_as_requested")),
+        _ => Ok(()),
+    }, help: "[cuda] how the arena grows: next_power_of_two or same_as_requested" },
+    Spec { key: "cuda_copy_in_default_stream", kind: Kind::Bool, check: any, help: "[cuda] copy on the default stream" },
+    Spec { key: "trt_fp16", kind: Kind::Bool, check: any, help: "[tensorrt] allow fp16 kernels" },
+    Spec { key: "trt_bf16", kind: Kind::Bool, check: any, help: "[tensorrt] allow bf16 kernels" },
+    Spec { key: "trt_engine_cache", kind: Kind::Bool, check: any, help: "[tensorrt] keep built engines on disk" },
+    Spec { key: "trt_engine_cache_path", kind: Kind::Str, check: any, help: "[tensorrt] folder of the engine cache" },
+    Spec { key: "trt_timing_cache", kind: Kind::Bool, check: any, help: "[tensorrt] keep the timing cache" },
+    Spec { key: "trt_timing_cache_path", kind: Kind::Str, check: any, help: "[tensorrt] folder of the timing cache" },
+    Spec { key: "trt_builder_optimization_level", kind: Kind::Int, check: |v| check::int_in(v, 0, 5), help: "[tensorrt] builder optimization level 0-5" },
+    Spec { key: "trt_max_workspace_size", kind: Kind::Int, check: |v| check::int_in(v, 1, i64::MAX), help: "[tensorrt] builder workspace in bytes" },
+    Spec { key: "trt_max_batch", kind: Kind::Int, check: |v| check::int_in(v, 1, 1024), help: "[tensorrt] largest batch of the optimization profiles (default 8)" },
+    Spec { key: "trt_max_input_tokens", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), help: "[tensorrt] longest input of the profiles (default: the model's limit)" },
+    Spec { key: "trt_max_new_tokens", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), help: "[tensorrt] longest output of the profiles (default 256)" },
     Spec { key: "intra_threads", kind: Kind::Int, check: |v| check::int_in(v, 0, 1024), help: "threads per operator; 0 = ONNX Runtime's choice" },
 ];
 

@@ -1,6 +1,7 @@
 //! Finding and loading `libonnxruntime`, execution providers and session options.
 
 mod discovery;
+pub mod gpu_options;
 mod providers;
 mod session;
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use ort::ep;
+use ort::ep::{self, ArbitrarilyConfigurableExecutionProvider};
 use ort::session::builder::SessionBuilder;
 
 use crate::error::{Error, Result};
@@ -53,11 +53,12 @@ pub struct ProviderSelection {
     pub order: Vec<ExecutionProviderKind>,
     pub strict: bool,
     pub device_id: i32,
+    pub gpu: super::gpu_options::GpuOptions,
 }
 
 impl Default for ProviderSelection {
     fn default() -> Self {
-        Self { order: vec![ExecutionProviderKind::Cpu], strict: false, device_id: 0 }
+        Self { order: vec![ExecutionProviderKind::Cpu], strict: false, device_id: 0, gpu: Default::default() }
     }
 }
 
@@ -76,18 +77,30 @@ impl ProviderSelection {
     }
 
     /// Registers the providers in order; returns the builder and the provider that will run,
-    /// with the reasons the ones before it were skipped.
+    /// with the reasons the ones before it were skipped. `trt_profile` holds the TensorRT
+    /// optimization profile of the graph being opened.
     pub(crate) fn register(
         &self,
         mut builder: SessionBuilder,
+        trt_profile: &[(String, String)],
     ) -> Result<(SessionBuilder, ExecutionProviderKind, Vec<String>)> {
         let mut skipped = Vec::new();
         for &kind in &self.order {
             let dispatch = match kind {
                 ExecutionProviderKind::Cpu => return Ok((builder, kind, skipped)),
-                ExecutionProviderKind::Cuda => ep::CUDA::default().with_device_id(self.device_id).build(),
+                ExecutionProviderKind::Cuda => {
+                    let mut cuda = ep::CUDA::default().with_device_id(self.device_id);
+                    for (k, v) in &self.gpu.cuda {
+                        cuda = cuda.with_arbitrary_config(k, v);
+                    }
+                    cuda.build()
+                }
                 ExecutionProviderKind::TensorRt => {
-                    ep::TensorRT::default().with_device_id(self.device_id).build()
+                    let mut trt = ep::TensorRT::default().with_device_id(self.device_id);
+                    for (k, v) in self.gpu.tensorrt.iter().chain(trt_profile) {
+                        trt = trt.with_arbitrary_config(k, v);
+                    }
+                    trt.build()
                 }
             };
             match builder.with_execution_providers([dispatch.error_on_failure()]) {

@@ -42,7 +42,8 @@ pub struct OpenedSession {
     pub skipped_providers: Vec<String>,
 }
 
-pub fn open_session(path: &Path, options: &SessionOptions) -> Result<OpenedSession> {
+/// Opens one graph; `trt_profile` is its TensorRT optimization profile (empty without TensorRT).
+pub fn open_session(path: &Path, options: &SessionOptions, trt_profile: &[(String, String)]) -> Result<OpenedSession> {
     let runtime = super::runtime()?;
     crate::model::confinement::check_external_data(path)?;
     let onnx = |e: ort::Error| Error::invalid_model(path, format!("ONNX Runtime could not load it: {e}"));
@@ -65,7 +66,7 @@ pub fn open_session(path: &Path, options: &SessionOptions) -> Result<OpenedSessi
             .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena).build()])
             .map_err(|e| onnx(e.into()))?;
     }
-    let (mut builder, provider, skipped_providers) = options.providers.register(builder)?;
+    let (mut builder, provider, skipped_providers) = options.providers.register(builder, trt_profile)?;
     let session = builder.commit_from_file(path).map_err(onnx)?;
     Ok(OpenedSession { session, provider, skipped_providers })
 }
