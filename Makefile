@@ -16,7 +16,7 @@ ABI_MINOR := $(shell sed -n 's/^pub const DUET_ABI_MINOR: u32 = \([0-9]*\);/\1/p
 SOVERSION := $(ABI_MAJOR).$(ABI_MINOR).0
 PREFIX ?= /usr/local
 
-.PHONY: all build release fetch-ort demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz clean
+.PHONY: all build release fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz clean
 
 all: build
 
@@ -31,6 +31,24 @@ $(ORT_LIB):
 	  && cp unpacked/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION) unpacked/onnxruntime/capi/libonnxruntime_providers_shared.so . \
 	  && rm -rf unpacked && ln -sf libonnxruntime.so.$(ORT_VERSION) libonnxruntime.so
 	@echo "ONNX Runtime $(ORT_VERSION): $(ORT_LIB)"
+
+# onnxruntime-gpu (CUDA 13, cuDNN 9, TensorRT 10) for GPU machines: the wheel's libraries in
+# .ort-gpu/lib. Point DUET_ORT_LIBRARY at .ort-gpu/lib/libonnxruntime.so.$(ORT_VERSION).
+ORT_GPU_DIR := $(CURDIR)/.ort-gpu
+fetch-ort-gpu:
+	@mkdir -p $(ORT_GPU_DIR)/wheel $(ORT_GPU_DIR)/lib
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --dest $(ORT_GPU_DIR)/wheel \
+	  --platform manylinux_2_28_x86_64 --python-version 3.11 onnxruntime-gpu==$(ORT_VERSION)
+	cd $(ORT_GPU_DIR)/lib && $(PYTHON) -m zipfile -e $(ORT_GPU_DIR)/wheel/onnxruntime_gpu-$(ORT_VERSION)-*.whl unpacked \
+	  && cp unpacked/onnxruntime/capi/libonnxruntime*.so* . && rm -rf unpacked \
+	  && ln -sf libonnxruntime.so.$(ORT_VERSION) libonnxruntime.so
+	@echo "onnxruntime-gpu $(ORT_VERSION): $(ORT_GPU_DIR)/lib (needs CUDA 13, cuDNN 9; TensorRT 10 for tensorrt)"
+
+# What tools/gpu_check.sh runs on a GPU machine: the release CLI and bench binary, and the
+# golden parity test binary.
+gpu-bundle: build
+	$(CARGO) test --release --test golden --no-run
+	cp $$(ls -t target/release/deps/golden-* | grep -v '\.d$$' | head -1) target/release/golden-test
 
 build: fetch-ort
 	$(CARGO) build --release

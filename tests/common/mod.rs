@@ -29,6 +29,14 @@ pub fn open(name: &str, layout: &str) -> duet::Model {
     if let Ok(level) = std::env::var("DUET_TEST_GRAPH_OPT") {
         options.set_str("graph_optimization", &level).unwrap();
     }
+    // tools/gpu_check.sh runs the golden parity on CUDA and TensorRT this way.
+    if let Ok(providers) = std::env::var("DUET_TEST_PROVIDERS") {
+        options.set_str("providers", &providers).unwrap();
+        options.set_bool("strict_providers", true).unwrap();
+        if providers.starts_with("tensorrt") && layout == "merged" {
+            options.set_str("layout", "split").unwrap();
+        }
+    }
     duet::Model::open_with(fixture(name), &options).unwrap_or_else(|e| panic!("opening {name}: {e}"))
 }
 
