@@ -271,6 +271,14 @@ pub mod check {
         }
     }
 
+    /// A text value must be one of `words`.
+    pub fn one_of(v: &Value, words: &[&str]) -> Result<(), String> {
+        match v {
+            Value::Str(s) if !words.contains(&s.as_str()) => Err(format!("`{s}` is not one of {}", words.join(", "))),
+            _ => Ok(()),
+        }
+    }
+
     pub fn token_ids(v: &Value) -> Result<(), String> {
         match v {
             Value::Int(i) if *i < 0 => Err(format!("token id {i} is negative")),

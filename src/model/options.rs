@@ -7,14 +7,8 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "providers", kind: Kind::Str, check: any, help: "execution providers in order of preference, e.g. `cuda,cpu`" },
     Spec { key: "strict_providers", kind: Kind::Bool, check: any, help: "fail instead of falling back when the first provider is unavailable" },
     Spec { key: "device_id", kind: Kind::Int, check: |v| check::int_in(v, 0, 1024), help: "GPU ordinal for cuda/tensorrt" },
-    Spec { key: "layout", kind: Kind::Str, check: |v| match v {
-        crate::settings::Value::Str(s) if !["auto", "merged", "split"].contains(&s.as_str()) => Err(format!("`{s}` is not one of auto, merged, split")),
-        _ => Ok(()),
-    }, help: "decoder graphs to use: auto (merged when present), merged or split" },
-    Spec { key: "graph_optimization", kind: Kind::Str, check: |v| match v {
-        crate::settings::Value::Str(s) if !["disable", "basic", "extended", "all"].contains(&s.as_str()) => Err(format!("`{s}` is not one of disable, basic, extended, all")),
-        _ => Ok(()),
-    }, help: "ONNX Runtime graph optimization level: disable, basic, extended or all (default)" },
+    Spec { key: "layout", kind: Kind::Str, check: |v| check::one_of(v, &["auto", "merged", "split"]), help: "decoder graphs to use: auto (merged when present), merged or split" },
+    Spec { key: "graph_optimization", kind: Kind::Str, check: |v| check::one_of(v, &["disable", "basic", "extended", "all"]), help: "ONNX Runtime graph optimization level: disable, basic, extended or all (default)" },
     Spec { key: "intra_op_spinning", kind: Kind::Bool, check: any, help: "let ONNX Runtime's threads spin between operators (default true: lower latency, more CPU)" },
     Spec { key: "memory_arena", kind: Kind::Bool, check: any, help: "ONNX Runtime's CPU memory arena (default true; false: less memory held)" },
     Spec { key: "memory_pattern", kind: Kind::Bool, check: any, help: "plan allocations from the first run's shapes (default true)" },
@@ -22,10 +16,7 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "batch_window_ms", kind: Kind::Int, check: |v| check::int_in(v, 0, 1000), help: "dynamic batching: concurrent generate calls arriving within this window share one batch (0, the default: off)" },
     Spec { key: "max_batch", kind: Kind::Int, check: |v| check::int_in(v, 1, 1024), help: "most inputs in one dynamic batch (default 8)" },
     Spec { key: "cuda_memory_limit", kind: Kind::Int, check: |v| check::int_in(v, 1, i64::MAX), help: "[cuda] bytes the CUDA arena may hold" },
-    Spec { key: "cuda_arena_strategy", kind: Kind::Str, check: |v| match v {
-        crate::settings::Value::Str(s) if !["next_power_of_two", "same_as_requested"].contains(&s.as_str()) => Err(format!("`{s}` is not one of next_power_of_two, same_as_requested")),
-        _ => Ok(()),
-    }, help: "[cuda] how the arena grows: next_power_of_two or same_as_requested" },
+    Spec { key: "cuda_arena_strategy", kind: Kind::Str, check: |v| check::one_of(v, &["next_power_of_two", "same_as_requested"]), help: "[cuda] how the arena grows: next_power_of_two or same_as_requested" },
     Spec { key: "cuda_copy_in_default_stream", kind: Kind::Bool, check: any, help: "[cuda] copy on the default stream" },
     Spec { key: "trt_fp16", kind: Kind::Bool, check: any, help: "[tensorrt] allow fp16 kernels" },
     Spec { key: "trt_bf16", kind: Kind::Bool, check: any, help: "[tensorrt] allow bf16 kernels" },

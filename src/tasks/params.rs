@@ -2,13 +2,6 @@
 
 use crate::settings::{any, check, Kind, Spec, Value};
 
-fn one_of(v: &Value, words: &[&str]) -> Result<(), String> {
-    match v {
-        Value::Str(s) if !words.contains(&s.as_str()) => Err(format!("`{s}` is not one of {}", words.join(", "))),
-        _ => Ok(()),
-    }
-}
-
 fn has_placeholders(v: &Value, names: &[&str]) -> Result<(), String> {
     match v {
         Value::Str(s) => match names.iter().find(|n| !s.contains(*n)) {
@@ -21,7 +14,7 @@ fn has_placeholders(v: &Value, names: &[&str]) -> Result<(), String> {
 
 pub static TASK_SPECS: &[Spec] = &[
     Spec { key: "timeout_ms", kind: Kind::Int, check: |v| check::int_in(v, 1, i64::MAX), help: "[all] the call ends with a deadline-exceeded error after this many milliseconds" },
-    Spec { key: "summary_length", kind: Kind::Str, check: |v| one_of(v, &["short", "medium", "long"]), help: "[summarize] short, medium (default) or long" },
+    Spec { key: "summary_length", kind: Kind::Str, check: |v| check::one_of(v, &["short", "medium", "long"]), help: "[summarize] short, medium (default) or long" },
     Spec { key: "prompt_template", kind: Kind::Str, check: |v| has_placeholders(v, &["{text}"]), help: "[summarize] encoder input around {text} (default: the model's summarization prefix)" },
     Spec { key: "chunk_tokens", kind: Kind::Int, check: |v| check::int_in(v, 16, 1 << 20), help: "[summarize] most tokens per chunk (default: the input limit)" },
     Spec { key: "chunk_overlap_tokens", kind: Kind::Int, check: |v| check::int_in(v, 0, 1 << 20), help: "[summarize] sentences repeated from the previous chunk, up to this many tokens (default 32)" },
@@ -29,7 +22,7 @@ pub static TASK_SPECS: &[Spec] = &[
     Spec { key: "system_prompt", kind: Kind::Str, check: any, help: "[chat] the system instruction (default: You are a helpful assistant.)" },
     Spec { key: "chat_template", kind: Kind::Str, check: |v| has_placeholders(v, &["{history}", "{user}"]), help: "[chat] the prompt: {system}, {history} (past turns) and {user}" },
     Spec { key: "chat_turn_template", kind: Kind::Str, check: |v| has_placeholders(v, &["{user}", "{assistant}"]), help: "[chat] one past turn: {user} and {assistant}" },
-    Spec { key: "rerank_mode", kind: Kind::Str, check: |v| one_of(v, &["likelihood", "relevance"]), help: "[rerank] likelihood: mean log p(query | passage); relevance: log p(yes) - log p(no)" },
+    Spec { key: "rerank_mode", kind: Kind::Str, check: |v| check::one_of(v, &["likelihood", "relevance"]), help: "[rerank] likelihood: mean log p(query | passage); relevance: log p(yes) - log p(no)" },
     Spec { key: "rerank_template", kind: Kind::Str, check: |v| has_placeholders(v, &["{passage}"]), help: "[rerank] encoder input; {passage} and (relevance mode) {query}" },
     Spec { key: "relevance_tokens", kind: Kind::StrList, check: |v| match v {
         Value::StrList(l) if l.len() != 2 => Err("give exactly two words: the relevant and the irrelevant one".into()),
