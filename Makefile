@@ -16,7 +16,7 @@ ABI_MINOR := $(shell sed -n 's/^pub const DUET_ABI_MINOR: u32 = \([0-9]*\);/\1/p
 SOVERSION := $(ABI_MAJOR).$(ABI_MINOR).0
 PREFIX ?= /usr/local
 
-.PHONY: all build release fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz clean
+.PHONY: all build release fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
 
 all: build
 
@@ -178,6 +178,19 @@ fuzz: fetch-ort
 	    | tee ../target/fuzz-$$t.log | grep -E "^(#[0-9]+ *DONE|Done|==.*ERROR|SUMMARY)" ; \
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
+
+# Benchmarks (not part of test): bench/README.md. BENCH_REPEATS=1 for a quick look.
+BENCH_VENV := $(CURDIR)/.venv-bench
+BENCH_MODELS := target/bench-models
+BENCH_REPEATS ?= 5
+$(BENCH_VENV)/.installed: tools/requirements.txt tools/bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/bench/requirements.txt
+	touch $@
+bench: $(BENCH_VENV)/.installed fetch-ort
+	$(CARGO) build --release --bin duet-bench
+	$(BENCH_VENV)/bin/python tools/bench/make_bench_models.py $(BENCH_MODELS)
+	$(BENCH_VENV)/bin/python tools/bench/run_bench.py --models $(BENCH_MODELS) --duet target/release/duet-bench --repeats $(BENCH_REPEATS)
 
 header:
 	DUET_BLESS_HEADER=1 $(CARGO) test --release --test header

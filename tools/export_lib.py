@@ -104,8 +104,11 @@ def optimize(out, config, tol=1e-3):
                 continue
             feeds = random_feeds(path, config, rng)
             ref, new = run_graph(path, feeds), run_graph(tmp, feeds)
+            if set(ref) != set(new):
+                notes[f] = "not optimized: the fused graph's outputs differ in name"
+                continue
             diff = max(float(np.abs(ref[k] - new[k]).max()) for k in ref)
-            if set(ref) != set(new) or diff > tol:
+            if diff > tol:
                 notes[f] = f"not optimized: outputs changed by {diff:.3g} > {tol}"
                 continue
             tmp.replace(path)
@@ -215,9 +218,8 @@ class OrtSeq2Seq:
             feeds = {"input_ids": tok, "encoder_attention_mask": mask, "encoder_hidden_states": hidden}
             if self.merged:
                 feeds["use_cache_branch"] = np.array([past is not None])
-                if past is None:
-                    past = {i.name: np.zeros((b, i.shape[1], 0, i.shape[3]), np.float32) for i in self.past_inputs}
-                feeds.update(past)
+                feeds.update(past if past is not None else {  # ignored by the no-cache branch
+                    i.name: np.zeros((b, i.shape[1], 0, i.shape[3]), np.float32) for i in self.past_inputs})
                 sess = self.decoders[0]
             else:
                 sess = self.decoders[0 if past is None else 1]
@@ -234,7 +236,7 @@ class OrtSeq2Seq:
             out.append(nxt)
             done |= np.isin(nxt, list(self.eos))
             new_past = {k.replace("present", "past_key_values"): v for k, v in outs.items() if k.startswith("present")}
-            if past is None or (not self.merged and step == 0):
+            if past is None:
                 past = new_past
             else:  # later steps do not (usefully) return the cross-attention cache: keep the first step's
                 past = {k: (v if ".encoder." in k else new_past[k]) for k, v in past.items()}
@@ -242,6 +244,22 @@ class OrtSeq2Seq:
             if stop_at_eos and done.all():
                 break
         return np.stack(out, 1), t_enc, time.perf_counter() - t0
+
+
+    def forced_argmax(self, inputs, targets):
+        """Per input, the argmax at every position when the decoder is fed [start] + target[:-1] at once."""
+        out = []
+        for ids, tgt in zip(inputs, targets):
+            ids = np.array([ids], np.int64)
+            mask = np.ones_like(ids)
+            dec = np.array([[self.start] + list(tgt[:-1])], np.int64)
+            feeds = {"input_ids": dec, "encoder_attention_mask": mask, "encoder_hidden_states": self.encode(ids, mask),
+                     "use_cache_branch": np.array([False])}
+            feeds.update({i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in self.past_inputs})
+            sess = self.decoders[0]
+            names = {i.name for i in sess.get_inputs()}
+            out.append(sess.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0][0].argmax(-1))
+        return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,21 +315,28 @@ def verify(candidate, reference, max_new=VERIFY_NEW_TOKENS):
             "identical_sequences": sum(r == c for r, c in zip(*gens)),
             "tokens": sum(p[1] for p in pairs),
         }
+        if merged:  # teacher forcing on the reference's sequences: argmax agreement at every position
+            ref_gen = gens[0]
+            forced = [OrtSeq2Seq(d, merged=True).forced_argmax(samples, ref_gen) for d in (reference, candidate)]
+            same = sum(int((a == b).sum()) for a, b in zip(*forced))
+            result["teacher_forced_agreement"] = round(same / sum(len(a) for a in forced[0]), 4)
     return samples, result
 
 
 def write_manifest(out, source, optimized, quant, verified, graphs):
     """duet_export.json. token_agreement: the lower of merged and split, null when nothing was transformed."""
     samples, detail = verified if verified else ([], None)
+    detail = dict(detail or {})
+    forced = detail.pop("teacher_forced_agreement", None)
     manifest = {
         "format": FORMAT,
         "source": str(source),
         "optimized": optimized,
         "quantization": quant,
-        "token_agreement": min(v["token_agreement"] for v in detail.values()) if detail else None,
+        "token_agreement": min(detail[k]["token_agreement"] for k in ("merged", "split")) if detail else None,
         "sample_inputs": len(samples),
         "verification": {"reference": "fp32 export of the same source", "greedy_new_tokens": VERIFY_NEW_TOKENS,
-                         "decoders": detail} if detail else None,
+                         "decoders": detail, "teacher_forced_agreement": forced} if detail else None,
         "graphs": graphs,
         "exported_with": versions(),
     }

@@ -8,16 +8,17 @@ OUT_DIR receives:
                  tokenizer.json (a Unigram tokenizer over 32100 synthetic pieces, T5 layout)
     fp32/        tools/export_model.py export (merged + split decoders)
     fp32-opt/    fp32 with --optimize (ONNX Runtime transformer fusions)
-    int8/        fp32 with --quantize int8 (MatMulNBits, weight-only, block 32)
+    int8/        fp32 with --quantize int8 --block-size 32 (MatMulNBits, weight-only, symmetric,
+                 accuracy_level 4 = int8 activations: export_model.py's default)
     int4/        fp32 with --quantize int4 --block-size 32
     ct2-fp32/    CTranslate2 conversion of pt/ (float32)
     ct2-int8/    CTranslate2 conversion of pt/ (--quantization int8)
     input.txt    the benchmark input: 127 words, one token each, 128 tokens with </s>
 Each ONNX variant dir holds duet_export.json (see tools/export_model.py). A step whose output is
-complete is skipped unless --force. Runs in a few minutes on two cores.
+complete is skipped unless --force (or something it derives from was rebuilt). About 3 minutes
+on two cores.
 """
 import argparse
-import json
 import os
 import random
 import shutil
@@ -137,6 +138,7 @@ def main():
         text, margin = build_pt(pt)
         (out / "input.txt").write_text(text + "\n")
         log.append(("build pt/ (random t5-small) + input.txt", time.perf_counter() - t))
+        args.force = True  # everything below derives from pt/
         print(f"pt/: t5-small architecture, random weights; smallest top-1/top-2 logit margin {margin:.3g} std")
 
     for name in args.variants.split(","):
@@ -146,6 +148,8 @@ def main():
         shutil.rmtree(dest, ignore_errors=True)
         src = pt if name == "fp32" else out / "fp32"
         run([py, TOOLS / "export_model.py", src, dest, *VARIANTS[name]], log)
+        if name == "fp32":
+            args.force = True  # the other variants derive from fp32/
 
     if not args.no_ct2:
         for name, extra in (("ct2-fp32", []), ("ct2-int8", ["--quantization", "int8"])):
