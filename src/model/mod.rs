@@ -237,6 +237,7 @@ fn session_options(options: &Settings) -> Result<SessionOptions> {
         memory_arena: options.bool("memory_arena"),
         memory_pattern: options.bool("memory_pattern"),
         prepacking: options.bool("prepacking"),
+        profiling_prefix: options.str("profiling_prefix").map(str::to_string),
     })
 }
 

@@ -29,6 +29,7 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "trt_max_batch", kind: Kind::Int, check: |v| check::int_in(v, 1, 1024), help: "[tensorrt] largest batch of the optimization profiles (default 8)" },
     Spec { key: "trt_max_input_tokens", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), help: "[tensorrt] longest input of the profiles (default: the model's limit)" },
     Spec { key: "trt_max_new_tokens", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), help: "[tensorrt] longest output of the profiles (default 256)" },
+    Spec { key: "profiling_prefix", kind: Kind::Str, check: any, help: "write ONNX Runtime's per-operator profile of each graph to files starting with this path (for performance work)" },
     Spec { key: "intra_threads", kind: Kind::Int, check: |v| check::int_in(v, 0, 1024), help: "threads per operator; 0 = ONNX Runtime's choice" },
 ];
 

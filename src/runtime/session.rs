@@ -19,6 +19,8 @@ pub struct SessionOptions {
     pub memory_arena: Option<bool>,
     pub memory_pattern: Option<bool>,
     pub prepacking: Option<bool>,
+    /// ONNX Runtime profiling output, `<prefix>_<graph>`, when the host asks for it.
+    pub profiling_prefix: Option<String>,
 }
 
 impl Default for SessionOptions {
@@ -31,6 +33,7 @@ impl Default for SessionOptions {
             memory_arena: None,
             memory_pattern: None,
             prepacking: None,
+            profiling_prefix: None,
         }
     }
 }
@@ -60,6 +63,10 @@ pub fn open_session(path: &Path, options: &SessionOptions, trt_profile: &[(Strin
     }
     if let Some(prepack) = options.prepacking {
         builder = builder.with_prepacking(prepack).map_err(|e| onnx(e.into()))?;
+    }
+    if let Some(prefix) = &options.profiling_prefix {
+        let graph = path.file_stem().map_or(String::new(), |s| s.to_string_lossy().into_owned());
+        builder = builder.with_profiling(format!("{prefix}_{graph}")).map_err(|e| onnx(e.into()))?;
     }
     if let Some(arena) = options.memory_arena {
         builder = builder

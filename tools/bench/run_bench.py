@@ -34,6 +34,11 @@ CT2_VARIANTS = ["fp32", "int8"]
 NOISE = 0.10  # the machine's noise floor (GUIDE.md section 8)
 
 
+def fmt(value, digits):
+    """A number for the table, or a dash where the run does not measure it."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def config(system, variant, batch, cmd, concurrency=None):
     return {"system": system, "variant": variant, "batch": batch, "concurrency": concurrency, "cmd": cmd}
 
@@ -144,8 +149,9 @@ def summarize(rows):
         out[k] = {
             "n": len(rs), "tps": med(tps), "tps_min": min(tps), "tps_max": max(tps),
             "spread": (max(tps) - min(tps)) / med(tps) if med(tps) else 0.0,
-            "ms_per_step": med(r["ms_per_step"] for r in rs),
-            "encoder_ms": med(r["encoder_ms"] for r in rs),
+            # Concurrent-caller runs report only the aggregate rate.
+            "ms_per_step": med(r["ms_per_step"] for r in rs) if "ms_per_step" in rs[0] else None,
+            "encoder_ms": med(r["encoder_ms"] for r in rs) if "encoder_ms" in rs[0] else None,
             "rss": med(r["peak_rss_mib"] for r in rs),
             "rss_min": min(r["peak_rss_mib"] for r in rs), "rss_max": max(r["peak_rss_mib"] for r in rs),
         }
@@ -254,7 +260,7 @@ def write_report(path, args, models, configs, rows, errors, started, elapsed, en
     for k in sorted(s, key=lambda k: (k[2], k[3] or 1, order.get(k[0], 9), vorder.get(k[1], 9), k[1])):
         r = s[k]
         out.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3] or 1} | {r['tps']:.1f} [{r['tps_min']:.1f}-{r['tps_max']:.1f}] | "
-                   f"{r['spread'] * 100:.0f}% | {r['ms_per_step']:.2f} | {r['encoder_ms']:.1f} | {r['rss']:.0f} |")
+                   f"{r['spread'] * 100:.0f}% | {fmt(r['ms_per_step'], 2)} | {fmt(r['encoder_ms'], 1)} | {r['rss']:.0f} |")
     noisy = [f"{k[0]} {k[1]} b{k[2]}" + (f" x{k[3]}" if k[3] else "") for k, r in s.items() if r["spread"] > NOISE]
     spreads = sorted(r["spread"] for r in s.values())
     out += ["", "## Targets (issue: faster than CTranslate2 on this CPU)", "", *targets(
@@ -352,7 +358,7 @@ def main():
             with raw.open("a") as f:
                 f.write(json.dumps(res) + "\n")
             print(f"[{rnd + 1}/{args.repeats} {i + 1}/{n}] {label}: {res['tokens_per_s']:.1f} tok/s, "
-                  f"{res['ms_per_step']:.2f} ms/step, {res['peak_rss_mib']:.0f} MiB ({res['wall_s']:.0f}s)",
+                  f"{fmt(res.get('ms_per_step'), 2)} ms/step, {res['peak_rss_mib']:.0f} MiB ({res['wall_s']:.0f}s)",
                   file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - t0
     write_report(out, args, models, configs, rows, errors, started, elapsed, env_note)
