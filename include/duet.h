@@ -245,9 +245,11 @@ extern "C" {
 
 // Frees a string that duet returned as `char *`. NULL is a no-op; a pointer duet did not
 // return (or already freed) is left alone.
+// Thread-safe; each string is freed once.
 void duet_string_free(char *s);
 
 // duet's version, "MAJOR.MINOR.PATCH". Static storage; do not free.
+// Thread-safe; static storage.
 const char *duet_version(void);
 
 // Generates for `n_inputs` UTF-8 texts decoded together as one batch. `params` may be NULL
@@ -263,20 +265,31 @@ duet_status duet_generate(const duet_model *model,
                           duet_result **out);
 
 // Frees a result; NULL is a no-op.
+// Thread safety: call once, when no other thread uses the object.
 void duet_result_free(duet_result *result);
 
 // Number of inputs in the result (as given to duet_generate).
-duet_status duet_result_num_inputs(const duet_result *result, size_t *out);
+// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
+duet_status duet_result_num_inputs(const duet_result *result,
+                                   size_t *out);
 
 // Number of sequences for input `input` (num_return_sequences).
-duet_status duet_result_num_sequences(const duet_result *result, size_t input, size_t *out);
+// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
+duet_status duet_result_num_sequences(const duet_result *result,
+                                      size_t input,
+                                      size_t *out);
 
 // Text of sequence `seq` of input `input`, NUL-terminated UTF-8 owned by the result. A NUL
 // character in the generated text (models can emit byte 0) reads as U+FFFD here and in
 // streamed pieces; `duet_result_to_json` keeps it as \u0000.
-duet_status duet_result_text(const duet_result *result, size_t input, size_t seq, const char **out);
+// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
+duet_status duet_result_text(const duet_result *result,
+                             size_t input,
+                             size_t seq,
+                             const char **out);
 
 // Generated token ids (no decoder start token; EOS included when generated), owned by the result.
+// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 duet_status duet_result_token_ids(const duet_result *result,
                                   size_t input,
                                   size_t seq,
@@ -285,22 +298,30 @@ duet_status duet_result_token_ids(const duet_result *result,
 
 // Score: beam search's length-penalized log-probability, or the sum of the chosen tokens'
 // log-probabilities for greedy and sampling.
-duet_status duet_result_score(const duet_result *result, size_t input, size_t seq, double *out);
+// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
+duet_status duet_result_score(const duet_result *result,
+                              size_t input,
+                              size_t seq,
+                              double *out);
 
 // Why sequence `seq` of input `input` ended.
+// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 duet_status duet_result_finish_reason(const duet_result *result,
                                       size_t input,
                                       size_t seq,
                                       duet_finish_reason *out);
 
 // Tokens of input `input` as encoded, and whether it was truncated (`truncate_input`).
+// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 duet_status duet_result_input_info(const duet_result *result,
                                    size_t input,
                                    size_t *input_tokens,
                                    bool *truncated);
 
 // The whole result as JSON (the CLI's `--json` format). Free `*out` with `duet_string_free`.
-duet_status duet_result_to_json(const duet_result *result, char **out);
+// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
+duet_status duet_result_to_json(const duet_result *result,
+                                char **out);
 
 // Loads libonnxruntime once for the process, from `ort_library` when not NULL, else from
 // `$DUET_ORT_LIBRARY`, `$ORT_DYLIB_PATH`, the folder of libduet, then the system loader.
@@ -327,58 +348,73 @@ duet_status duet_model_execution_provider(const duet_model *model, const char **
 
 // Creates generation parameters with every key at its default (the model's
 // generation_config.json, then transformers' defaults). Free with `duet_params_free`.
+// Thread-safe.
 duet_status duet_params_new(duet_params **out);
 
 // Frees parameters; NULL is a no-op.
+// Thread safety: call once, when no other thread uses the object.
 void duet_params_free(duet_params *params);
 
 // Sets an integer key (`max_new_tokens`, `num_beams`, ...; number keys and 0/1 for boolean
 // keys are accepted too). Unknown keys: DUET_STATUS_UNKNOWN_PARAM; bad values:
 // DUET_STATUS_INVALID_PARAM.
+// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 duet_status duet_params_set_int(duet_params *params, const char *key, int64_t value);
 
 // Sets a number key (`temperature`, `top_p`, `length_penalty`, `repetition_penalty`).
+// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 duet_status duet_params_set_float(duet_params *params, const char *key, double value);
 
 // Sets a boolean key (`do_sample`, `early_stopping`, `truncate_input`).
+// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 duet_status duet_params_set_bool(duet_params *params, const char *key, bool value);
 
 // Sets any key from text: "4", "0.7", "true", "never", "[1,2]", "[\"###\",\"\\n\\n\"]".
+// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 duet_status duet_params_set_string(duet_params *params, const char *key, const char *value);
 
 // Returns a key to its default.
+// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 duet_status duet_params_unset(duet_params *params, const char *key);
 
 // Makes calls with these params watch `token` (NULL: none). A call whose token is cancelled
 // ends at its next decoding step with DUET_STATUS_CANCELLED. The params keep the token alive.
+// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 duet_status duet_params_set_cancel_token(duet_params *params, const duet_cancel_token *token);
 
 // A new, not cancelled token. Free with `duet_cancel_token_free`.
+// Thread-safe.
 duet_status duet_cancel_token_new(duet_cancel_token **out);
 
 // Cancels every call watching the token. Thread-safe: meant to be called from another thread.
 duet_status duet_cancel_token_cancel(const duet_cancel_token *token);
 
 // Makes the token usable again.
+// Thread-safe.
 duet_status duet_cancel_token_reset(const duet_cancel_token *token);
 
 // Frees a token; NULL is a no-op. Params holding it keep working.
+// Thread safety: call once, when no other thread uses the object.
 void duet_cancel_token_free(duet_cancel_token *token);
 
 // Creates model options with every key at its default. Free with `duet_model_options_free`.
+// Thread-safe.
 duet_status duet_model_options_new(duet_model_options **out);
 
 // Frees model options; NULL is a no-op.
+// Thread safety: call once, when no other thread uses the object.
 void duet_model_options_free(duet_model_options *options);
 
 // Sets an integer option (`intra_threads`, `device_id`).
 duet_status duet_model_options_set_int(duet_model_options *options, const char *key, int64_t value);
 
 // Sets a boolean option (`strict_providers`).
+// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 duet_status duet_model_options_set_bool(duet_model_options *options, const char *key, bool value);
 
 // Sets any option from text (`ort_library`, `providers` = "cuda,cpu", `layout` = "auto" |
 // "merged" | "split", `graph_optimization`, ...).
+// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 duet_status duet_model_options_set_string(duet_model_options *options,
                                           const char *key,
                                           const char *value);
@@ -412,6 +448,7 @@ duet_status duet_rerank(const duet_model *model,
 
 // A new empty index embedding with `model`; `params` (may be NULL) are used for embedding and
 // reranking. Free with `duet_index_free`.
+// Thread-safe.
 duet_status duet_index_new(const duet_model *model, const duet_params *params, duet_index **out);
 
 // Adds `text` under `id`; an id already present is DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
@@ -441,12 +478,14 @@ duet_status duet_index_save(const duet_index *index, const char *path);
 
 // Reads an index saved by `duet_index_save` for use with `model`. A damaged file, another
 // format version, or vectors of another width than the model's give DUET_STATUS_INDEX_FILE.
+// Thread-safe.
 duet_status duet_index_load(const duet_model *model,
                             const char *path,
                             const duet_params *params,
                             duet_index **out);
 
 // Frees an index; NULL is a no-op.
+// Thread safety: call once, when no other thread uses the object.
 void duet_index_free(duet_index *index);
 
 // Summarizes `text` of any length: T5-style prompt prefix from config.json (or
@@ -461,23 +500,28 @@ duet_status duet_summarize(const duet_model *model,
 
 // Starts a conversation. Params: generation keys plus `system_prompt`, `chat_template`,
 // `chat_turn_template`; `stop_strings` defaults to ["\nUser:"]. Free with `duet_chat_free`.
+// Thread-safe; the chat it makes is used by one thread at a time.
 duet_status duet_chat_new(const duet_model *model, const duet_params *params, duet_chat **out);
 
 // Sends a user message and answers it, streaming through `callbacks->on_token` (non-zero
 // cancels; a cancelled turn is not kept). When the history no longer fits the input limit the
 // oldest turns are dropped; the reply's stat "dropped_turns" says how many.
+// Thread safety: one thread at a time per chat (different chats may run at once).
 duet_status duet_chat_send(duet_chat *chat,
                            const char *user_text,
                            const duet_callbacks *callbacks,
                            duet_reply **out);
 
 // Forgets every turn.
+// Thread safety: one thread at a time per chat (different chats may run at once).
 duet_status duet_chat_reset(duet_chat *chat);
 
 // Number of turns kept.
+// Thread safety: one thread at a time per chat (different chats may run at once).
 duet_status duet_chat_num_turns(const duet_chat *chat, size_t *out);
 
 // Frees a conversation; NULL is a no-op.
+// Thread safety: call once, when no other thread uses the object.
 void duet_chat_free(duet_chat *chat);
 
 // One question, no history (a chat of one turn). Thread-safe.
@@ -488,16 +532,24 @@ duet_status duet_assist(const duet_model *model,
                         duet_reply **out);
 
 // The reply's text, owned by the reply.
-duet_status duet_reply_text(const duet_reply *reply, const char **out);
+// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
+duet_status duet_reply_text(const duet_reply *reply,
+                            const char **out);
 
 // Why the reply ended.
-duet_status duet_reply_finish_reason(const duet_reply *reply, duet_finish_reason *out);
+// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
+duet_status duet_reply_finish_reason(const duet_reply *reply,
+                                     duet_finish_reason *out);
 
 // A number about the reply by name: "chunks", "levels", "summaries" (summarize);
 // "dropped_turns", "prompt_tokens", "input_truncated" (chat, assist).
-duet_status duet_reply_stat(const duet_reply *reply, const char *key, int64_t *out);
+// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
+duet_status duet_reply_stat(const duet_reply *reply,
+                            const char *key,
+                            int64_t *out);
 
 // Frees a reply; NULL is a no-op.
+// Thread safety: call once, when no other thread uses the object.
 void duet_reply_free(duet_reply *reply);
 
 // The message of the last failed call on this thread ("" if none). Valid until the next
@@ -506,6 +558,7 @@ const char *duet_last_error_message(void);
 
 // The name of a status code, e.g. "DUET_STATUS_MODEL_INVALID"; "DUET_STATUS_UNKNOWN" for
 // numbers that are not codes. Static storage; do not free.
+// Thread-safe; static storage.
 const char *duet_status_name(int32_t status);
 
 #ifdef __cplusplus

@@ -43,3 +43,25 @@ fn the_plugin_table_covers_every_function() {
     let missing: Vec<_> = declared.iter().filter(|f| !table.contains(&format!("(*{})(", &f[5..]))).collect();
     assert!(missing.is_empty(), "not in duet_api_v1 (run tools/gen_plugin_table.py): {missing:?}");
 }
+
+#[test]
+fn every_function_states_its_thread_safety() {
+    let header = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("include/duet.h")).unwrap();
+    let mut doc = String::new();
+    let mut missing = Vec::new();
+    for line in header.lines() {
+        if let Some(comment) = line.strip_prefix("//") {
+            doc.push_str(comment);
+            continue;
+        }
+        let declares = !line.starts_with(' ') && !line.starts_with("typedef") && !line.starts_with('#') && line.contains("duet_") && line.contains('(');
+        if declares {
+            let name = line.split('(').next().unwrap_or("").split_whitespace().last().unwrap_or("").trim_start_matches('*');
+            if name.starts_with("duet_") && !doc.contains("hread") {
+                missing.push(name.to_string());
+            }
+        }
+        doc.clear();
+    }
+    assert!(missing.is_empty(), "duet.h functions without a thread-safety statement: {missing:?}");
+}

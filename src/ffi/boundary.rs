@@ -46,12 +46,14 @@ pub(crate) fn c_string(s: &str) -> CString {
 
 /// Frees a string that duet returned as `char *`. NULL is a no-op; a pointer duet did not
 /// return (or already freed) is left alone.
+/// Thread-safe; each string is freed once.
 #[no_mangle]
 pub unsafe extern "C" fn duet_string_free(s: *mut c_char) {
     let _ = catch_unwind(AssertUnwindSafe(|| super::handles::free_string(s)));
 }
 
 /// duet's version, "MAJOR.MINOR.PATCH". Static storage; do not free.
+/// Thread-safe; static storage.
 #[no_mangle]
 pub extern "C" fn duet_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()

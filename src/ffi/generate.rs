@@ -216,12 +216,14 @@ pub(crate) unsafe fn call_params(params: *const duet_params) -> Result<(crate::S
 }
 
 /// Frees a result; NULL is a no-op.
+/// Thread safety: call once, when no other thread uses the object.
 #[no_mangle]
 pub unsafe extern "C" fn duet_result_free(result: *mut duet_result) {
     free_handle(result, "result")
 }
 
 /// Number of inputs in the result (as given to duet_generate).
+/// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 #[no_mangle]
 pub unsafe extern "C" fn duet_result_num_inputs(result: *const duet_result, out: *mut usize) -> duet_status {
     boundary(|| {
@@ -232,6 +234,7 @@ pub unsafe extern "C" fn duet_result_num_inputs(result: *const duet_result, out:
 }
 
 /// Number of sequences for input `input` (num_return_sequences).
+/// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 #[no_mangle]
 pub unsafe extern "C" fn duet_result_num_sequences(result: *const duet_result, input: usize, out: *mut usize) -> duet_status {
     boundary(|| {
@@ -244,6 +247,7 @@ pub unsafe extern "C" fn duet_result_num_sequences(result: *const duet_result, i
 /// Text of sequence `seq` of input `input`, NUL-terminated UTF-8 owned by the result. A NUL
 /// character in the generated text (models can emit byte 0) reads as U+FFFD here and in
 /// streamed pieces; `duet_result_to_json` keeps it as \u0000.
+/// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 #[no_mangle]
 pub unsafe extern "C" fn duet_result_text(
     result: *const duet_result,
@@ -259,6 +263,7 @@ pub unsafe extern "C" fn duet_result_text(
 }
 
 /// Generated token ids (no decoder start token; EOS included when generated), owned by the result.
+/// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 #[no_mangle]
 pub unsafe extern "C" fn duet_result_token_ids(
     result: *const duet_result,
@@ -278,6 +283,7 @@ pub unsafe extern "C" fn duet_result_token_ids(
 
 /// Score: beam search's length-penalized log-probability, or the sum of the chosen tokens'
 /// log-probabilities for greedy and sampling.
+/// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 #[no_mangle]
 pub unsafe extern "C" fn duet_result_score(result: *const duet_result, input: usize, seq: usize, out: *mut f64) -> duet_status {
     boundary(|| {
@@ -288,6 +294,7 @@ pub unsafe extern "C" fn duet_result_score(result: *const duet_result, input: us
 }
 
 /// Why sequence `seq` of input `input` ended.
+/// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 #[no_mangle]
 pub unsafe extern "C" fn duet_result_finish_reason(
     result: *const duet_result,
@@ -303,6 +310,7 @@ pub unsafe extern "C" fn duet_result_finish_reason(
 }
 
 /// Tokens of input `input` as encoded, and whether it was truncated (`truncate_input`).
+/// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 #[no_mangle]
 pub unsafe extern "C" fn duet_result_input_info(
     result: *const duet_result,
@@ -320,6 +328,7 @@ pub unsafe extern "C" fn duet_result_input_info(
 }
 
 /// The whole result as JSON (the CLI's `--json` format). Free `*out` with `duet_string_free`.
+/// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 #[no_mangle]
 pub unsafe extern "C" fn duet_result_to_json(result: *const duet_result, out: *mut *mut c_char) -> duet_status {
     boundary(|| {

@@ -53,6 +53,7 @@ unsafe fn set<T: HasSettings + 'static>(p: *mut T, key: *const c_char, f: impl F
 
 /// Creates generation parameters with every key at its default (the model's
 /// generation_config.json, then transformers' defaults). Free with `duet_params_free`.
+/// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_new(out: *mut *mut duet_params) -> duet_status {
     boundary(|| {
@@ -62,6 +63,7 @@ pub unsafe extern "C" fn duet_params_new(out: *mut *mut duet_params) -> duet_sta
 }
 
 /// Frees parameters; NULL is a no-op.
+/// Thread safety: call once, when no other thread uses the object.
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_free(params: *mut duet_params) {
     free_handle(params, "params")
@@ -70,30 +72,35 @@ pub unsafe extern "C" fn duet_params_free(params: *mut duet_params) {
 /// Sets an integer key (`max_new_tokens`, `num_beams`, ...; number keys and 0/1 for boolean
 /// keys are accepted too). Unknown keys: DUET_STATUS_UNKNOWN_PARAM; bad values:
 /// DUET_STATUS_INVALID_PARAM.
+/// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_set_int(params: *mut duet_params, key: *const c_char, value: i64) -> duet_status {
     set(params, key, |s, k| s.set_int(k, value))
 }
 
 /// Sets a number key (`temperature`, `top_p`, `length_penalty`, `repetition_penalty`).
+/// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_set_float(params: *mut duet_params, key: *const c_char, value: f64) -> duet_status {
     set(params, key, |s, k| s.set_float(k, value))
 }
 
 /// Sets a boolean key (`do_sample`, `early_stopping`, `truncate_input`).
+/// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_set_bool(params: *mut duet_params, key: *const c_char, value: bool) -> duet_status {
     set(params, key, |s, k| s.set_bool(k, value))
 }
 
 /// Sets any key from text: "4", "0.7", "true", "never", "[1,2]", "[\"###\",\"\\n\\n\"]".
+/// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_set_string(params: *mut duet_params, key: *const c_char, value: *const c_char) -> duet_status {
     set(params, key, |s, k| s.set_str(k, str_arg(value, "value")?))
 }
 
 /// Returns a key to its default.
+/// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_unset(params: *mut duet_params, key: *const c_char) -> duet_status {
     set(params, key, |s, k| s.unset(k))
@@ -101,6 +108,7 @@ pub unsafe extern "C" fn duet_params_unset(params: *mut duet_params, key: *const
 
 /// Makes calls with these params watch `token` (NULL: none). A call whose token is cancelled
 /// ends at its next decoding step with DUET_STATUS_CANCELLED. The params keep the token alive.
+/// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_set_cancel_token(params: *mut duet_params, token: *const duet_cancel_token) -> duet_status {
     boundary(|| {
@@ -111,6 +119,7 @@ pub unsafe extern "C" fn duet_params_set_cancel_token(params: *mut duet_params, 
 }
 
 /// A new, not cancelled token. Free with `duet_cancel_token_free`.
+/// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_cancel_token_new(out: *mut *mut duet_cancel_token) -> duet_status {
     boundary(|| {
@@ -129,6 +138,7 @@ pub unsafe extern "C" fn duet_cancel_token_cancel(token: *const duet_cancel_toke
 }
 
 /// Makes the token usable again.
+/// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_cancel_token_reset(token: *const duet_cancel_token) -> duet_status {
     boundary(|| {
@@ -138,12 +148,14 @@ pub unsafe extern "C" fn duet_cancel_token_reset(token: *const duet_cancel_token
 }
 
 /// Frees a token; NULL is a no-op. Params holding it keep working.
+/// Thread safety: call once, when no other thread uses the object.
 #[no_mangle]
 pub unsafe extern "C" fn duet_cancel_token_free(token: *mut duet_cancel_token) {
     free_handle(token, "token")
 }
 
 /// Creates model options with every key at its default. Free with `duet_model_options_free`.
+/// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_model_options_new(out: *mut *mut duet_model_options) -> duet_status {
     boundary(|| {
@@ -153,6 +165,7 @@ pub unsafe extern "C" fn duet_model_options_new(out: *mut *mut duet_model_option
 }
 
 /// Frees model options; NULL is a no-op.
+/// Thread safety: call once, when no other thread uses the object.
 #[no_mangle]
 pub unsafe extern "C" fn duet_model_options_free(options: *mut duet_model_options) {
     free_handle(options, "options")
@@ -165,6 +178,7 @@ pub unsafe extern "C" fn duet_model_options_set_int(options: *mut duet_model_opt
 }
 
 /// Sets a boolean option (`strict_providers`).
+/// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 #[no_mangle]
 pub unsafe extern "C" fn duet_model_options_set_bool(options: *mut duet_model_options, key: *const c_char, value: bool) -> duet_status {
     set(options, key, |s, k| s.set_bool(k, value))
@@ -172,6 +186,7 @@ pub unsafe extern "C" fn duet_model_options_set_bool(options: *mut duet_model_op
 
 /// Sets any option from text (`ort_library`, `providers` = "cuda,cpu", `layout` = "auto" |
 /// "merged" | "split", `graph_optimization`, ...).
+/// Thread safety: change an object from one thread at a time, and not while a call is reading it.
 #[no_mangle]
 pub unsafe extern "C" fn duet_model_options_set_string(
     options: *mut duet_model_options,

@@ -95,6 +95,7 @@ unsafe fn index_parts(model: *const duet_model, params: *const duet_params) -> R
 
 /// A new empty index embedding with `model`; `params` (may be NULL) are used for embedding and
 /// reranking. Free with `duet_index_free`.
+/// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_index_new(model: *const duet_model, params: *const duet_params, out: *mut *mut duet_index) -> duet_status {
     boundary(|| {
@@ -167,6 +168,7 @@ pub unsafe extern "C" fn duet_index_save(index: *const duet_index, path: *const 
 
 /// Reads an index saved by `duet_index_save` for use with `model`. A damaged file, another
 /// format version, or vectors of another width than the model's give DUET_STATUS_INDEX_FILE.
+/// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_index_load(
     model: *const duet_model,
@@ -192,6 +194,7 @@ pub unsafe extern "C" fn duet_index_load(
 }
 
 /// Frees an index; NULL is a no-op.
+/// Thread safety: call once, when no other thread uses the object.
 #[no_mangle]
 pub unsafe extern "C" fn duet_index_free(index: *mut duet_index) {
     free_handle(index, "index")

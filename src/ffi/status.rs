@@ -153,6 +153,7 @@ pub extern "C" fn duet_last_error_message() -> *const c_char {
 
 /// The name of a status code, e.g. "DUET_STATUS_MODEL_INVALID"; "DUET_STATUS_UNKNOWN" for
 /// numbers that are not codes. Static storage; do not free.
+/// Thread-safe; static storage.
 #[no_mangle]
 pub extern "C" fn duet_status_name(status: i32) -> *const c_char {
     let name = duet_status::ALL.iter().find(|s| **s as i32 == status).map_or("DUET_STATUS_UNKNOWN", |s| s.name());

@@ -60,8 +60,8 @@ impl Hooks {
     }
 }
 
-fn reply(text: &str, finish_reason: duet_finish_reason, stats: Vec<(&'static str, i64)>) -> Box<duet_reply> {
-    Box::new(duet_reply { text: c_string(text), finish_reason, stats })
+fn reply(text: &str, finish_reason: duet_finish_reason, stats: Vec<(&'static str, i64)>) -> duet_reply {
+    duet_reply { text: c_string(text), finish_reason, stats }
 }
 
 /// Summarizes `text` of any length: T5-style prompt prefix from config.json (or
@@ -99,7 +99,7 @@ pub unsafe extern "C" fn duet_summarize(
             return Err(e);
         }
         let stats = vec![("chunks", s.chunks as i64), ("levels", s.levels as i64), ("summaries", s.summaries as i64)];
-        *out = new_handle(*reply(&s.text, s.finish_reason.into(), stats));
+        *out = new_handle(reply(&s.text, s.finish_reason.into(), stats));
         Ok(())
     })
 }
@@ -114,6 +114,7 @@ pub struct duet_chat {
 
 /// Starts a conversation. Params: generation keys plus `system_prompt`, `chat_template`,
 /// `chat_turn_template`; `stop_strings` defaults to ["\nUser:"]. Free with `duet_chat_free`.
+/// Thread-safe; the chat it makes is used by one thread at a time.
 #[no_mangle]
 pub unsafe extern "C" fn duet_chat_new(model: *const duet_model, params: *const duet_params, out: *mut *mut duet_chat) -> duet_status {
     boundary(|| {
@@ -127,7 +128,7 @@ pub unsafe extern "C" fn duet_chat_new(model: *const duet_model, params: *const 
     })
 }
 
-fn chat_reply(r: &assistant::ChatReply) -> Box<duet_reply> {
+fn chat_reply(r: &assistant::ChatReply) -> duet_reply {
     let stats = vec![
         ("dropped_turns", r.dropped_turns as i64),
         ("prompt_tokens", r.prompt_tokens as i64),
@@ -139,6 +140,7 @@ fn chat_reply(r: &assistant::ChatReply) -> Box<duet_reply> {
 /// Sends a user message and answers it, streaming through `callbacks->on_token` (non-zero
 /// cancels; a cancelled turn is not kept). When the history no longer fits the input limit the
 /// oldest turns are dropped; the reply's stat "dropped_turns" says how many.
+/// Thread safety: one thread at a time per chat (different chats may run at once).
 #[no_mangle]
 pub unsafe extern "C" fn duet_chat_send(
     chat: *mut duet_chat,
@@ -153,12 +155,13 @@ pub unsafe extern "C" fn duet_chat_send(
         let limits = crate::generate::control::Limits::start(&c.settings, c.cancel.clone());
         let mut hooks = Hooks::from(callbacks);
         let r = guarded(&limits, hooks.observer(), |obs| c.chat.send(text, obs))?;
-        *out = new_handle(*chat_reply(&r));
+        *out = new_handle(chat_reply(&r));
         Ok(())
     })
 }
 
 /// Forgets every turn.
+/// Thread safety: one thread at a time per chat (different chats may run at once).
 #[no_mangle]
 pub unsafe extern "C" fn duet_chat_reset(chat: *mut duet_chat) -> duet_status {
     boundary(|| {
@@ -168,6 +171,7 @@ pub unsafe extern "C" fn duet_chat_reset(chat: *mut duet_chat) -> duet_status {
 }
 
 /// Number of turns kept.
+/// Thread safety: one thread at a time per chat (different chats may run at once).
 #[no_mangle]
 pub unsafe extern "C" fn duet_chat_num_turns(chat: *const duet_chat, out: *mut usize) -> duet_status {
     boundary(|| {
@@ -178,6 +182,7 @@ pub unsafe extern "C" fn duet_chat_num_turns(chat: *const duet_chat, out: *mut u
 }
 
 /// Frees a conversation; NULL is a no-op.
+/// Thread safety: call once, when no other thread uses the object.
 #[no_mangle]
 pub unsafe extern "C" fn duet_chat_free(chat: *mut duet_chat) {
     free_handle(chat, "chat")
@@ -199,12 +204,13 @@ pub unsafe extern "C" fn duet_assist(
         let (settings, limits) = call_params(params)?;
         let mut hooks = Hooks::from(callbacks);
         let r = guarded(&limits, hooks.observer(), |obs| assistant::assist(model, question, &settings, obs))?;
-        *out = new_handle(*chat_reply(&r));
+        *out = new_handle(chat_reply(&r));
         Ok(())
     })
 }
 
 /// The reply's text, owned by the reply.
+/// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 #[no_mangle]
 pub unsafe extern "C" fn duet_reply_text(reply: *const duet_reply, out: *mut *const c_char) -> duet_status {
     boundary(|| {
@@ -215,6 +221,7 @@ pub unsafe extern "C" fn duet_reply_text(reply: *const duet_reply, out: *mut *co
 }
 
 /// Why the reply ended.
+/// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 #[no_mangle]
 pub unsafe extern "C" fn duet_reply_finish_reason(reply: *const duet_reply, out: *mut duet_finish_reason) -> duet_status {
     boundary(|| {
@@ -226,6 +233,7 @@ pub unsafe extern "C" fn duet_reply_finish_reason(reply: *const duet_reply, out:
 
 /// A number about the reply by name: "chunks", "levels", "summaries" (summarize);
 /// "dropped_turns", "prompt_tokens", "input_truncated" (chat, assist).
+/// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 #[no_mangle]
 pub unsafe extern "C" fn duet_reply_stat(reply: *const duet_reply, key: *const c_char, out: *mut i64) -> duet_status {
     boundary(|| {
@@ -244,6 +252,7 @@ pub unsafe extern "C" fn duet_reply_stat(reply: *const duet_reply, key: *const c
 }
 
 /// Frees a reply; NULL is a no-op.
+/// Thread safety: call once, when no other thread uses the object.
 #[no_mangle]
 pub unsafe extern "C" fn duet_reply_free(reply: *mut duet_reply) {
     free_handle(reply, "reply")
