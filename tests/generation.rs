@@ -194,3 +194,26 @@ fn characters_split_across_tokens_are_streamed_whole() {
         assert!(pieces.len() < pieces_tokens, "{name}: expected byte tokens to merge");
     }
 }
+
+#[test]
+fn rows_that_finish_early_leave_the_batch_without_changing_the_others() {
+    for name in ["t5-tiny", "bart-tiny"] {
+        let model = common::shared(name, "merged");
+        let inputs = [TEXT, "你好，世界！今天天气很好。", "emoji 🙂🎉 test", "Hello world", "The library offers free classes."];
+        // An EOS that some rows reach early and others not at all: the most common first token.
+        let solo_plain: Vec<_> = inputs
+            .iter()
+            .map(|t| duet::generate(&model, &[t], &settings(&[("max_new_tokens", "20")]), None).unwrap()[0].sequences[0].token_ids.clone())
+            .collect();
+        let eos = solo_plain.iter().flat_map(|ids| ids.iter().skip(2).take(4)).copied().max_by_key(|t| solo_plain.iter().filter(|ids| ids.contains(t)).count()).unwrap();
+        let s = settings(&[("max_new_tokens", "20"), ("eos_token_id", &eos.to_string())]);
+        let batch = duet::generate(&model, &inputs, &s, None).unwrap();
+        let lengths: Vec<usize> = batch.iter().map(|o| o.sequences[0].token_ids.len()).collect();
+        assert!(lengths.iter().any(|&l| l < 20), "{name}: no row finished early: {lengths:?}");
+        for (i, t) in inputs.iter().enumerate() {
+            let solo = duet::generate(&model, &[t], &s, None).unwrap();
+            assert_eq!(batch[i].sequences[0].token_ids, solo[0].sequences[0].token_ids, "{name} input {i}");
+            assert!((batch[i].sequences[0].score - solo[0].sequences[0].score).abs() < 1e-4, "{name} input {i}");
+        }
+    }
+}

@@ -18,7 +18,7 @@ struct Row {
     stream: TextStream,
 }
 
-pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<Sequence>>> {
+pub(crate) fn run(req: &mut Request, mut encoder: EncoderOutput) -> Result<Vec<Vec<Sequence>>> {
     let p = req.params;
     let tokenizer = &req.model.tokenizer;
     let mut rng = StdRng::seed_from_u64(p.seed.unwrap_or_else(rand::random));
@@ -32,21 +32,20 @@ pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<S
         .collect();
     let mut cache = KvCache::default();
     let mut cancelled = false;
+    // The rows still decoding, in batch order: finished rows leave the batch (transformers keeps
+    // them, fed with padding; every row's own computation is the same either way).
+    let mut active: Vec<usize> = (0..rows.len()).collect();
 
     for _ in 0..p.max_new_tokens {
         if req.observer.on_step() == Flow::Stop {
             cancelled = true;
             break;
         }
-        let next: Vec<u32> = rows.iter().map(|r| *r.ids.last().unwrap_or(&p.decoder_start_token_id)).collect();
+        let next: Vec<u32> = active.iter().map(|&r| *rows[r].ids.last().unwrap_or(&p.decoder_start_token_id)).collect();
         let logits = req.model.decoder.step(&next, &encoder, &mut cache)?;
-        for (i, row) in rows.iter_mut().enumerate() {
-            if row.finished.is_some() {
-                // transformers keeps finished rows in the batch, fed with padding.
-                row.ids.push(p.pad_token_id);
-                continue;
-            }
-            let mut scores = logits.row(i).to_vec();
+        for (j, &i) in active.iter().enumerate() {
+            let row = &mut rows[i];
+            let mut scores = logits.row(j).to_vec();
             let ctx = RowContext { decoder_ids: &row.ids, generated: row.ids.len() - 1 };
             req.pipeline.process(&ctx, &mut scores);
             let token = if p.do_sample {
@@ -70,8 +69,14 @@ pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<S
                 }
             }
         }
-        if cancelled || rows.iter().all(|r| r.finished.is_some()) {
+        let keep: Vec<usize> = (0..active.len()).filter(|&j| rows[active[j]].finished.is_none()).collect();
+        if cancelled || keep.is_empty() {
             break;
+        }
+        if keep.len() < active.len() {
+            encoder = encoder.select_rows(&keep)?;
+            cache.select_rows(&keep)?;
+            active = keep.iter().map(|&j| active[j]).collect();
         }
     }
 

@@ -72,10 +72,15 @@ impl EncoderOutput {
     /// Each row repeated `n` times in place (row r becomes rows r*n .. r*n+n), for beam search.
     pub fn repeat_rows(&self, n: usize) -> Result<Self> {
         let index: Vec<usize> = (0..self.rows).flat_map(|r| std::iter::repeat_n(r, n)).collect();
+        self.select_rows(&index)
+    }
+
+    /// The rows `index`, in that order.
+    pub fn select_rows(&self, index: &[usize]) -> Result<Self> {
         let (_, mask) = self.mask.extract_tensor();
         let mask: Vec<i64> = index.iter().flat_map(|&r| mask[r * self.len..(r + 1) * self.len].iter().copied()).collect();
         Ok(Self {
-            hidden: gather_rows(&self.hidden, &index)?,
+            hidden: gather_rows(&self.hidden, index)?,
             mask: Tensor::from_array(([index.len(), self.len], mask))?,
             rows: index.len(),
             len: self.len,

@@ -35,6 +35,18 @@ impl KvCache {
     }
 }
 
+impl KvCache {
+    /// Keeps only the rows `index` of both caches (rows that finished leave the batch).
+    pub fn select_rows(&mut self, index: &[usize]) -> Result<()> {
+        for pair in self.self_attention.iter_mut().chain(self.cross_attention.iter_mut()) {
+            for value in pair.iter_mut() {
+                *value = gather_rows(value, index)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A copy of `value` made of the rows `index` of its first dimension.
 pub(crate) fn gather_rows(value: &DynValue, index: &[usize]) -> Result<DynValue> {
     let (shape, data) = value.try_extract_tensor::<f32>()?;
