@@ -127,3 +127,56 @@ fn too_old_onnx_runtime_is_refused() {
     assert_one_line_error(&out, "too old");
     assert!(stderr(&out).contains("1.16.0"), "{}", stderr(&out));
 }
+
+fn duet_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(args)
+        .env("DUET_ORT_LIBRARY", ort_library())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn task_commands_work_from_pipes_and_files() {
+    let model = common::fixture("t5-tiny");
+    let model = model.to_str().unwrap();
+    // chat from a pipe: one streamed reply per line, /reset understood
+    let out = duet_stdin(&["chat", "--model", model, "--set", "max_new_tokens=6"], "hello\n/reset\nhow are you?\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    assert!(stderr(&out).contains("reset"));
+    // summarize from standard input, as JSON
+    let out = duet_stdin(&["summarize", "--model", model, "--json", "--set", "max_new_tokens=8", "-"], "The river flooded the fields. 今天很好。");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["chunks"].as_u64(), v["levels"].as_u64()), (Some(1), Some(1)));
+    // rerank a file of passages, one score per line
+    let dir = std::env::temp_dir().join(format!("duet-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let passages = dir.join("passages.txt");
+    std::fs::write(&passages, "frogs live near rivers\ntrains leave every hour\n").unwrap();
+    let out = duet(&["rerank", "--model", model, "--query", "where do frogs live", "--json", passages.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["scores"].as_array().unwrap().len(), 2);
+    // index then search
+    let index = dir.join("passages.idx");
+    assert!(duet(&["index", "--model", model, "--index", index.to_str().unwrap(), passages.to_str().unwrap()]).status.success());
+    let out = duet(&["search", "--model", model, "--index", index.to_str().unwrap(), "--query", "frogs live near rivers", "--k", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["hits"][0]["id"], 1, "{v}");
+    // embed prints unit vectors
+    let out = duet(&["embed", "--model", model, "one", "two"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first: Vec<f64> = v["embeddings"][0].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert!((first.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-4);
+    // assist streams one answer
+    assert!(duet(&["assist", "--model", model, "--set", "max_new_tokens=4", "Why?"]).status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
