@@ -593,32 +593,26 @@ class Model(_Handle):
         input limit). ``progress(done, total, level)`` is called after every batch of chunks and
         at every decoding step; returning True cancels (finish_reason "cancelled").
         ``stream(piece)`` hears the final summary. Returns a Summary."""
-        data = _encode(text, "text")
         hooks = _Hooks(on_token=stream, on_progress=progress, token_arity=1)
-        out = ctypes.c_void_p()
-        with self._use() as ptr, _Params(self._merged(params)) as p:
-            status = _lib.lib().duet_summarize(ptr, data, p, ctypes.byref(hooks.struct), ctypes.byref(out))
-        try:
-            hooks.finish(status)
-        except BaseException:
-            _lib.lib().duet_reply_free(out.value)
-            raise
-        return Summary._take(out.value)
+        return self._reply_call(_lib.lib().duet_summarize, _encode(text, "text"), hooks, params, Summary)
 
     def assist(self, question, stream=None, **params):
         """One question, no history (a chat of one turn). ``stream(piece)``; returning True
         cancels. Returns a ChatReply."""
-        data = _encode(question, "question")
         hooks = _Hooks(on_token=stream, token_arity=1)
+        return self._reply_call(_lib.lib().duet_assist, _encode(question, "question"), hooks, params, ChatReply)
+
+    def _reply_call(self, function, data, hooks, params, reply_class):
+        """Calls duet_summarize / duet_assist and wraps the duet_reply they return."""
         out = ctypes.c_void_p()
         with self._use() as ptr, _Params(self._merged(params)) as p:
-            status = _lib.lib().duet_assist(ptr, data, p, ctypes.byref(hooks.struct), ctypes.byref(out))
+            status = function(ptr, data, p, ctypes.byref(hooks.struct), ctypes.byref(out))
         try:
             hooks.finish(status)
         except BaseException:
             _lib.lib().duet_reply_free(out.value)
             raise
-        return ChatReply._take(out.value)
+        return reply_class._take(out.value)
 
     def chat(self, **params):
         """A new Chat on this model (same as ``duet.Chat(model, **params)``)."""
