@@ -217,3 +217,19 @@ fn rows_that_finish_early_leave_the_batch_without_changing_the_others() {
         }
     }
 }
+
+#[test]
+fn beam_search_stops_hypotheses_at_stop_strings() {
+    let model = common::shared("bart-tiny", "merged");
+    let base = duet::generate(&model, &[TEXT], &settings(&[("max_new_tokens", "16"), ("num_beams", "3")]), None).unwrap();
+    let full = base[0].sequences[0].text.clone();
+    let chars: Vec<char> = full.chars().collect();
+    assert!(chars.len() >= 8, "output too short to test: {full:?}");
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let s = settings(&[("max_new_tokens", "16"), ("num_beams", "3"), ("stop_strings", &serde_json::json!([stop]).to_string())]);
+    let out = duet::generate(&model, &[TEXT], &s, None).unwrap();
+    for seq in &out[0].sequences {
+        assert!(!seq.text.contains(&stop), "{:?} still holds {stop:?}", seq.text);
+    }
+    assert!(out[0].sequences.iter().any(|q| q.finish_reason == FinishReason::StopString), "{:?}", out[0].sequences);
+}
