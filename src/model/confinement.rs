@@ -172,3 +172,33 @@ pub fn check_external_data(path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_past_the_end_are_errors_not_overflows() {
+        // graph field (7), length 0xffff_ffff_ffff_ffff: used to overflow `pos + len`.
+        let bytes = [0x3a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert!(external_locations_in(&bytes).is_err());
+        // A fixed64 field cut short.
+        assert!(external_locations_in(&[0x09, 0x01, 0x02]).is_err());
+    }
+
+    #[test]
+    fn finds_locations_in_nested_graphs() {
+        fn field(number: u8, payload: &[u8]) -> Vec<u8> {
+            [vec![number << 3 | 2, payload.len() as u8], payload.to_vec()].concat()
+        }
+        let entry = [field(1, b"location"), field(2, b"w.bin")].concat();
+        let tensor = field(13, &entry);
+        // model.graph.node.attribute(g).graph.initializer
+        let inner_graph = field(5, &tensor);
+        let attribute = field(6, &inner_graph);
+        let node = field(5, &attribute);
+        let graph = field(1, &node);
+        let model = field(7, &graph);
+        assert_eq!(external_locations_in(&model).unwrap(), vec!["w.bin".to_string()]);
+    }
+}
