@@ -254,15 +254,24 @@ static void fn_open(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     duet_string_free(info);
 }
 
+/* The arguments shared by duet_generate, duet_summarize and duet_embed: the connection's model,
+   argument 0 as text, and optional JSON params at argument 1. Non-zero: the SQL result is
+   already set (an error, or NULL for a NULL text) and the call must return. */
+static int text_call_args(sqlite3_context *ctx, int argc, sqlite3_value **argv,
+                          const duet_model **model, const char **text, duet_params **params) {
+    int is_null = 0;
+    *params = NULL;
+    if (!(*model = need_model(ctx))) return 1;
+    if (!(*text = text_arg(ctx, argv, 0, "text", &is_null))) return 1;
+    return params_arg(ctx, argc, argv, 1, params) != 0;
+}
+
 /* duet_generate(text [, json_params]) */
 static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-    const duet_model *model = need_model(ctx);
-    if (!model) return;
-    int is_null = 0;
-    const char *text = text_arg(ctx, argv, 0, "text", &is_null);
-    if (!text) return;
-    duet_params *params = NULL;
-    if (params_arg(ctx, argc, argv, 1, &params) != 0) return;
+    const duet_model *model;
+    const char *text;
+    duet_params *params;
+    if (text_call_args(ctx, argc, argv, &model, &text, &params) != 0) return;
     duet_result *result = NULL;
     const char *inputs[] = {text};
     duet_status st = duet_generate(model, inputs, 1, params, NULL, NULL, &result);
@@ -276,13 +285,10 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 
 /* duet_summarize(text [, json_params]) */
 static void fn_summarize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-    const duet_model *model = need_model(ctx);
-    if (!model) return;
-    int is_null = 0;
-    const char *text = text_arg(ctx, argv, 0, "text", &is_null);
-    if (!text) return;
-    duet_params *params = NULL;
-    if (params_arg(ctx, argc, argv, 1, &params) != 0) return;
+    const duet_model *model;
+    const char *text;
+    duet_params *params;
+    if (text_call_args(ctx, argc, argv, &model, &text, &params) != 0) return;
     duet_reply *reply = NULL;
     duet_status st = duet_summarize(model, text, params, NULL, &reply);
     const char *out = NULL;
@@ -295,13 +301,10 @@ static void fn_summarize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 
 /* duet_embed(text [, json_params]) -> BLOB of float32 */
 static void fn_embed(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-    const duet_model *model = need_model(ctx);
-    if (!model) return;
-    int is_null = 0;
-    const char *text = text_arg(ctx, argv, 0, "text", &is_null);
-    if (!text) return;
-    duet_params *params = NULL;
-    if (params_arg(ctx, argc, argv, 1, &params) != 0) return;
+    const duet_model *model;
+    const char *text;
+    duet_params *params;
+    if (text_call_args(ctx, argc, argv, &model, &text, &params) != 0) return;
     size_t dim = 0;
     duet_status st = duet_model_embedding_dim(model, &dim);
     float *vector = NULL;

@@ -30,14 +30,19 @@ sql() { (cd "$ext_dir" && "$SQLITE3" -batch :memory: -cmd ".load ./duet_sqlite" 
 
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 
-# expect_error WANT SQL... : sqlite3 must exit with an error (not a crash) mentioning WANT.
-expect_error() {
-    local want=$1 out rc
-    shift
+# run_sql SQL... : sets the caller's `out` (stdout and stderr) and `rc`, whatever the exit status.
+run_sql() {
     set +e
     out=$(sql -bail "$@" 2>&1)
     rc=$?
     set -e
+}
+
+# expect_error WANT SQL... : sqlite3 must exit with an error (not a crash) mentioning WANT.
+expect_error() {
+    local want=$1 out rc
+    shift
+    run_sql "$@"
     if [ "$rc" -ge 128 ]; then
         fail "sqlite3 crashed (exit $rc) on: $* -- $out"
     elif [ "$rc" -eq 0 ]; then
@@ -53,10 +58,7 @@ expect_error() {
 expect_output() {
     local want=$1 out rc
     shift
-    set +e
-    out=$(sql -bail "$@" 2>&1)
-    rc=$?
-    set -e
+    run_sql "$@"
     if [ "$rc" -ne 0 ] || [ "$out" != "$want" ]; then
         fail "for: $* -- exit $rc, output: $out -- expected: $want"
     else

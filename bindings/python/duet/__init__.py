@@ -272,7 +272,23 @@ class _Hooks:
 # ---------------------------------------------------------------------------------------------
 # handles
 
-class _Handle:
+class _Closing:
+    """``with`` and garbage collection both end in ``close()``."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+class _Handle(_Closing):
     """An owned C pointer. close() is idempotent; a close() while a call is using the handle
     (from another thread or from a callback) frees it when that call returns."""
 
@@ -326,15 +342,6 @@ class _Handle:
         if self.closed:
             raise ClosedError(f"this {type(self).__name__} is closed")
         return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
 
 class _Use:
@@ -835,7 +842,7 @@ class _StreamState:
             self.thread.join()
 
 
-class ChatStream:
+class ChatStream(_Closing):
     """An iterator of the pieces of one chat answer (from ``Chat.stream``). After the last
     piece ``reply`` holds the ChatReply. ``close()`` (also on ``with`` exit, when the object is
     dropped, and when the chat starts another call) cancels an unfinished answer, waits for it
@@ -891,17 +898,6 @@ class ChatStream:
         self._finished = True
         state.error = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 # ---------------------------------------------------------------------------------------------
