@@ -76,3 +76,11 @@ fn merged_decoder_matches_transformers() {
 fn split_decoders_match_transformers() {
     run_all("split");
 }
+
+/// The IoBinding path a GPU uses (presents bound to a device, row moves by a Gather graph), here
+/// bound to host memory.
+#[test]
+fn io_bound_caches_match_transformers() {
+    run_all("merged/bound");
+    run_all("split/bound");
+}

@@ -68,3 +68,16 @@ fn gpu_options_are_validated() {
     invalid(&[("providers", "cuda"), ("cuda_memory_limit", "-5")], "cuda_memory_limit");
     assert!(open(&[("providers", "cuda,cpu"), ("cuda_memory_limit", "1073741824"), ("cuda_arena_strategy", "same_as_requested")]).is_ok());
 }
+
+#[test]
+fn io_binding_is_reported_and_follows_the_decoder_device() {
+    let auto = open(&[("providers", "cuda,cpu")]).unwrap().info_json();
+    assert_eq!(auto["io_binding"], false, "auto binds only when the decoder runs on a GPU");
+    assert_eq!(auto["kv_cache_device"], "cpu");
+    assert_eq!(auto["cache_dtype"], "float32");
+    let on = open(&[("io_binding", "on")]).unwrap().info_json();
+    assert_eq!(on["io_binding"], true);
+    assert_eq!(on["kv_cache_device"], "cpu");
+    let e = open(&[("io_binding", "gpu")]).err().unwrap();
+    assert!(matches!(e, Error::InvalidParam { .. }), "{e}");
+}

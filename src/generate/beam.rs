@@ -53,7 +53,7 @@ pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<S
     let p = req.params;
     let nb = p.num_beams;
     let items_count = encoder.rows;
-    let encoder = encoder.repeat_rows(nb)?;
+    let encoder = encoder.repeat_rows(nb, &req.model.decoder.rows)?;
     let vocab = req.model.vocab_size();
     let keep = (nb * 2.max(1 + p.eos_token_ids.len())).min(nb * vocab);
     let mut items: Vec<Item> = (0..items_count)
@@ -147,7 +147,7 @@ pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<S
         if !improvement_possible || all_done || !any_continuation {
             break;
         }
-        cache.reorder_rows(&reorder)?;
+        cache.reorder_rows(&reorder, &req.model.decoder.rows)?;
     }
 
     let mut out = Vec::with_capacity(items_count);

@@ -74,8 +74,8 @@ pub(crate) fn run(req: &mut Request, mut encoder: EncoderOutput) -> Result<Vec<V
             break;
         }
         if keep.len() < active.len() {
-            encoder = encoder.select_rows(&keep)?;
-            cache.select_rows(&keep)?;
+            encoder = encoder.select_rows(&keep, &req.model.decoder.rows)?;
+            cache.select_rows(&keep, &req.model.decoder.rows)?;
             active = keep.iter().map(|&j| active[j]).collect();
         }
     }

@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ort::session::{Session, SessionInputValue};
-use ort::value::{DynValue, Tensor, TensorElementType};
+use ort::value::{DynTensor, Tensor, TensorElementType};
 
 use super::encoder::EncoderOutput;
 use super::graph::{past_name, present_name, CacheShape, GraphIo};
 use super::kv_cache::KvCache;
+use super::row_gather::{CacheDevice, RowGather};
+use super::tensors;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +42,7 @@ impl Graph {
         io.require_input("input_ids", TensorElementType::Int64)?;
         io.require_input("encoder_attention_mask", TensorElementType::Int64)?;
         if needs_hidden_states {
-            io.require_input("encoder_hidden_states", TensorElementType::Float32)?;
+            io.require_float_input("encoder_hidden_states")?;
         }
         io.require_output("logits")?;
         let takes_hidden_states = io.has_input("encoder_hidden_states");
@@ -55,6 +57,10 @@ pub struct Decoder {
     /// The split pair's with-past graph.
     with_past: Option<Graph>,
     pub cache: CacheShape,
+    /// Where presents stay between steps when run through IoBinding; `None`: plain runs, host memory.
+    bind_cache_to: Option<CacheDevice>,
+    /// Row selection for the caches, on the device they live on.
+    pub rows: RowGather,
 }
 
 /// Next-token logits of each row, `[rows, vocab]`.
@@ -75,7 +81,14 @@ impl Decoder {
         io.require_input("use_cache_branch", TensorElementType::Bool)?;
         let cache = CacheShape::discover(&io, heads, head_dim)?;
         check_presents(&io, cache.layers, true)?;
-        Ok(Self { layout: Layout::Merged, first: Graph::new(path, session, true)?, with_past: None, cache })
+        Ok(Self {
+            layout: Layout::Merged,
+            first: Graph::new(path, session, true)?,
+            with_past: None,
+            cache,
+            bind_cache_to: None,
+            rows: RowGather::new(CacheDevice::Host, false),
+        })
     }
 
     pub fn split(
@@ -95,7 +108,20 @@ impl Decoder {
             first: Graph::new(first_path, first, true)?,
             with_past: Some(Graph::new(past_path, with_past, false)?),
             cache,
+            bind_cache_to: None,
+            rows: RowGather::new(CacheDevice::Host, false),
         })
+    }
+
+    /// Keeps the caches on `device` between steps through IoBinding; only logits come to the host.
+    pub fn bind_cache_to(&mut self, device: CacheDevice) {
+        self.bind_cache_to = Some(device);
+        self.rows = RowGather::new(device, true);
+    }
+
+    /// Where the caches live between steps, when bound.
+    pub fn cache_device(&self) -> Option<CacheDevice> {
+        self.bind_cache_to
     }
 
     pub fn layout(&self) -> Layout {
@@ -113,72 +139,106 @@ impl Decoder {
             (Some(past), false) => past,
             _ => &self.first,
         };
-        let ids = Tensor::from_array(([rows, 1], tokens.iter().map(|&t| t as i64).collect::<Vec<_>>()))?;
-        let mut inputs: Vec<(Cow<'static, str>, SessionInputValue<'_>)> = vec![
-            ("input_ids".into(), ids.into()),
-            ("encoder_attention_mask".into(), (&encoder.mask).into()),
-        ];
+        let c = self.cache;
+        let ids = Tensor::from_array(([rows, 1], tokens.iter().map(|&t| t as i64).collect::<Vec<_>>()))?.upcast();
+        let branch = Tensor::from_array(([1usize], vec![!first_step]))?.upcast();
+        let empty = tensors::empty(c.dtype, &[rows, c.heads, 0, c.head_dim])?;
+        let mut inputs: Vec<(String, &DynTensor)> =
+            vec![("input_ids".into(), &ids), ("encoder_attention_mask".into(), &encoder.mask)];
         if graph.takes_hidden_states {
-            inputs.push(("encoder_hidden_states".into(), (&encoder.hidden).into()));
+            inputs.push(("encoder_hidden_states".into(), &encoder.hidden));
         }
-        let takes_pasts = self.layout == Layout::Merged || !first_step;
         if self.layout == Layout::Merged {
-            inputs.push(("use_cache_branch".into(), Tensor::from_array(([1usize], vec![!first_step]))?.into()));
+            inputs.push(("use_cache_branch".into(), &branch));
         }
-        if takes_pasts {
-            let c = self.cache;
+        if self.layout == Layout::Merged || !first_step {
             for layer in 0..c.layers {
                 for (k, kv) in ["key", "value"].into_iter().enumerate() {
                     let (own, cross) = if first_step {
-                        let empty = || -> Result<SessionInputValue<'_>> {
-                            Ok(Tensor::from_array(([rows, c.heads, 0, c.head_dim], Vec::<f32>::new()))?.into())
-                        };
-                        (empty()?, empty()?)
+                        (&empty, &empty)
                     } else {
-                        (
-                            (&cache.self_attention[layer][k]).into(),
-                            (&cache.cross_attention[layer][k]).into(),
-                        )
+                        (&cache.self_attention[layer][k], &cache.cross_attention[layer][k])
                     };
-                    inputs.push((past_name(layer, "decoder", kv).into(), own));
-                    inputs.push((past_name(layer, "encoder", kv).into(), cross));
+                    inputs.push((past_name(layer, "decoder", kv), own));
+                    inputs.push((past_name(layer, "encoder", kv), cross));
+                }
+            }
+        }
+        let mut wanted = Vec::with_capacity(c.layers * 4);
+        for layer in 0..c.layers {
+            for kv in ["key", "value"] {
+                wanted.push(present_name(layer, "decoder", kv));
+                if first_step {
+                    wanted.push(present_name(layer, "encoder", kv));
                 }
             }
         }
 
+        let onnx = |e: ort::Error| Error::Onnx(format!("{}: {e}", graph.path.display()));
         let mut session = graph.session.lock().map_err(|_| Error::Internal("decoder lock poisoned".into()))?;
-        let mut outputs = session.run(inputs).map_err(|e| Error::Onnx(format!("{}: {e}", graph.path.display())))?;
-        let logits = {
-            let value = outputs.get("logits").ok_or_else(|| Error::invalid_model(&graph.path, "no `logits` output"))?;
-            let (shape, data) = value.try_extract_tensor::<f32>()?;
-            let (seq, vocab) = (shape[1] as usize, shape[2] as usize);
-            let mut last = Vec::with_capacity(rows * vocab);
-            for r in 0..rows {
-                let start = (r * seq + seq - 1) * vocab;
-                last.extend_from_slice(&data[start..start + vocab]);
+        let (logits, mut presents) = match self.bind_cache_to {
+            None => {
+                let feed: Vec<(Cow<'static, str>, SessionInputValue<'_>)> =
+                    inputs.iter().map(|(n, v)| (Cow::Owned(n.clone()), SessionInputValue::from(*v))).collect();
+                collect(session.run(feed).map_err(onnx)?, &graph.path, &wanted)?
             }
-            Logits { data: last, vocab }
+            Some(device) => {
+                let mut binding = session.create_binding().map_err(onnx)?;
+                for (name, value) in &inputs {
+                    binding.bind_input(name.as_str(), *value).map_err(onnx)?;
+                }
+                binding.bind_output_to_device("logits", &CacheDevice::Host.memory_info()?).map_err(onnx)?;
+                let cache_memory = device.memory_info()?;
+                for name in &wanted {
+                    binding.bind_output_to_device(name.as_str(), &cache_memory).map_err(onnx)?;
+                }
+                let collected = collect(session.run_binding(&binding).map_err(onnx)?, &graph.path, &wanted)?;
+                collected
+            }
         };
-        let mut take = |name: String| -> Result<DynValue> {
-            outputs.remove(&name).ok_or_else(|| Error::invalid_model(&graph.path, format!("no `{name}` output")))
-        };
-        let mut self_attention = Vec::with_capacity(self.cache.layers);
+        drop(session);
+        let mut self_attention = Vec::with_capacity(c.layers);
         let mut cross_attention = Vec::new();
-        for layer in 0..self.cache.layers {
-            self_attention.push([take(present_name(layer, "decoder", "key"))?, take(present_name(layer, "decoder", "value"))?]);
+        let mut next = || presents.next().expect("one present per wanted name");
+        for _ in 0..c.layers {
             if first_step {
-                cross_attention
-                    .push([take(present_name(layer, "encoder", "key"))?, take(present_name(layer, "encoder", "value"))?]);
+                let (sk, ck, sv, cv) = (next(), next(), next(), next());
+                self_attention.push([sk, sv]);
+                cross_attention.push([ck, cv]);
+            } else {
+                self_attention.push([next(), next()]);
             }
         }
-        drop(outputs);
-        drop(session);
         cache.self_attention = self_attention;
         if first_step {
             cache.cross_attention = cross_attention;
         }
         Ok(logits)
     }
+}
+
+/// The last position's logits on the host as `f32`, and the `wanted` outputs in order.
+fn collect(
+    mut outputs: ort::session::SessionOutputs<'_>,
+    path: &Path,
+    wanted: &[String],
+) -> Result<(Logits, std::vec::IntoIter<DynTensor>)> {
+    let value = outputs.remove("logits").ok_or_else(|| Error::invalid_model(path, "no `logits` output"))?;
+    let (shape, data) = tensors::to_host_f32(&tensors::into_tensor(value, "logits")?)?;
+    let (rows, seq, vocab) = (shape[0] as usize, shape[1] as usize, shape[2] as usize);
+    let data = if seq == 1 {
+        data
+    } else {
+        (0..rows).flat_map(|r| data[(r * seq + seq - 1) * vocab..(r * seq + seq) * vocab].iter().copied()).collect()
+    };
+    let presents = wanted
+        .iter()
+        .map(|name| {
+            let value = outputs.remove(name).ok_or_else(|| Error::invalid_model(path, format!("no `{name}` output")))?;
+            tensors::into_tensor(value, name)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((Logits { data, vocab }, presents.into_iter()))
 }
 
 fn check_presents(io: &GraphIo, layers: usize, with_encoder: bool) -> Result<()> {

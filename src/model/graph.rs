@@ -6,6 +6,7 @@ use std::path::Path;
 use ort::session::Session;
 use ort::value::{TensorElementType, ValueType};
 
+use super::tensors::{float_type_name, is_float_type};
 use crate::error::{Error, Result};
 
 /// Inputs and outputs of one graph, with a path for error messages.
@@ -43,6 +44,17 @@ impl<'a> GraphIo<'a> {
                 format!("input `{name}` is {t:?}, expected a tensor of {ty:?}"),
             )),
             Some(_) => Ok(()),
+        }
+    }
+
+    /// Fails unless `name` is an input tensor of float32, float16 or bfloat16; returns which.
+    pub fn require_float_input(&self, name: &str) -> Result<TensorElementType> {
+        match self.require_input(name, TensorElementType::Float32) {
+            Ok(()) => Ok(TensorElementType::Float32),
+            Err(e) => match self.input_type(name).and_then(ValueType::tensor_type) {
+                Some(ty) if is_float_type(ty) => Ok(ty),
+                _ => Err(e),
+            },
         }
     }
 
@@ -94,6 +106,8 @@ pub struct CacheShape {
     pub layers: usize,
     pub heads: usize,
     pub head_dim: usize,
+    /// Element type of every past and present (float32, float16 or bfloat16).
+    pub dtype: TensorElementType,
 }
 
 impl CacheShape {
@@ -104,15 +118,18 @@ impl CacheShape {
         if layers == 0 {
             return Err(Error::invalid_model(io.path(), "the graph has no `past_key_values.*` inputs"));
         }
+        let dtype = io.require_float_input(&past_name(0, "decoder", "key")).map_err(|_| {
+            Error::invalid_model(io.path(), "`past_key_values.0.decoder.key` is not a float32, float16 or bfloat16 tensor")
+        })?;
         for layer in 0..layers {
             for attention in ["decoder", "encoder"] {
                 for kv in ["key", "value"] {
                     let name = past_name(layer, attention, kv);
                     if io.has_input(&name) {
-                        io.require_input(&name, TensorElementType::Float32).map_err(|_| {
+                        io.require_input(&name, dtype).map_err(|_| {
                             Error::invalid_model(
                                 io.path(),
-                                format!("`{name}` is not float32; only float32 exports are supported by this build"),
+                                format!("`{name}` is not {} like the other pasts", float_type_name(dtype)),
                             )
                         })?;
                     } else if attention == "decoder" || layer > 0 || io.has_input(&past_name(0, "encoder", "key")) {
@@ -125,7 +142,7 @@ impl CacheShape {
         let heads = dims.get(1).copied().flatten().or(config_heads);
         let head_dim = dims.get(3).copied().flatten().or(config_head_dim);
         match (heads, head_dim) {
-            (Some(heads), Some(head_dim)) => Ok(Self { layers, heads, head_dim }),
+            (Some(heads), Some(head_dim)) => Ok(Self { layers, heads, head_dim, dtype }),
             _ => Err(Error::invalid_model(
                 io.path(),
                 "cannot tell the attention heads and width: the graph leaves them symbolic and config.json does not give them",

@@ -12,6 +12,8 @@ mod encoder;
 mod graph;
 mod kv_cache;
 mod options;
+mod row_gather;
+pub mod tensors;
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,7 @@ pub use decoder::{Decoder, Layout, Logits};
 pub use encoder::{Encoder, EncoderOutput};
 pub use kv_cache::KvCache;
 pub use options::{model_options_from, new_model_options, MODEL_OPTION_SPECS};
+pub use row_gather::CacheDevice;
 
 use ort::session::builder::GraphOptimizationLevel;
 
@@ -111,9 +114,9 @@ impl Model {
         let (enc_path, enc) = open(ENCODER_FILE, GraphKind::Encoder)?;
         let provider = enc.provider;
         let provider_notes = enc.skipped_providers.clone();
-        let encoder = Encoder::new(&enc_path, enc.session)?;
+        let mut encoder = Encoder::new(&enc_path, enc.session)?;
         let (heads, head_dim) = (config.decoder_heads, config.head_dim);
-        let decoder = match layout {
+        let mut decoder = match layout {
             Layout::Merged => {
                 let (path, s) = open(MERGED_DECODER_FILE, GraphKind::DecoderMerged)?;
                 Decoder::merged(&path, s.session, heads, head_dim)?
@@ -124,6 +127,11 @@ impl Model {
                 Decoder::split(&first_path, first.session, &past_path, past.session, heads, head_dim)?
             }
         };
+        let decoder_provider = providers_used.last().map_or(provider, |(_, k)| *k);
+        if let Some(device) = cache_device(options.str("io_binding").unwrap_or("auto"), decoder_provider, session_options.providers.device_id) {
+            encoder.bind_output_to(device);
+            decoder.bind_cache_to(device);
+        }
         let logits_vocab = config.vocab_size;
         if tokenizer.id_bound() > logits_vocab {
             return Err(Error::invalid_model(dir.join("tokenizer.json"), "the tokenizer's vocabulary exceeds the model's logits"));
@@ -208,6 +216,9 @@ impl Model {
             "onnxruntime_library": rt.map(|r| r.library.display().to_string()),
             "duet_version": crate::VERSION,
             "layout_note": self.layout_note,
+            "cache_dtype": tensors::float_type_name(self.decoder.cache.dtype),
+            "io_binding": self.decoder.cache_device().is_some(),
+            "kv_cache_device": self.decoder.cache_device().unwrap_or(CacheDevice::Host).describe(),
             "graphs": self.graphs.iter().map(|(f, b, p)| serde_json::json!({"file": f, "bytes": b, "execution_provider": p.ort_name()})).collect::<Vec<_>>(),
             "weights_bytes": self.graphs.iter().map(|(_, b, _)| b).sum::<u64>(),
             "export": self.export_manifest,
@@ -239,6 +250,18 @@ fn session_options(options: &Settings) -> Result<SessionOptions> {
         prepacking: options.bool("prepacking"),
         profiling_prefix: options.str("profiling_prefix").map(str::to_string),
     })
+}
+
+/// Where encoder outputs and KV caches stay between steps under IoBinding (`None`: plain runs).
+/// `auto` binds them to the GPU when the decoder runs on one; `on` also binds on the CPU.
+fn cache_device(io_binding: &str, decoder_provider: ExecutionProviderKind, device_id: i32) -> Option<CacheDevice> {
+    let on_gpu = decoder_provider != ExecutionProviderKind::Cpu;
+    match io_binding {
+        "off" => None,
+        "on" | "auto" if on_gpu => Some(CacheDevice::Cuda(device_id)),
+        "on" => Some(CacheDevice::Host),
+        _ => None,
+    }
 }
 
 /// The layout to use, and a note when TensorRT decided it.

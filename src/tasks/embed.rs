@@ -32,7 +32,7 @@ pub fn embed(model: &Model, texts: &[&str], params: &Settings) -> Result<Vec<Vec
         let inputs: Vec<Vec<u32>> = group.iter().map(|&i| encoded[i].clone()).collect();
         let enc = model.encoder.run(&inputs, pad)?;
         let (hidden, width) = enc.hidden_states()?;
-        let mask = enc.mask();
+        let mask = enc.mask()?;
         for (row, &i) in group.iter().enumerate() {
             let mut v = vec![0f64; width];
             let mut count = 0f64;

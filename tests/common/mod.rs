@@ -22,10 +22,15 @@ pub fn init_ort() {
     duet::runtime::init_runtime(Some(&path)).expect("ONNX Runtime (run `make fetch-ort`)");
 }
 
+/// `layout` is `merged` or `split`, optionally with `/bound`: caches kept through IoBinding.
 pub fn open(name: &str, layout: &str) -> duet::Model {
     init_ort();
     let mut options = duet::new_model_options();
+    let (layout, bound) = layout.split_once('/').map_or((layout, false), |(l, b)| (l, b == "bound"));
     options.set_str("layout", layout).unwrap();
+    if bound {
+        options.set_str("io_binding", "on").unwrap();
+    }
     if let Ok(level) = std::env::var("DUET_TEST_GRAPH_OPT") {
         options.set_str("graph_optimization", &level).unwrap();
     }
