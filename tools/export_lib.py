@@ -169,6 +169,112 @@ def quantize(out, bits, block_size, accuracy_level=None):
     return notes
 
 
+# T5's residual stream outgrows float16 (the known fp16 overflow of T5 v1.1 / flan-T5): its norms, residual
+# additions, softmax and each feed-forward output projection (`.../DenseReluDense/wo/MatMul`) stay float32.
+T5_FAMILY = {"t5", "mt5", "umt5", "longt5"}
+T5_KEEP_FLOAT32_OPS = ["Pow", "ReduceMean", "Sqrt", "Reciprocal", "Div", "Add", "Mul", "Softmax",
+                       "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"]
+OTHER_KEEP_FLOAT32_OPS = ["Softmax", "LayerNormalization", "SkipLayerNormalization"]
+KEEP_FLOAT32_IO = ["logits"]  # duet and Optimum read logits as float32; caches and hidden states go half
+
+
+def convert_precision(out, dtype, config):
+    """float16 or bfloat16 weights and compute for each split graph, in place, with the ops that
+    overflow or lose too much kept in float32 (the list above). Caches and hidden states take the new
+    type; logits stay float32. bfloat16 is made as float16 and then retyped (same graph, other type)."""
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    t5 = config.get("model_type") in T5_FAMILY
+    ops = DEFAULT_OP_BLOCK_LIST + (T5_KEEP_FLOAT32_OPS if t5 else OTHER_KEEP_FLOAT32_OPS)
+    notes = {}
+    for f in SPLIT:
+        model = onnx.load(str(out / f))
+        nodes = [n.name for n in model.graph.node if t5 and n.op_type == "MatMul" and "DenseReluDense/wo" in n.name]
+        model = convert_float_to_float16(model, keep_io_types=KEEP_FLOAT32_IO, op_block_list=ops,
+                                         node_block_list=nodes)
+        if dtype == "bf16":
+            retype_float16(model.graph, onnx.TensorProto.BFLOAT16)
+        drop_repeated_nodes(model.graph)  # the converter inserts one Cast per consumer, under one name
+        topological_sort(model.graph)  # and appends its Casts; the ONNX checker wants order
+        onnx.save(model, str(out / f))
+        kept = sum(1 for n in model.graph.node if n.op_type in ops or n.name in nodes)
+        notes[f] = f"{dtype}: {kept} of {len(model.graph.node)} nodes kept float32" + (
+            f" (norms, residual adds, softmax, {len(nodes)} feed-forward outputs: T5 overflows float16)" if t5 else "")
+    return notes
+
+
+def drop_repeated_nodes(graph):
+    """Removes nodes that repeat an earlier node exactly (same op, name, inputs, outputs, attributes)."""
+    seen, keep = set(), []
+    for n in graph.node:
+        key = n.SerializeToString()
+        if key not in seen:
+            seen.add(key)
+            keep.append(n)
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def topological_sort(graph):
+    """Reorders graph.node so that each node comes after the producers of its inputs (stable)."""
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:
+            raise SystemExit(f"graph has a cycle or a dangling input near {pending[0].name}")
+        ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ids]
+        for n in ready:
+            known.update(n.output)
+        ordered.extend(ready)
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _bf16_bits(values):
+    """float32 array -> bfloat16 bit patterns (uint16), rounded to nearest even."""
+    bits = np.ascontiguousarray(values, np.float32).view(np.uint32)
+    rounded = bits + 0x7FFF + ((bits >> 16) & 1)
+    return np.where(np.isnan(values), 0x7FC0, rounded >> 16).astype(np.uint16)
+
+
+def retype_float16(graph, to):
+    """Every float16 type, Cast target and constant in `graph` (and its subgraphs) becomes `to` (bfloat16)."""
+    import onnx
+    from onnx import numpy_helper
+
+    F16 = onnx.TensorProto.FLOAT16
+
+    def tensor(t):
+        if t.data_type == F16:
+            values = numpy_helper.to_array(t).astype(np.float32)
+            t.ClearField("float_data")
+            t.ClearField("int32_data")
+            t.data_type = to
+            t.raw_data = _bf16_bits(values).tobytes()
+
+    def value_info(v):
+        if v.type.tensor_type.elem_type == F16:
+            v.type.tensor_type.elem_type = to
+
+    for t in graph.initializer:
+        tensor(t)
+    for v in list(graph.input) + list(graph.output) + list(graph.value_info):
+        value_info(v)
+    for n in graph.node:
+        for a in n.attribute:
+            if n.op_type == "Cast" and a.name == "to" and a.i == F16:
+                a.i = to
+            if a.type == onnx.AttributeProto.TENSOR:
+                tensor(a.t)
+            if a.type == onnx.AttributeProto.GRAPH:
+                retype_float16(a.g, to)
+            for g in a.graphs:
+                retype_float16(g, to)
+
+
 def remerge(out):
     """decoder_model_merged.onnx again from the (transformed) split decoders, as Optimum makes it."""
     from optimum.onnx.graph_transformations import merge_decoders
@@ -200,6 +306,7 @@ class OrtSeq2Seq:
         self.encoder = load(ENCODER)
         self.decoders = [load(MERGED)] if merged else [load(DECODER), load(DECODER_PAST)]
         self.past_inputs = [i for i in self.decoders[-1].get_inputs() if i.name.startswith("past_key_values")]
+        self.past_dtype = np.float16 if self.past_inputs and self.past_inputs[0].type == "tensor(float16)" else np.float32
 
     def encode(self, ids, mask):
         return self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
@@ -219,7 +326,7 @@ class OrtSeq2Seq:
             if self.merged:
                 feeds["use_cache_branch"] = np.array([past is not None])
                 feeds.update(past if past is not None else {  # ignored by the no-cache branch
-                    i.name: np.zeros((b, i.shape[1], 0, i.shape[3]), np.float32) for i in self.past_inputs})
+                    i.name: np.zeros((b, i.shape[1], 0, i.shape[3]), self.past_dtype) for i in self.past_inputs})
                 sess = self.decoders[0]
             else:
                 sess = self.decoders[0 if past is None else 1]
@@ -255,7 +362,7 @@ class OrtSeq2Seq:
             dec = np.array([[self.start] + list(tgt[:-1])], np.int64)
             feeds = {"input_ids": dec, "encoder_attention_mask": mask, "encoder_hidden_states": self.encode(ids, mask),
                      "use_cache_branch": np.array([False])}
-            feeds.update({i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in self.past_inputs})
+            feeds.update({i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), self.past_dtype) for i in self.past_inputs})
             sess = self.decoders[0]
             names = {i.name for i in sess.get_inputs()}
             out.append(sess.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0][0].argmax(-1))
@@ -301,8 +408,18 @@ def strip(tokens, eos):
 
 
 def verify(candidate, reference, max_new=VERIFY_NEW_TOKENS):
-    """Greedy generation on both dirs, merged and split decoders, over sample_inputs(reference)."""
+    """Greedy generation on both dirs, merged and split decoders, over sample_inputs(reference), on
+    ONNX Runtime's CPU provider (float16 nodes run there in float32 behind inserted Casts, so the
+    agreement reflects float16 storage; tools/gpu_check.sh measures the GPU's). Graphs the CPU provider
+    cannot run (bfloat16) are reported as skipped."""
     samples = sample_inputs(reference)
+    try:
+        OrtSeq2Seq(candidate, merged=False)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        if "NOT_IMPLEMENTED" not in str(e):
+            raise
+        return samples, {"skipped": "ONNX Runtime's CPU provider has no kernels for these graphs (" +
+                         str(e).split(":")[-1].strip()[:160] + "); tools/gpu_check.sh measures it on a GPU"}
     result = {}
     for merged in (True, False):
         gens = []
@@ -323,20 +440,24 @@ def verify(candidate, reference, max_new=VERIFY_NEW_TOKENS):
     return samples, result
 
 
-def write_manifest(out, source, optimized, quant, verified, graphs):
-    """duet_export.json. token_agreement: the lower of merged and split, null when nothing was transformed."""
+def write_manifest(out, source, optimized, quant, verified, graphs, dtype="fp32"):
+    """duet_export.json. token_agreement: the lower of merged and split, null when nothing was transformed
+    or it could not be measured here (then verification.skipped says why)."""
     samples, detail = verified if verified else ([], None)
     detail = dict(detail or {})
+    skipped = detail.pop("skipped", None)
     forced = detail.pop("teacher_forced_agreement", None)
     manifest = {
         "format": FORMAT,
         "source": str(source),
         "optimized": optimized,
         "quantization": quant,
+        "dtype": dtype,
         "token_agreement": min(detail[k]["token_agreement"] for k in ("merged", "split")) if detail else None,
         "sample_inputs": len(samples),
         "verification": {"reference": "fp32 export of the same source", "greedy_new_tokens": VERIFY_NEW_TOKENS,
-                         "decoders": detail, "teacher_forced_agreement": forced} if detail else None,
+                         "decoders": detail, "teacher_forced_agreement": forced} if detail else (
+                             {"skipped": skipped} if skipped else None),
         "graphs": graphs,
         "exported_with": versions(),
     }

@@ -15,6 +15,7 @@ import math
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -595,11 +596,28 @@ def build(name, tok, make_model, work):
     return cases, usage, *search_goldens(model, tok, name)
 
 
+HALF_PRECISION = [("t5-tiny", "fp16"), ("bart-tiny", "fp16"), ("t5-tiny", "bf16")]
+
+
+def half_precision_fixtures():
+    """<model>-fp16 / -bf16: the fp32 fixtures through tools/export_model.py --dtype (GPU precision paths;
+    ONNX Runtime's CPU provider runs the fp16 ones, tools/gpu_check.sh all of them)."""
+    for name, dtype in HALF_PRECISION:
+        out = FIXTURES / f"{name}-{dtype}"
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run([sys.executable, str(ROOT / "tools/export_model.py"), str(FIXTURES / name), str(out),
+                        "--dtype", dtype], check=True)
+        (out / "GRAPHS.txt").unlink(missing_ok=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keep-work", help="build in this directory and keep it (default: a temporary one)")
     ap.add_argument("--no-verify", action="store_true", help="skip replaying the goldens with ONNX Runtime")
+    ap.add_argument("--half-only", action="store_true", help="only remake the fp16/bf16 fixtures from the fp32 ones")
     args = ap.parse_args()
+    if args.half_only:
+        return half_precision_fixtures()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     work = Path(args.keep_work or tempfile.mkdtemp(prefix="duet-fixtures-"))
@@ -620,6 +638,7 @@ def main():
     if not args.no_verify:
         for name, (_, _, embeddings, rerank) in built.items():
             verify_with_ort(FIXTURES / name, [c for c in cases if c["model"] == name], embeddings, rerank)
+    half_precision_fixtures()
     if not args.keep_work:
         shutil.rmtree(work)
     for p in sorted(FIXTURES.rglob("*")):
