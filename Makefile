@@ -44,11 +44,19 @@ fetch-ort-gpu:
 	  && ln -sf libonnxruntime.so.$(ORT_VERSION) libonnxruntime.so
 	@echo "onnxruntime-gpu $(ORT_VERSION): $(ORT_GPU_DIR)/lib (needs CUDA 13, cuDNN 9; TensorRT 10 for tensorrt)"
 
-# What tools/gpu_check.sh runs on a GPU machine: the release CLI and bench binary, and the
-# golden parity test binary.
+# What tools/gpu_check.sh runs on a GPU machine: the release CLI and bench binary, the golden and
+# precision test binaries, and (when `make bench` built them) the t5-small exports without weights.
 gpu-bundle: build
-	$(CARGO) test --release --test golden --no-run
+	$(CARGO) build --release --bin duet-bench
+	$(CARGO) test --release --test golden --test precision --no-run
 	cp $$(ls -t target/release/deps/golden-* | grep -v '\.d$$' | head -1) target/release/golden-test
+	cp $$(ls -t target/release/deps/precision-* | grep -v '\.d$$' | head -1) target/release/precision-test
+	if [ -d $(BENCH_MODELS)/fp32 ]; then \
+	  [ -d $(BENCH_MODELS)/fp16 ] || $(BENCH_VENV)/bin/python tools/export_model.py $(BENCH_MODELS)/fp32 $(BENCH_MODELS)/fp16 --dtype fp16; \
+	  cp $(BENCH_MODELS)/input.txt target/gpu-bundle/input.txt; \
+	  for v in fp32 fp16; do rm -rf target/gpu-bundle/t5-small-$$v; \
+	    $(BENCH_VENV)/bin/python tools/weightless_graphs.py $(BENCH_MODELS)/$$v target/gpu-bundle/t5-small-$$v || exit 1; done; \
+	else echo "gpu-bundle: no $(BENCH_MODELS) (make bench): the GPU check will time nothing but the fixtures"; fi
 
 build: fetch-ort
 	$(CARGO) build --release
