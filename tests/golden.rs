@@ -77,10 +77,18 @@ fn split_decoders_match_transformers() {
     run_all("split");
 }
 
+/// The with-past decoder for every step, the cross-attention cache from the encoder graph
+/// (tools/export_model.py adds it; the fixtures have it).
+#[test]
+fn with_past_decoder_alone_matches_transformers() {
+    run_all("with_past");
+}
+
 /// The IoBinding path a GPU uses (presents bound to a device, row moves by a Gather graph), here
 /// bound to host memory.
 #[test]
 fn io_bound_caches_match_transformers() {
     run_all("merged/bound");
     run_all("split/bound");
+    run_all("with_past/bound");
 }

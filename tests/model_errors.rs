@@ -100,6 +100,29 @@ fn either_layout_alone_is_enough() {
 }
 
 #[test]
+fn an_encoder_with_the_cross_cache_runs_the_with_past_decoder_alone() {
+    common::init_ort();
+    let dir = common::with_cross_cache("t5-tiny");
+    let m = duet::Model::open(&dir).unwrap();
+    assert_eq!(m.layout(), duet::Layout::WithPast, "auto prefers one decoder graph");
+    let graphs: Vec<String> = m.info_json()["graphs"].as_array().unwrap().iter().map(|g| g["file"].as_str().unwrap().to_string()).collect();
+    assert_eq!(graphs, ["encoder_model.onnx", "decoder_with_past_model.onnx"]);
+    let mut options = duet::new_model_options();
+    options.set_str("layout", "split").unwrap();
+    assert_eq!(duet::Model::open_with(&dir, &options).unwrap().layout(), duet::Layout::Split);
+
+    // Asked for with_past when the encoder cannot give the cache: a clear error.
+    options.set_str("layout", "with_past").unwrap();
+    let e = duet::Model::open_with(common::fixture("t5-tiny"), &options).err().unwrap();
+    assert!(matches!(e, Error::ModelInvalid { .. }) && e.to_string().contains("cross-attention cache"), "{e}");
+    // An encoder whose cache has fewer layers than the decoder: refused, not run.
+    let m = ScratchModel::of("t5-tiny", "cross-of-another-model");
+    m.write("encoder_model.onnx", &std::fs::read(common::fixture("bart-tiny").join("encoder_with_cross_cache.onnx")).unwrap());
+    let e = duet::Model::open_with(&m.0, &options).err().unwrap();
+    assert!(e.to_string().contains("layers"), "{e}");
+}
+
+#[test]
 fn malformed_files() {
     let m = ScratchModel::of("t5-tiny", "bad-json");
     m.write("config.json", b"{ not json");

@@ -42,20 +42,31 @@ fn greedy_goldens(model: &str) -> Vec<(Vec<u32>, Vec<u32>)> {
     out
 }
 
+/// Logit gap between the fp32 model's best and second-best token under which a position counts as
+/// a near tie (the random fixtures have many); the half model must agree everywhere above it.
+const NEAR_TIE: f32 = 0.05;
+
 /// Along the fp32 model's greedy outputs: the share of positions where the half model's argmax is
-/// the same token, and the largest log-probability difference of the chosen tokens. Also prints
-/// the greedy agreement (tokens up to the first divergence) of the half model's own outputs.
-fn teacher_forced_closeness(name: &str, half_name: &str) -> (f64, f32, usize) {
+/// the same token, the same among positions that are not near ties, and the largest
+/// log-probability difference of the chosen tokens. Also prints the greedy agreement (tokens up
+/// to the first divergence) of the half model's own outputs.
+fn teacher_forced_closeness(name: &str, half_name: &str) -> (f64, f64, f32, usize, usize) {
     let full = common::shared(name, "merged");
     let half = open(half_name, &[]).unwrap();
     let start = full.config.generation.int("decoder_start_token_id").unwrap() as u32;
     let (mut same, mut total, mut worst) = (0usize, 0usize, 0f32);
+    let (mut clear_same, mut clear_total) = (0usize, 0usize);
     for (input, target) in greedy_goldens(name) {
         let a = duet::generate::scoring::teacher_forced_logits(&full, &input, &target, start).unwrap();
         let b = duet::generate::scoring::teacher_forced_logits(&half, &input, &target, start).unwrap();
         for ((ra, rb), &t) in a.iter().zip(&b).zip(&target) {
-            same += (argmax(ra) == argmax(rb)) as usize;
+            let agree = argmax(ra) == argmax(rb);
+            same += agree as usize;
             total += 1;
+            if top2_gap(ra) >= NEAR_TIE {
+                clear_same += agree as usize;
+                clear_total += 1;
+            }
             worst = worst.max((log_prob(ra, t) - log_prob(rb, t)).abs());
         }
     }
@@ -74,7 +85,13 @@ fn teacher_forced_closeness(name: &str, half_name: &str) -> (f64, f32, usize) {
         let _ = target;
     }
     eprintln!("{half_name}: greedy agreement with {name} {:.4} over {count} tokens", agree as f64 / count.max(1) as f64);
-    (same as f64 / total as f64, worst, total)
+    (same as f64 / total as f64, clear_same as f64 / clear_total.max(1) as f64, worst, total, clear_total)
+}
+
+fn top2_gap(v: &[f32]) -> f32 {
+    let best = argmax(v);
+    let second = v.iter().enumerate().filter(|&(i, _)| i != best).map(|(_, &x)| x).fold(f32::NEG_INFINITY, f32::max);
+    v[best] - second
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -94,10 +111,14 @@ fn half_exports_follow_the_float32_goldens() {
         models.push(("t5-tiny", "t5-tiny-bf16"));
     }
     for (name, half) in models {
-        let (agreement, worst, positions) = teacher_forced_closeness(name, half);
-        eprintln!("{half}: teacher-forced argmax agreement {agreement:.4} over {positions} positions, worst log-prob diff {worst:.4}");
-        assert!(positions >= 50, "{name}: too few golden positions ({positions})");
-        assert!(agreement >= 0.98, "{half} agrees on {agreement:.4} of positions");
+        let (agreement, clear, worst, positions, clear_positions) = teacher_forced_closeness(name, half);
+        eprintln!(
+            "{half}: teacher-forced argmax agreement {agreement:.4} over {positions} positions \
+             ({clear:.4} at the {clear_positions} where fp32's top-2 gap >= {NEAR_TIE}), worst log-prob diff {worst:.4}"
+        );
+        assert!(positions >= 50 && clear_positions >= 30, "{name}: too few golden positions ({positions}, {clear_positions})");
+        assert!(clear == 1.0, "{half} changes the argmax at {:.1}% of positions that are not near ties", (1.0 - clear) * 100.0);
+        assert!(agreement >= 0.95, "{half} agrees on {agreement:.4} of positions");
         assert!(worst < 0.1, "{half} log-probabilities differ by up to {worst}");
     }
 }

@@ -275,6 +275,161 @@ def retype_float16(graph, to):
                 retype_float16(g, to)
 
 
+CROSS_PREFIX = "duet_cross/"
+
+
+def add_cross_cache_to_encoder(out):
+    """encoder_model.onnx also returns the cross-attention cache (`present.{i}.encoder.key|value`), rebuilt
+    from decoder_model.onnx: each is a projection of encoder_hidden_states (MatMul, bias Add, ...) then a
+    Reshape to heads and a Transpose. The decoder's shape arithmetic for that Reshape (which reads its
+    own input_ids) becomes the constant shape [0, -1, heads, head_dim]. With it, duet runs every step on
+    decoder_with_past_model.onnx (first step: an empty self-attention cache): one decoder graph and one
+    copy of its weights, no merged `If` whose two branches each pre-pack every weight. verify_cross_cache
+    checks the result against decoder_model.onnx numerically."""
+    import onnx
+    from onnx import numpy_helper
+
+    enc, dec = onnx.load(str(out / ENCODER)), onnx.load(str(out / DECODER))
+    wanted = [o for o in dec.graph.output if o.name.startswith("present.") and ".encoder." in o.name]
+    if not wanted:
+        return "no cross-attention outputs in the decoder: left as is"
+    if any(o.name == w.name for o in enc.graph.output for w in wanted):
+        return "already there"
+    producers = {o: n for n in dec.graph.node for o in n.output}
+    inits = {t.name: t for t in dec.graph.initializer}
+    constants = {n.output[0]: n for n in dec.graph.node if n.op_type == "Constant"}
+    linear_ops = {"MatMul", "Add", "Mul", "Reshape", "Transpose", "Cast"}
+    new_nodes, new_inits = [], {}
+
+    def const_tensor(name):
+        """The constant behind `name`: an initializer, a Constant node, or an Identity of either."""
+        while name in producers and producers[name].op_type == "Identity":
+            name = producers[name].input[0]
+        if name in inits:
+            return inits[name]
+        if name in constants:
+            return constants[name].attribute[0].t
+        return None
+
+    def is_const(name):
+        return const_tensor(name) is not None
+
+    for w in wanted:
+        dims = w.type.tensor_type.shape.dim
+        heads, head_dim = dims[1].dim_value, dims[3].dim_value
+        if not heads or not head_dim:
+            raise SystemExit(f"{w.name}: heads and head size are not static in {DECODER}")
+        chain, name = [], w.name
+        while name != "encoder_hidden_states":
+            node = producers.get(name)
+            if node is None or node.op_type not in linear_ops:
+                raise SystemExit(f"{w.name}: unexpected {node.op_type if node else 'input ' + name} on the way to "
+                                 "encoder_hidden_states")
+            chain.append(node)
+            data = [i for i in node.input if not is_const(i)] if node.op_type != "Reshape" else [node.input[0]]
+            if len(data) != 1:
+                raise SystemExit(f"{w.name}: {node.op_type} {node.name} has {len(data)} data inputs")
+            name = data[0]
+        tag = CROSS_PREFIX + w.name + "/"
+        rename = lambda x: "last_hidden_state" if x == "encoder_hidden_states" else (  # noqa: E731
+            x if x == w.name else tag + x)
+        for node in reversed(chain):
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            copy.name = tag + node.name
+            inputs = list(node.input)
+            if node.op_type == "Reshape":
+                shape_name = tag + "heads_shape"
+                new_inits[shape_name] = numpy_helper.from_array(np.array([0, -1, heads, head_dim], np.int64), shape_name)
+                inputs[1] = shape_name
+            for k, i in enumerate(inputs):
+                if i != node.input[k]:
+                    continue  # the Reshape's new shape
+                const = const_tensor(i)
+                if const is not None:
+                    inputs[k] = CROSS_PREFIX + i  # one copy however many nodes read it
+                    if inputs[k] not in new_inits:
+                        t = onnx.TensorProto()
+                        t.CopyFrom(const)
+                        t.name = inputs[k]
+                        new_inits[inputs[k]] = t
+                else:
+                    inputs[k] = rename(i)
+            del copy.input[:]
+            copy.input.extend(inputs)
+            del copy.output[:]
+            copy.output.extend(rename(o) for o in node.output)
+            new_nodes.append(copy)
+        enc.graph.output.append(w)
+    enc.graph.node.extend(new_nodes)
+    enc.graph.initializer.extend(new_inits.values())
+    onnx.checker.check_model(enc)
+    onnx.save(enc, str(out / ENCODER))
+    verify_cross_cache(out)
+    return f"+{len(wanted)} cross-attention cache outputs ({len(new_nodes)} nodes from {DECODER})"
+
+
+def verify_cross_cache(out, tol=1e-5):
+    """The encoder's cross-attention outputs equal decoder_model.onnx's, and the with-past decoder's first
+    step on them (empty self-attention cache) gives decoder_model.onnx's logits (2 rows, unequal lengths)."""
+    import onnxruntime as ort
+
+    load = lambda f: ort.InferenceSession(str(out / f), providers=["CPUExecutionProvider"])  # noqa: E731
+    enc, first, past = load(ENCODER), load(DECODER), load(DECODER_PAST)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 50, (2, 7)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 5:] = 0
+    e = dict(zip([o.name for o in enc.get_outputs()], enc.run(None, {"input_ids": ids, "attention_mask": mask})))
+    start = np.zeros((2, 1), np.int64)
+    f_in = {"input_ids": start, "encoder_attention_mask": mask, "encoder_hidden_states": e["last_hidden_state"]}
+    f = dict(zip([o.name for o in first.get_outputs()], first.run(None, f_in)))
+    feeds = dict(f_in)
+    for i in past.get_inputs():
+        if i.name.startswith("past_key_values"):
+            feeds[i.name] = (e[i.name.replace("past_key_values", "present")] if ".encoder." in i.name else
+                             np.zeros((2, f[i.name.replace("past_key_values", "present")].shape[1], 0,
+                                       f[i.name.replace("past_key_values", "present")].shape[3]), np.float32))
+    names = {i.name for i in past.get_inputs()}
+    logits = past.run(["logits"], {k: v for k, v in feeds.items() if k in names})[0]
+    worst = max(float(np.abs(e[k] - f[k]).max()) for k in e if k.startswith("present"))
+    worst = max(worst, float(np.abs(logits - f["logits"]).max()))
+    if worst > tol:
+        raise SystemExit(f"cross-attention cache in the encoder differs from the decoder's by {worst}")
+
+
+def drop_unused_data_files(out):
+    """Deletes `<graph>_data` files that no graph refers to any more (a transform saved it whole)."""
+    import onnx
+
+    used = set()
+    for f in SPLIT + [MERGED]:
+        if (out / f).exists():
+            model = onnx.load(str(out / f), load_external_data=False)
+            used |= {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    for p in out.glob("*.onnx_data"):
+        if p.name not in used:
+            p.unlink()
+
+
+def external_data(out):
+    """Each graph's weights in `<graph>_data` beside it (ONNX Runtime maps them from the file instead of
+    copying them out of the parsed model: less peak memory, and an embedding only touched where used)."""
+    import onnx
+
+    notes = {}
+    for f in SPLIT + [MERGED]:
+        if not (out / f).exists():
+            continue
+        model = onnx.load(str(out / f))
+        data = f + "_data"
+        (out / data).unlink(missing_ok=True)
+        onnx.save_model(model, str(out / f), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data, size_threshold=1024)
+        notes[f] = f"weights in {data} ({(out / data).stat().st_size / 2**20:.1f} MiB)"
+    return notes
+
+
 def remerge(out):
     """decoder_model_merged.onnx again from the (transformed) split decoders, as Optimum makes it."""
     from optimum.onnx.graph_transformations import merge_decoders

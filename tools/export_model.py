@@ -109,7 +109,7 @@ def write_tokenizer_json(model, out):
     raise SystemExit(f"cannot make tokenizer.json: transformers has no fast conversion for {type(tok).__name__}")
 
 
-def export(model, out, opset=18, merged=True):
+def export(model, out, opset=18, merged=True, cross_cache=True):
     """Exports `model` into directory `out`; returns {file name: note} for the printout."""
     from optimum.exporters.onnx import main_export
     from transformers import AutoConfig, GenerationConfig
@@ -130,7 +130,10 @@ def export(model, out, opset=18, merged=True):
         except OSError:
             gen = GenerationConfig.from_model_config(AutoConfig.from_pretrained(model))
         gen.save_pretrained(out)
-    return {"tokenizer.json": write_tokenizer_json(model, out)}
+    notes = {"tokenizer.json": write_tokenizer_json(model, out)}
+    if cross_cache:
+        notes[lib.ENCODER] = lib.add_cross_cache_to_encoder(out)
+    return notes
 
 
 def main():
@@ -148,6 +151,9 @@ def main():
     ap.add_argument("--accuracy-level", type=int, choices=[0, 1, 2, 3, 4], default=4,
                     help="MatMulNBits accuracy_level: 4 (default) = int8 activations, ONNX Runtime's fast CPU "
                          "kernels; 0 = float32 compute (8 bits: ~10x slower than float32 with onnxruntime 1.31)")
+    ap.add_argument("--single-file", action="store_true",
+                    help="keep each graph's weights inside it (default: beside it in <graph>_data, which ONNX "
+                         "Runtime maps from the file: less memory)")
     ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
                     help="weights and compute precision for GPUs (default fp32). fp16 keeps T5's overflowing ops "
                          "(norms, residual adds, feed-forward outputs) in float32; bf16 has float32's range. "
@@ -164,7 +170,7 @@ def main():
             (out / MERGED).unlink(missing_ok=True)
         old = src / "duet_export.json"
         source = json.loads(old.read_text())["source"] if old.exists() else str(src)
-        base, notes = src, {}
+        base, notes = src, {lib.ENCODER: lib.add_cross_cache_to_encoder(out)}
     else:
         notes = export(args.model, args.out, args.opset, merged=not args.no_merged)
     quant, graphs, verified = None, {}, None
@@ -185,6 +191,9 @@ def main():
         verified = lib.verify(out, ref)
         if base is None:
             shutil.rmtree(ref)
+    if not args.single_file:
+        graphs["external_data"] = lib.external_data(out)
+    lib.drop_unused_data_files(out)
     manifest = lib.write_manifest(out, source, args.optimize, quant, verified, graphs, args.dtype)
     print(f"wrote {args.out}:")
     for p in sorted(Path(args.out).iterdir()):

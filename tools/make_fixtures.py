@@ -223,7 +223,7 @@ def export_onnx(pt_dir, onnx_dir):
     """One Optimum export: merged decoder from post-processing, split decoders kept (see export_model.py)."""
     sys.path.insert(0, str(ROOT / "tools"))
     from export_model import export
-    export(str(pt_dir), str(onnx_dir), opset=18, merged=True)
+    export(str(pt_dir), str(onnx_dir), opset=18, merged=True, cross_cache=False)  # as Optimum leaves it
 
 
 def describe_graphs(model_dir):
@@ -589,11 +589,27 @@ def build(name, tok, make_model, work):
     for f in ONNX_FILES + META_FILES:
         shutil.copy(onnx_dir / f, out_dir / f)
     (out_dir / "GRAPHS.txt").write_text(describe_graphs(out_dir))
+    cross_cache_encoder(out_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(pt_dir, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(pt_dir)
     cases, usage = golden_cases(model, tok, name), usage_cases(model, tok, name)
     check_cases(cases + usage, name)
     return cases, usage, *search_goldens(model, tok, name)
+
+
+CROSS_ENCODER = "encoder_with_cross_cache.onnx"
+
+
+def cross_cache_encoder(fixture):
+    """<fixture>/encoder_with_cross_cache.onnx: the encoder as tools/export_model.py leaves it (it also
+    returns the decoder's cross-attention cache); tests swap it in for the with_past layout."""
+    import export_lib as lib
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in [lib.ENCODER, lib.DECODER, lib.DECODER_PAST]:
+            shutil.copy(fixture / f, Path(tmp) / f)
+        print(f"{fixture.name}: {lib.add_cross_cache_to_encoder(Path(tmp))}")
+        shutil.copy(Path(tmp) / lib.ENCODER, fixture / CROSS_ENCODER)
 
 
 HALF_PRECISION = [("t5-tiny", "fp16"), ("bart-tiny", "fp16"), ("t5-tiny", "bf16")]
@@ -606,8 +622,9 @@ def half_precision_fixtures():
         out = FIXTURES / f"{name}-{dtype}"
         shutil.rmtree(out, ignore_errors=True)
         subprocess.run([sys.executable, str(ROOT / "tools/export_model.py"), str(FIXTURES / name), str(out),
-                        "--dtype", dtype], check=True)
+                        "--dtype", dtype, "--single-file"], check=True)
         (out / "GRAPHS.txt").unlink(missing_ok=True)
+        (out / CROSS_ENCODER).unlink(missing_ok=True)  # its encoder_model.onnx has the cache already
 
 
 def main():
@@ -617,6 +634,9 @@ def main():
     ap.add_argument("--half-only", action="store_true", help="only remake the fp16/bf16 fixtures from the fp32 ones")
     args = ap.parse_args()
     if args.half_only:
+        sys.path.insert(0, str(ROOT / "tools"))
+        for name in ("t5-tiny", "bart-tiny"):
+            cross_cache_encoder(FIXTURES / name)
         return half_precision_fixtures()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 pub enum Layout {
     Merged,
     Split,
+    /// `decoder_with_past_model.onnx` for every step (an empty self-attention cache on the first),
+    /// the cross-attention cache from the encoder graph.
+    WithPast,
 }
 
 impl Layout {
@@ -26,6 +29,7 @@ impl Layout {
         match self {
             Layout::Merged => "merged",
             Layout::Split => "split",
+            Layout::WithPast => "with_past",
         }
     }
 }
@@ -124,6 +128,21 @@ impl Decoder {
         self.bind_cache_to
     }
 
+    /// The with-past graph alone; the encoder must return the cross-attention cache.
+    pub fn with_past_only(path: &Path, session: Session, heads: Option<usize>, head_dim: Option<usize>) -> Result<Self> {
+        let io = GraphIo::new(path, &session);
+        let cache = CacheShape::discover(&io, heads, head_dim)?;
+        check_presents(&io, cache.layers, false)?;
+        Ok(Self {
+            layout: Layout::WithPast,
+            first: Graph::new(path, session, false)?,
+            with_past: None,
+            cache,
+            bind_cache_to: None,
+            rows: RowGather::new(CacheDevice::Host, false),
+        })
+    }
+
     pub fn layout(&self) -> Layout {
         self.layout
     }
@@ -151,13 +170,20 @@ impl Decoder {
         if self.layout == Layout::Merged {
             inputs.push(("use_cache_branch".into(), &branch));
         }
-        if self.layout == Layout::Merged || !first_step {
+        let cross_from_encoder = self.layout == Layout::WithPast;
+        if cross_from_encoder && encoder.cross.len() != c.layers {
+            return Err(Error::Internal(format!("{} cross-attention layers from the encoder, {} wanted", encoder.cross.len(), c.layers)));
+        }
+        if self.layout != Layout::Split || !first_step {
             for layer in 0..c.layers {
                 for (k, kv) in ["key", "value"].into_iter().enumerate() {
-                    let (own, cross) = if first_step {
-                        (&empty, &empty)
+                    let own = if first_step { &empty } else { &cache.self_attention[layer][k] };
+                    let cross = if cross_from_encoder {
+                        &encoder.cross[layer][k]
+                    } else if first_step {
+                        &empty
                     } else {
-                        (&cache.self_attention[layer][k], &cache.cross_attention[layer][k])
+                        &cache.cross_attention[layer][k]
                     };
                     inputs.push((past_name(layer, "decoder", kv), own));
                     inputs.push((past_name(layer, "encoder", kv), cross));
@@ -168,7 +194,7 @@ impl Decoder {
         for layer in 0..c.layers {
             for kv in ["key", "value"] {
                 wanted.push(present_name(layer, "decoder", kv));
-                if first_step {
+                if first_step && !cross_from_encoder {
                     wanted.push(present_name(layer, "encoder", kv));
                 }
             }
@@ -201,7 +227,7 @@ impl Decoder {
         let mut cross_attention = Vec::new();
         let mut next = || presents.next().expect("one present per wanted name");
         for _ in 0..c.layers {
-            if first_step {
+            if first_step && !cross_from_encoder {
                 let (sk, ck, sv, cv) = (next(), next(), next(), next());
                 self_attention.push([sk, sv]);
                 cross_attention.push([ck, cv]);
@@ -210,7 +236,7 @@ impl Decoder {
             }
         }
         cache.self_attention = self_attention;
-        if first_step {
+        if first_step && !cross_from_encoder {
             cache.cross_attention = cross_attention;
         }
         Ok(logits)

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use ort::session::Session;
 use ort::value::{DynTensor, Tensor, TensorElementType};
 
-use super::graph::GraphIo;
+use super::graph::{present_name, GraphIo};
 use super::row_gather::{CacheDevice, RowGather};
 use super::tensors;
 use crate::error::{Error, Result};
@@ -14,14 +14,21 @@ use crate::error::{Error, Result};
 pub struct Encoder {
     session: Mutex<Session>,
     path: PathBuf,
-    /// Where the hidden states are kept when run through IoBinding; `None`: plain runs.
-    bind_output_to: Option<CacheDevice>,
+    /// Where the outputs are kept between steps (host memory, or the GPU under IoBinding).
+    outputs_on: CacheDevice,
+    /// `present.{i}.encoder.{key,value}` outputs, when the export computes the decoder's
+    /// cross-attention cache in the encoder (tools/export_model.py does).
+    cross_outputs: Vec<[String; 2]>,
+    /// Whether to run them: only the `with_past` layout reads them.
+    run_cross: bool,
 }
 
 /// Encoder hidden states and the padding mask of a batch, row-aligned with the decoder.
 pub struct EncoderOutput {
     pub(crate) hidden: DynTensor,
     pub(crate) mask: DynTensor,
+    /// The decoder's cross-attention `[key, value]` per layer, when the encoder computed them.
+    pub(crate) cross: Vec<[DynTensor; 2]>,
     pub rows: usize,
     pub len: usize,
 }
@@ -32,12 +39,34 @@ impl Encoder {
         io.require_input("input_ids", TensorElementType::Int64)?;
         io.require_input("attention_mask", TensorElementType::Int64)?;
         io.require_output("last_hidden_state")?;
-        Ok(Self { session: Mutex::new(session), path: path.to_path_buf(), bind_output_to: None })
+        let mut cross_outputs = Vec::new();
+        while io.has_output(&present_name(cross_outputs.len(), "encoder", "key")) {
+            let layer = cross_outputs.len();
+            io.require_output(&present_name(layer, "encoder", "value"))?;
+            cross_outputs.push([present_name(layer, "encoder", "key"), present_name(layer, "encoder", "value")]);
+        }
+        Ok(Self {
+            session: Mutex::new(session),
+            path: path.to_path_buf(),
+            outputs_on: CacheDevice::Host,
+            cross_outputs,
+            run_cross: false,
+        })
     }
 
-    /// Keeps the hidden states on `device` (IoBinding) for the decoder to read there.
+    /// Keeps the outputs on `device` for the decoder to read there.
     pub fn bind_output_to(&mut self, device: CacheDevice) {
-        self.bind_output_to = Some(device);
+        self.outputs_on = device;
+    }
+
+    /// Layers of cross-attention cache the graph can return (0: it returns hidden states only).
+    pub fn cross_layers(&self) -> usize {
+        self.cross_outputs.len()
+    }
+
+    /// Returns the cross-attention cache with the hidden states from now on.
+    pub(crate) fn run_cross_outputs(&mut self) {
+        self.run_cross = true;
     }
 
     /// Runs a right-padded batch.
@@ -55,23 +84,28 @@ impl Encoder {
         let ids = Tensor::from_array(([rows, len], ids))?.upcast();
         let mask = Tensor::from_array(([rows, len], mask))?.upcast();
         let onnx = |e: ort::Error| Error::Onnx(format!("{}: {e}", self.path.display()));
+        let missing = |name: &str| Error::invalid_model(&self.path, format!("no `{name}` output"));
         let mut session = self.session.lock().map_err(|_| Error::Internal("encoder lock poisoned".into()))?;
-        let hidden = match self.bind_output_to {
-            None => session
-                .run(ort::inputs! { "input_ids" => &ids, "attention_mask" => &mask })
-                .map_err(onnx)?
-                .remove("last_hidden_state"),
-            Some(device) => {
-                let mut binding = session.create_binding().map_err(onnx)?;
-                binding.bind_input("input_ids", &ids).map_err(onnx)?;
-                binding.bind_input("attention_mask", &mask).map_err(onnx)?;
-                binding.bind_output_to_device("last_hidden_state", &device.memory_info()?).map_err(onnx)?;
-                let hidden = session.run_binding(&binding).map_err(onnx)?.remove("last_hidden_state");
-                hidden
+        // Through IoBinding even on the host: it runs only the outputs asked for.
+        let mut binding = session.create_binding().map_err(onnx)?;
+        binding.bind_input("input_ids", &ids).map_err(onnx)?;
+        binding.bind_input("attention_mask", &mask).map_err(onnx)?;
+        let memory = self.outputs_on.memory_info()?;
+        binding.bind_output_to_device("last_hidden_state", &memory).map_err(onnx)?;
+        let cross_names: &[[String; 2]] = if self.run_cross { &self.cross_outputs } else { &[] };
+        for pair in cross_names {
+            for name in pair {
+                binding.bind_output_to_device(name.as_str(), &memory).map_err(onnx)?;
             }
         }
-        .ok_or_else(|| Error::invalid_model(&self.path, "no `last_hidden_state` output"))?;
-        Ok(EncoderOutput { hidden: tensors::into_tensor(hidden, "last_hidden_state")?, mask, rows, len })
+        let mut outputs = session.run_binding(&binding).map_err(onnx)?;
+        let mut take = |name: &str| -> Result<DynTensor> {
+            tensors::into_tensor(outputs.remove(name).ok_or_else(|| missing(name))?, name)
+        };
+        let hidden = take("last_hidden_state")?;
+        let cross = cross_names.iter().map(|[k, v]| Ok([take(k)?, take(v)?])).collect::<Result<Vec<_>>>()?;
+        drop(outputs);
+        Ok(EncoderOutput { hidden, mask, cross, rows, len })
     }
 }
 
@@ -97,9 +131,15 @@ impl EncoderOutput {
     pub fn select_rows(&self, index: &[usize], gather: &RowGather) -> Result<Self> {
         let mask = self.mask()?;
         let mask: Vec<i64> = index.iter().flat_map(|&r| mask[r * self.len..(r + 1) * self.len].iter().copied()).collect();
+        let cross = self
+            .cross
+            .iter()
+            .map(|[k, v]| Ok([gather.gather(k, index)?, gather.gather(v, index)?]))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             hidden: gather.gather(&self.hidden, index)?,
             mask: Tensor::from_array(([index.len(), self.len], mask))?.upcast(),
+            cross,
             rows: index.len(),
             len: self.len,
         })

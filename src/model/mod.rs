@@ -93,7 +93,6 @@ impl Model {
 
         let session_options = session_options(options)?;
         let tensorrt_first = session_options.providers.order.first() == Some(&ExecutionProviderKind::TensorRt);
-        let (layout, layout_note) = choose_layout(dir, options.str("layout").unwrap_or("auto"), tensorrt_first)?;
         let profile_shape = (tensorrt_first || session_options.providers.order.contains(&ExecutionProviderKind::TensorRt)).then(|| ProfileShape {
             max_batch: options.int("trt_max_batch").unwrap_or(8) as usize,
             max_input: options.int("trt_max_input_tokens").map(|v| v as usize).or(config.max_input_tokens).unwrap_or(512),
@@ -111,10 +110,15 @@ impl Model {
             providers_used.push((file.to_string(), opened.provider));
             Ok((path, opened))
         };
+        if !dir.join(ENCODER_FILE).is_file() {
+            return Err(Error::ModelFileMissing { path: dir.join(ENCODER_FILE), reason: "missing (every export has an encoder)".into() });
+        }
         let (enc_path, enc) = open(ENCODER_FILE, GraphKind::Encoder)?;
         let provider = enc.provider;
         let provider_notes = enc.skipped_providers.clone();
         let mut encoder = Encoder::new(&enc_path, enc.session)?;
+        let encoder_cross = encoder.cross_layers() > 0;
+        let (layout, layout_note) = choose_layout(dir, options.str("layout").unwrap_or("auto"), tensorrt_first, encoder_cross)?;
         let (heads, head_dim) = (config.decoder_heads, config.head_dim);
         let mut decoder = match layout {
             Layout::Merged => {
@@ -125,6 +129,18 @@ impl Model {
                 let (first_path, first) = open(DECODER_FILE, GraphKind::DecoderFirst)?;
                 let (past_path, past) = open(DECODER_WITH_PAST_FILE, GraphKind::DecoderWithPast)?;
                 Decoder::split(&first_path, first.session, &past_path, past.session, heads, head_dim)?
+            }
+            Layout::WithPast => {
+                let (path, s) = open(DECODER_WITH_PAST_FILE, GraphKind::DecoderWithPast)?;
+                let decoder = Decoder::with_past_only(&path, s.session, heads, head_dim)?;
+                if encoder.cross_layers() != decoder.cache.layers {
+                    return Err(Error::invalid_model(
+                        &enc_path,
+                        format!("it returns the cross-attention cache of {} layers; the decoder has {}", encoder.cross_layers(), decoder.cache.layers),
+                    ));
+                }
+                encoder.run_cross_outputs();
+                decoder
             }
         };
         let decoder_provider = providers_used.last().map_or(provider, |(_, k)| *k);
@@ -139,6 +155,7 @@ impl Model {
         let files: &[&str] = match layout {
             Layout::Merged => &[ENCODER_FILE, MERGED_DECODER_FILE],
             Layout::Split => &[ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE],
+            Layout::WithPast => &[ENCODER_FILE, DECODER_WITH_PAST_FILE],
         };
         let graphs = files
             .iter()
@@ -264,25 +281,26 @@ fn cache_device(io_binding: &str, decoder_provider: ExecutionProviderKind, devic
     }
 }
 
-/// The layout to use, and a note when TensorRT decided it.
-fn choose_layout(dir: &Path, wanted: &str, tensorrt_first: bool) -> Result<(Layout, Option<String>)> {
-    // TensorRT cannot build the merged decoder's `If`: prefer the split pair for it.
+/// The layout to use, and a note when TensorRT decided it. `encoder_cross`: the encoder graph returns
+/// the cross-attention cache, so the with-past decoder can run every step.
+fn choose_layout(dir: &Path, wanted: &str, tensorrt_first: bool, encoder_cross: bool) -> Result<(Layout, Option<String>)> {
+    let with_past = encoder_cross && dir.join(DECODER_WITH_PAST_FILE).is_file();
+    // TensorRT cannot build the merged decoder's `If`: prefer a layout without it.
     if tensorrt_first && wanted == "auto" {
         let split = dir.join(DECODER_FILE).is_file() && dir.join(DECODER_WITH_PAST_FILE).is_file();
-        return Ok(if split {
+        return Ok(if with_past {
+            (Layout::WithPast, Some("with-past decoder for every step: TensorRT cannot build the merged decoder's If".into()))
+        } else if split {
             (Layout::Split, Some("split decoders: TensorRT cannot build the merged decoder's If".into()))
         } else {
-            (choose_layout_files(dir, wanted)?, Some("merged decoder with TensorRT: its If runs outside TensorRT (export the split decoders for full TensorRT)".into()))
+            (choose_layout_files(dir, wanted, false)?, Some("merged decoder with TensorRT: its If runs outside TensorRT (export the split decoders for full TensorRT)".into()))
         });
     }
-    Ok((choose_layout_files(dir, wanted)?, None))
+    Ok((choose_layout_files(dir, wanted, with_past)?, None))
 }
 
-fn choose_layout_files(dir: &Path, wanted: &str) -> Result<Layout> {
+fn choose_layout_files(dir: &Path, wanted: &str, with_past: bool) -> Result<Layout> {
     let has = |f: &str| dir.join(f).is_file();
-    if !has(ENCODER_FILE) {
-        return Err(Error::ModelFileMissing { path: dir.join(ENCODER_FILE), reason: "missing (every export has an encoder)".into() });
-    }
     let merged = has(MERGED_DECODER_FILE);
     let split = has(DECODER_FILE) && has(DECODER_WITH_PAST_FILE);
     let missing_split = || {
@@ -293,6 +311,7 @@ fn choose_layout_files(dir: &Path, wanted: &str) -> Result<Layout> {
         }
     };
     match wanted {
+        "auto" if with_past => Ok(Layout::WithPast),
         "auto" if merged => Ok(Layout::Merged),
         "auto" if split => Ok(Layout::Split),
         "auto" => Err(Error::ModelFileMissing {
@@ -303,6 +322,15 @@ fn choose_layout_files(dir: &Path, wanted: &str) -> Result<Layout> {
         "merged" => Err(Error::ModelFileMissing { path: dir.join(MERGED_DECODER_FILE), reason: "missing (layout=merged was asked for)".into() }),
         "split" if split => Ok(Layout::Split),
         "split" => Err(missing_split()),
-        other => Err(Error::invalid_param("layout", format!("`{other}` is not one of auto, merged, split"))),
+        "with_past" if with_past => Ok(Layout::WithPast),
+        "with_past" if !has(DECODER_WITH_PAST_FILE) => Err(Error::ModelFileMissing {
+            path: dir.join(DECODER_WITH_PAST_FILE),
+            reason: "missing (layout=with_past was asked for)".into(),
+        }),
+        "with_past" => Err(Error::invalid_model(
+            dir.join(ENCODER_FILE),
+            "layout=with_past needs an encoder that returns the cross-attention cache (present.*.encoder.*); tools/export_model.py adds it",
+        )),
+        other => Err(Error::invalid_param("layout", format!("`{other}` is not one of auto, merged, split, with_past"))),
     }
 }

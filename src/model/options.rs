@@ -7,7 +7,7 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "providers", kind: Kind::Str, check: any, help: "execution providers in order of preference, e.g. `cuda,cpu`" },
     Spec { key: "strict_providers", kind: Kind::Bool, check: any, help: "fail instead of falling back when the first provider is unavailable" },
     Spec { key: "device_id", kind: Kind::Int, check: |v| check::int_in(v, 0, 1024), help: "GPU ordinal for cuda/tensorrt" },
-    Spec { key: "layout", kind: Kind::Str, check: |v| check::one_of(v, &["auto", "merged", "split"]), help: "decoder graphs to use: auto (merged when present), merged or split" },
+    Spec { key: "layout", kind: Kind::Str, check: |v| check::one_of(v, &["auto", "merged", "split", "with_past"]), help: "decoder graphs to use: auto (with_past when the encoder returns the cross-attention cache, else merged, else split), merged, split or with_past" },
     Spec { key: "io_binding", kind: Kind::Str, check: |v| check::one_of(v, &["auto", "on", "off"]), help: "keep encoder outputs and KV caches where the decoder runs, through IoBinding: auto (on a GPU, the default), on, off" },
     Spec { key: "graph_optimization", kind: Kind::Str, check: |v| check::one_of(v, &["disable", "basic", "extended", "all"]), help: "ONNX Runtime graph optimization level: disable, basic, extended or all (default)" },
     Spec { key: "intra_op_spinning", kind: Kind::Bool, check: any, help: "let ONNX Runtime's threads spin between operators (default true: lower latency, more CPU)" },

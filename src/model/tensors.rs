@@ -7,12 +7,10 @@ use ort::value::{DynTensor, DynValue, DynValueTypeMarker, PrimitiveTensorElement
 
 use crate::error::{Error, Result};
 
-/// The float precisions an export may use for hidden states, caches and logits.
-pub const FLOAT_TYPES: [TensorElementType; 3] =
-    [TensorElementType::Float32, TensorElementType::Float16, TensorElementType::Bfloat16];
-
+/// Whether `ty` is one of the float precisions an export may use for hidden states, caches and
+/// logits: float32, float16, bfloat16.
 pub fn is_float_type(ty: TensorElementType) -> bool {
-    FLOAT_TYPES.contains(&ty)
+    matches!(ty, TensorElementType::Float32 | TensorElementType::Float16 | TensorElementType::Bfloat16)
 }
 
 pub fn float_type_name(ty: TensorElementType) -> &'static str {

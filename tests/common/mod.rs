@@ -22,12 +22,38 @@ pub fn init_ort() {
     duet::runtime::init_runtime(Some(&path)).expect("ONNX Runtime (run `make fetch-ort`)");
 }
 
-/// `layout` is `merged` or `split`, optionally with `/bound`: caches kept through IoBinding.
+/// A copy of fixture `name` as tools/export_model.py leaves it: its encoder also returns the
+/// cross-attention cache (`encoder_with_cross_cache.onnx`), so the `with_past` layout can run.
+pub fn with_cross_cache(name: &str) -> PathBuf {
+    static MADE: Lazy<std::sync::Mutex<Vec<String>>> = Lazy::new(Default::default);
+    let mut made = MADE.lock().unwrap();
+    let src = fixture(name);
+    let dir = root().join("target/test-models").join(format!("{name}-with-cross-cache-{}", std::process::id()));
+    if made.iter().any(|m| m == name) {
+        return dir;
+    }
+    made.push(name.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_str().unwrap().to_string();
+        if file == "encoder_with_cross_cache.onnx" || file == "encoder_model.onnx" || file == "decoder_model_merged.onnx" {
+            continue;
+        }
+        std::fs::copy(&path, dir.join(&file)).unwrap();
+    }
+    std::fs::copy(src.join("encoder_with_cross_cache.onnx"), dir.join("encoder_model.onnx")).unwrap();
+    dir
+}
+
+/// `layout` is `merged`, `split` or `with_past` (the fixture with its cross-cache encoder),
+/// optionally with `/bound`: caches kept through IoBinding.
 pub fn open(name: &str, layout: &str) -> duet::Model {
     init_ort();
     let mut options = duet::new_model_options();
     let (layout, bound) = layout.split_once('/').map_or((layout, false), |(l, b)| (l, b == "bound"));
     options.set_str("layout", layout).unwrap();
+    let dir = if layout == "with_past" { with_cross_cache(name) } else { fixture(name) };
     if bound {
         options.set_str("io_binding", "on").unwrap();
     }
@@ -42,7 +68,7 @@ pub fn open(name: &str, layout: &str) -> duet::Model {
             options.set_str("layout", "split").unwrap();
         }
     }
-    duet::Model::open_with(fixture(name), &options).unwrap_or_else(|e| panic!("opening {name}: {e}"))
+    duet::Model::open_with(dir, &options).unwrap_or_else(|e| panic!("opening {name}: {e}"))
 }
 
 static MODELS: Lazy<std::sync::Mutex<Vec<(String, Arc<duet::Model>)>>> = Lazy::new(Default::default);
