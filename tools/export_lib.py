@@ -146,8 +146,9 @@ def materialize_transposed_weights(model):
     return done
 
 
-def quantize(out, bits, block_size, accuracy_level=None):
-    """Weight-only MatMulNBits quantization (symmetric, blockwise along K) of each split graph, in place."""
+def quantize(out, bits, block_size, accuracy_level=None, symmetric=False):
+    """Weight-only MatMulNBits quantization (blockwise along K; asymmetric, with a zero point per block,
+    unless `symmetric`) of each split graph, in place."""
     import logging
 
     import onnx
@@ -158,13 +159,14 @@ def quantize(out, bits, block_size, accuracy_level=None):
     for f in SPLIT:
         model = onnx.load(str(out / f))
         untied = materialize_transposed_weights(model)
-        q = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True,
+        q = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=symmetric,
                                  accuracy_level=accuracy_level)
         q.process()
         n = sum(1 for node in q.model.model.graph.node if node.op_type == "MatMulNBits")
         left = sum(1 for node in q.model.model.graph.node if node.op_type == "MatMul")
         q.model.save_model_to_file(str(out / f), use_external_data_format=False)
-        notes[f] = (f"{n} MatMul -> MatMulNBits ({bits} bits, block {block_size}); {left} MatMul left (no constant "
+        notes[f] = (f"{n} MatMul -> MatMulNBits ({bits} bits, block {block_size}, "
+                    f"{'symmetric' if symmetric else 'asymmetric'}); {left} MatMul left (no constant "
                     f"weight)" + (f"; {', '.join(untied)} stored transposed for MatMul" if untied else ""))
     return notes
 
@@ -441,7 +443,9 @@ def remerge(out):
 # Greedy generation over the ONNX graphs
 # --------------------------------------------------------------------------------------------------
 class OrtSeq2Seq:
-    """Encoder once, then the merged decoder (or the split pair) with the KV cache; greedy."""
+    """Encoder once, then the decoders with the KV cache; greedy. `merged`: the merged decoder (True),
+    the split pair (False), or "with_past": the with-past decoder for every step, the cross-attention
+    cache from the encoder (what duet runs when the encoder returns it)."""
 
     def __init__(self, model_dir, merged=True, threads=2, session_options=None):
         import onnxruntime as ort
@@ -457,31 +461,46 @@ class OrtSeq2Seq:
         if session_options is None:
             so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         load = lambda f: ort.InferenceSession(str(d / f), so, providers=["CPUExecutionProvider"])  # noqa: E731
-        self.merged = merged
+        self.with_past = merged == "with_past"
+        self.merged = merged is True
         self.encoder = load(ENCODER)
-        self.decoders = [load(MERGED)] if merged else [load(DECODER), load(DECODER_PAST)]
+        self.enc_outputs = [o.name for o in self.encoder.get_outputs()]
+        if self.with_past and not any(n.startswith("present.") for n in self.enc_outputs):
+            raise ValueError(f"{d / ENCODER} does not return the cross-attention cache")
+        self.decoders = ([load(DECODER_PAST)] if self.with_past else [load(MERGED)] if self.merged
+                         else [load(DECODER), load(DECODER_PAST)])
         self.past_inputs = [i for i in self.decoders[-1].get_inputs() if i.name.startswith("past_key_values")]
         self.past_dtype = np.float16 if self.past_inputs and self.past_inputs[0].type == "tensor(float16)" else np.float32
 
+    def encode_all(self, ids, mask):
+        return dict(zip(self.enc_outputs, self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})))
+
     def encode(self, ids, mask):
-        return self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return self.encode_all(ids, mask)["last_hidden_state"]
 
     def generate(self, ids, max_new, min_new=0, stop_at_eos=True):
         """ids: int64 [B, T] (no padding). Returns (tokens [B, n] without the start token, encoder seconds,
         total seconds). After EOS a row gets padding (the start token) until all rows are done."""
         t0 = time.perf_counter()
         mask = np.ones_like(ids)
-        hidden = self.encode(ids, mask)
+        enc = self.encode_all(ids, mask)
+        hidden = enc["last_hidden_state"]
         t_enc = time.perf_counter() - t0
         b = ids.shape[0]
         tok = np.full((b, 1), self.start, np.int64)
         past, out, done = None, [], np.zeros(b, bool)
+        empty = {i.name: np.zeros((b, i.shape[1], 0, i.shape[3]), self.past_dtype) for i in self.past_inputs}
         for step in range(max_new):
             feeds = {"input_ids": tok, "encoder_attention_mask": mask, "encoder_hidden_states": hidden}
-            if self.merged:
+            if self.with_past:
+                sess = self.decoders[0]
+                if past is None:
+                    past = {k: (enc[k.replace("past_key_values", "present")] if ".encoder." in k else v)
+                            for k, v in empty.items()}
+                feeds.update(past)
+            elif self.merged:
                 feeds["use_cache_branch"] = np.array([past is not None])
-                feeds.update(past if past is not None else {  # ignored by the no-cache branch
-                    i.name: np.zeros((b, i.shape[1], 0, i.shape[3]), self.past_dtype) for i in self.past_inputs})
+                feeds.update(past if past is not None else empty)  # ignored by the no-cache branch
                 sess = self.decoders[0]
             else:
                 sess = self.decoders[0 if past is None else 1]
@@ -506,7 +525,6 @@ class OrtSeq2Seq:
             if stop_at_eos and done.all():
                 break
         return np.stack(out, 1), t_enc, time.perf_counter() - t0
-
 
     def forced_argmax(self, inputs, targets):
         """Per input, the argmax at every position when the decoder is fed [start] + target[:-1] at once."""
@@ -562,6 +580,14 @@ def strip(tokens, eos):
     return out
 
 
+def has_cross_cache(model_dir):
+    """Whether the encoder returns the cross-attention cache (add_cross_cache_to_encoder)."""
+    import onnx
+
+    graph = onnx.load(str(Path(model_dir) / ENCODER), load_external_data=False).graph
+    return any(o.name.startswith("present.") for o in graph.output)
+
+
 def verify(candidate, reference, max_new=VERIFY_NEW_TOKENS):
     """Greedy generation on both dirs, merged and split decoders, over sample_inputs(reference), on
     ONNX Runtime's CPU provider (float16 nodes run there in float32 behind inserted Casts, so the
@@ -576,13 +602,14 @@ def verify(candidate, reference, max_new=VERIFY_NEW_TOKENS):
         return samples, {"skipped": "ONNX Runtime's CPU provider has no kernels for these graphs (" +
                          str(e).split(":")[-1].strip()[:160] + "); tools/gpu_check.sh measures it on a GPU"}
     result = {}
-    for merged in (True, False):
+    layouts = [True, False] + (["with_past"] if has_cross_cache(candidate) else [])
+    for merged in layouts:
         gens = []
         for d in (reference, candidate):
-            m = OrtSeq2Seq(d, merged=merged)
+            m = OrtSeq2Seq(d, merged=merged if has_cross_cache(d) or merged != "with_past" else True)
             gens.append([strip(m.generate(np.array([s], np.int64), max_new)[0][0], m.eos) for s in samples])
         pairs = [agreement(r, c) for r, c in zip(*gens)]
-        result["merged" if merged else "split"] = {
+        result[{True: "merged", False: "split"}.get(merged, merged)] = {
             "token_agreement": round(sum(p[0] for p in pairs) / sum(p[1] for p in pairs), 4),
             "identical_sequences": sum(r == c for r, c in zip(*gens)),
             "tokens": sum(p[1] for p in pairs),
@@ -608,7 +635,7 @@ def write_manifest(out, source, optimized, quant, verified, graphs, dtype="fp32"
         "optimized": optimized,
         "quantization": quant,
         "dtype": dtype,
-        "token_agreement": min(detail[k]["token_agreement"] for k in ("merged", "split")) if detail else None,
+        "token_agreement": min(v["token_agreement"] for v in detail.values()) if detail else None,
         "sample_inputs": len(samples),
         "verification": {"reference": "fp32 export of the same source", "greedy_new_tokens": VERIFY_NEW_TOKENS,
                          "decoders": detail, "teacher_forced_agreement": forced} if detail else (

@@ -8,8 +8,8 @@ OUT_DIR receives:
                  tokenizer.json (a Unigram tokenizer over 32100 synthetic pieces, T5 layout)
     fp32/        tools/export_model.py export (merged + split decoders)
     fp32-opt/    fp32 with --optimize (ONNX Runtime transformer fusions)
-    int8/        fp32 with --quantize int8 --block-size 32 (MatMulNBits, weight-only, symmetric,
-                 accuracy_level 4 = int8 activations: export_model.py's default)
+    int8/        fp32 with --quantize int8 --block-size 32 (MatMulNBits, weight-only, asymmetric,
+                 accuracy_level 4 = int8 activations: export_model.py's defaults)
     int4/        fp32 with --quantize int4 --block-size 32
     ct2-fp32/    CTranslate2 conversion of pt/ (float32)
     ct2-int8/    CTranslate2 conversion of pt/ (--quantization int8)
