@@ -107,6 +107,10 @@ fn an_encoder_with_the_cross_cache_runs_the_with_past_decoder_alone() {
     assert_eq!(m.layout(), duet::Layout::WithPast, "auto prefers one decoder graph");
     let graphs: Vec<String> = m.info_json()["graphs"].as_array().unwrap().iter().map(|g| g["file"].as_str().unwrap().to_string()).collect();
     assert_eq!(graphs, ["encoder_model.onnx", "decoder_with_past_model.onnx"]);
+    let info = m.info_json();
+    assert!(info["graphs"].as_array().unwrap().iter().all(|g| g["bytes"].as_u64().unwrap() > 10_000));
+    assert!(info["memory"]["process_resident_bytes"].as_u64().unwrap() > 1 << 20, "{}", info["memory"]);
+    assert_eq!(info["memory"]["weights_mapped_from_files"], false, "the fixtures keep their weights inside");
     let mut options = duet::new_model_options();
     options.set_str("layout", "split").unwrap();
     assert_eq!(duet::Model::open_with(&dir, &options).unwrap().layout(), duet::Layout::Split);

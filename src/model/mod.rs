@@ -9,6 +9,7 @@ pub mod config;
 pub mod confinement;
 mod decoder;
 mod encoder;
+mod footprint;
 mod graph;
 mod kv_cache;
 mod options;
@@ -25,6 +26,8 @@ pub use options::{model_options_from, new_model_options, MODEL_OPTION_SPECS};
 pub use row_gather::CacheDevice;
 
 use ort::session::builder::GraphOptimizationLevel;
+
+use footprint::{resident_bytes, GraphFootprint};
 
 use crate::error::{Error, Result};
 use crate::runtime::gpu_options::{gpu_options, trt_profile, GraphKind, ProfileShape};
@@ -48,7 +51,7 @@ pub struct Model {
     /// Width of the logits the decoder returns.
     logits_vocab: usize,
     /// The graph files in use, with their sizes on disk and the provider each runs on.
-    graphs: Vec<(String, u64, ExecutionProviderKind)>,
+    graphs: Vec<(String, GraphFootprint, ExecutionProviderKind)>,
     /// Why the layout was chosen, when not plain preference (TensorRT and the merged `If`).
     layout_note: Option<String>,
     /// `duet_export.json`, written by tools/export_model.py (optimizations, quantization).
@@ -106,8 +109,13 @@ impl Model {
         let mut open = |file: &str, kind: GraphKind| -> Result<(PathBuf, runtime::OpenedSession)> {
             let path = dir.join(file);
             let profile = profile_shape.map(|s| trt_profile(kind, &s)).unwrap_or_default();
+            let before = resident_bytes();
             let opened = open_session(&path, &session_options, &profile)?;
-            providers_used.push((file.to_string(), opened.provider));
+            let growth = match (before, resident_bytes()) {
+                (Some(b), Some(a)) => a.saturating_sub(b),
+                _ => 0,
+            };
+            providers_used.push((file.to_string(), opened.provider, growth));
             Ok((path, opened))
         };
         if !dir.join(ENCODER_FILE).is_file() {
@@ -143,7 +151,7 @@ impl Model {
                 decoder
             }
         };
-        let decoder_provider = providers_used.last().map_or(provider, |(_, k)| *k);
+        let decoder_provider = providers_used.last().map_or(provider, |(_, k, _)| *k);
         if let Some(device) = cache_device(options.str("io_binding").unwrap_or("auto"), decoder_provider, session_options.providers.device_id) {
             encoder.bind_output_to(device);
             decoder.bind_cache_to(device);
@@ -160,8 +168,9 @@ impl Model {
         let graphs = files
             .iter()
             .map(|f| {
-                let provider = providers_used.iter().find(|(p, _)| p == f).map_or(provider, |(_, k)| *k);
-                (f.to_string(), std::fs::metadata(dir.join(f)).map_or(0, |m| m.len()), provider)
+                let used = providers_used.iter().find(|(p, _, _)| p == f);
+                let footprint = GraphFootprint { rss_growth_bytes: used.map_or(0, |u| u.2), ..GraphFootprint::on_disk(&dir.join(f)) };
+                (f.to_string(), footprint, used.map_or(provider, |u| u.1))
             })
             .collect();
         let export_manifest = std::fs::read_to_string(dir.join("duet_export.json"))
@@ -236,8 +245,20 @@ impl Model {
             "cache_dtype": tensors::float_type_name(self.decoder.cache.dtype),
             "io_binding": self.decoder.cache_device().is_some(),
             "kv_cache_device": self.decoder.cache_device().unwrap_or(CacheDevice::Host).describe(),
-            "graphs": self.graphs.iter().map(|(f, b, p)| serde_json::json!({"file": f, "bytes": b, "execution_provider": p.ort_name()})).collect::<Vec<_>>(),
-            "weights_bytes": self.graphs.iter().map(|(_, b, _)| b).sum::<u64>(),
+            "graphs": self.graphs.iter().map(|(f, g, p)| serde_json::json!({
+                "file": f,
+                "bytes": g.bytes(),
+                "external_data_bytes": g.external_data_bytes,
+                "rss_growth_bytes": g.rss_growth_bytes,
+                "execution_provider": p.ort_name(),
+            })).collect::<Vec<_>>(),
+            "weights_bytes": self.graphs.iter().map(|(_, g, _)| g.bytes()).sum::<u64>(),
+            "memory": {
+                "loaded_rss_growth_bytes": self.graphs.iter().map(|(_, g, _)| g.rss_growth_bytes).sum::<u64>(),
+                "weights_mapped_from_files": self.graphs.iter().any(|(_, g, _)| g.external_data_bytes > 0),
+                "process_resident_bytes": resident_bytes(),
+                "note": "rss_growth_bytes: resident memory the process gained while ONNX Runtime opened each graph (pre-packed weights, mapped pages touched); one copy per model, shared by every thread calling it",
+            },
             "export": self.export_manifest,
         })
     }
