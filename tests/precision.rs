@@ -130,6 +130,9 @@ fn float16_caches_are_reported_and_identical_through_io_binding() {
         let bound = open(name, &[("io_binding", "on")]).unwrap();
         let info = bound.info_json();
         assert_eq!(info["cache_dtype"], "float16");
+        assert_eq!(info["layout"], "with_past", "the export's encoder returns the cross-attention cache");
+        // bart-tiny-fp16 keeps the export's default of weights in external-data files.
+        assert_eq!(info["memory"]["weights_mapped_from_files"], name == "bart-tiny-fp16", "{}", info["memory"]);
         assert_eq!(info["export"]["dtype"], "fp16");
         assert!(info["export"]["token_agreement"].as_f64().is_some(), "the export measured its agreement");
         let mut params = duet::new_generation_settings();

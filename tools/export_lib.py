@@ -428,6 +428,7 @@ def external_data(out):
         (out / data).unlink(missing_ok=True)
         onnx.save_model(model, str(out / f), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data, size_threshold=1024)
+        (out / data).chmod(0o644)  # onnx writes it owner-only; the graph beside it is world-readable
         notes[f] = f"weights in {data} ({(out / data).stat().st_size / 2**20:.1f} MiB)"
     return notes
 
