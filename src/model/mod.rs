@@ -139,7 +139,7 @@ impl Model {
                 Decoder::split(&first_path, first.session, &past_path, past.session, heads, head_dim)?
             }
             Layout::WithPast => {
-                let (path, s) = open(DECODER_WITH_PAST_FILE, GraphKind::DecoderWithPast)?;
+                let (path, s) = open(DECODER_WITH_PAST_FILE, GraphKind::DecoderEveryStep)?;
                 let decoder = Decoder::with_past_only(&path, s.session, heads, head_dim)?;
                 if encoder.cross_layers() != decoder.cache.layers {
                     return Err(Error::invalid_model(

@@ -73,6 +73,9 @@ pub enum GraphKind {
     Encoder,
     DecoderFirst,
     DecoderWithPast,
+    /// The with-past graph running every step (the `with_past` layout): its first step has an
+    /// empty self-attention cache, so the profile starts at a past length of 0.
+    DecoderEveryStep,
     DecoderMerged,
 }
 
@@ -100,7 +103,7 @@ pub fn trt_profile(kind: GraphKind, s: &ProfileShape) -> Vec<(String, String)> {
             _ => {
                 items.push(format!("input_ids:{b}x1"));
                 items.push(format!("encoder_attention_mask:{b}x{l}"));
-                if kind != GraphKind::DecoderWithPast {
+                if !matches!(kind, GraphKind::DecoderWithPast | GraphKind::DecoderEveryStep) {
                     items.push(format!("encoder_hidden_states:{b}x{l}x{}", s.d_model));
                 }
                 if kind != GraphKind::DecoderFirst {
@@ -115,8 +118,9 @@ pub fn trt_profile(kind: GraphKind, s: &ProfileShape) -> Vec<(String, String)> {
         }
         items.join(",")
     };
+    let min_past = if kind == GraphKind::DecoderEveryStep { 0 } else { 1 };
     vec![
-        ("trt_profile_min_shapes".into(), shapes(1, 1, 1)),
+        ("trt_profile_min_shapes".into(), shapes(1, 1, min_past)),
         ("trt_profile_opt_shapes".into(), shapes(s.max_batch.div_ceil(2).max(1), (s.max_input / 2).max(1), (s.max_new / 2).max(1))),
         ("trt_profile_max_shapes".into(), shapes(s.max_batch, s.max_input, s.max_new)),
     ]
@@ -151,5 +155,9 @@ mod tests {
         assert!(past[0].1.starts_with("input_ids:1x1,encoder_attention_mask:1x1"));
         let first = trt_profile(GraphKind::DecoderFirst, &s);
         assert!(first[1].1.contains("encoder_hidden_states:4x256x64") && !first[1].1.contains("past_key_values"));
+        assert!(past[0].1.contains("past_key_values.0.decoder.key:1x4x1x16"));
+        let every = trt_profile(GraphKind::DecoderEveryStep, &s);
+        assert!(every[0].1.contains("past_key_values.0.decoder.key:1x4x0x16"), "the first step's cache is empty");
+        assert_eq!(every[2], past[2]);
     }
 }
