@@ -85,14 +85,11 @@ impl Decoder {
         io.require_input("use_cache_branch", TensorElementType::Bool)?;
         let cache = CacheShape::discover(&io, heads, head_dim)?;
         check_presents(&io, cache.layers, true)?;
-        Ok(Self {
-            layout: Layout::Merged,
-            first: Graph::new(path, session, true)?,
-            with_past: None,
-            cache,
-            bind_cache_to: None,
-            rows: RowGather::new(CacheDevice::Host, false),
-        })
+        Ok(Self::unbound(Layout::Merged, Graph::new(path, session, true)?, None, cache))
+    }
+
+    fn unbound(layout: Layout, first: Graph, with_past: Option<Graph>, cache: CacheShape) -> Self {
+        Self { layout, first, with_past, cache, bind_cache_to: None, rows: RowGather::new(CacheDevice::Host, false) }
     }
 
     pub fn split(
@@ -107,14 +104,8 @@ impl Decoder {
         let cache = CacheShape::discover(&past_io, heads, head_dim)?;
         check_presents(&past_io, cache.layers, false)?;
         check_presents(&GraphIo::new(first_path, &first), cache.layers, true)?;
-        Ok(Self {
-            layout: Layout::Split,
-            first: Graph::new(first_path, first, true)?,
-            with_past: Some(Graph::new(past_path, with_past, false)?),
-            cache,
-            bind_cache_to: None,
-            rows: RowGather::new(CacheDevice::Host, false),
-        })
+        let past = Graph::new(past_path, with_past, false)?;
+        Ok(Self::unbound(Layout::Split, Graph::new(first_path, first, true)?, Some(past), cache))
     }
 
     /// Keeps the caches on `device` between steps through IoBinding; only logits come to the host.
@@ -133,14 +124,7 @@ impl Decoder {
         let io = GraphIo::new(path, &session);
         let cache = CacheShape::discover(&io, heads, head_dim)?;
         check_presents(&io, cache.layers, false)?;
-        Ok(Self {
-            layout: Layout::WithPast,
-            first: Graph::new(path, session, false)?,
-            with_past: None,
-            cache,
-            bind_cache_to: None,
-            rows: RowGather::new(CacheDevice::Host, false),
-        })
+        Ok(Self::unbound(Layout::WithPast, Graph::new(path, session, false)?, None, cache))
     }
 
     pub fn layout(&self) -> Layout {

@@ -59,10 +59,10 @@ impl RowGather {
         let ty = *value.data_type();
         let mut sessions = self.sessions.lock().map_err(|_| Error::Internal("row gather lock poisoned".into()))?;
         let key = onnx_elem_type(ty)?;
-        if !sessions.contains_key(&key) {
-            sessions.insert(key, self.open(key)?);
-        }
-        let session = sessions.get_mut(&key).expect("inserted above");
+        let session = match sessions.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.open(key)?),
+        };
         let indices = Tensor::from_array(([index.len()], index.iter().map(|&r| r as i64).collect::<Vec<_>>()))?;
         let mut binding = session.create_binding()?;
         binding.bind_input("data", value)?;

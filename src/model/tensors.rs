@@ -72,7 +72,7 @@ fn gather_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static
 ) -> Result<DynTensor> {
     let (shape, data) = value.try_extract_tensor::<T>()?;
     let rows = shape[0] as usize;
-    let row_len = if rows == 0 { 0 } else { data.len() / rows };
+    let row_len = data.len().checked_div(rows).unwrap_or(0);
     let mut out = Vec::with_capacity(index.len() * row_len);
     for &r in index {
         if r >= rows {

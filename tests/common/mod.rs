@@ -71,7 +71,8 @@ pub fn open(name: &str, layout: &str) -> duet::Model {
     duet::Model::open_with(dir, &options).unwrap_or_else(|e| panic!("opening {name}: {e}"))
 }
 
-static MODELS: Lazy<std::sync::Mutex<Vec<(String, Arc<duet::Model>)>>> = Lazy::new(Default::default);
+type OpenModels = Vec<(String, Arc<duet::Model>)>;
+static MODELS: Lazy<std::sync::Mutex<OpenModels>> = Lazy::new(Default::default);
 
 /// One shared instance per (model, layout) for the whole test binary.
 pub fn shared(name: &str, layout: &str) -> Arc<duet::Model> {
