@@ -172,7 +172,9 @@ leakcheck: c-example
 	$(VALGRIND) $(C_BUILD)/chat tests/fixtures/bart-tiny 20
 	$(VALGRIND) $(C_BUILD)/search tests/fixtures/t5-tiny $(C_BUILD)/index.bin
 	$(VALGRIND) $(C_BUILD)/rss_loop tests/fixtures/t5-tiny 300
+	$(VALGRIND) $(C_BUILD)/rss_loop tests/fixtures/t5-tiny-fp16 300 on
 	$(C_BUILD)/rss_loop tests/fixtures/t5-tiny $(RSS_CALLS)
+	$(C_BUILD)/rss_loop tests/fixtures/t5-tiny-fp16 $(RSS_CALLS) on
 
 # Coverage-guided fuzzing with cargo-fuzz (libFuzzer). Stable Rust runs it with
 # RUSTC_BOOTSTRAP=1; every target runs FUZZ_SECONDS, and a crash stops make with its input saved

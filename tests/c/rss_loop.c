@@ -1,6 +1,7 @@
 /*
  * Calls the C API in a loop and reports resident memory growth between call 500 and the end:
- *   rss_loop MODEL_DIR [CALLS]       (default 10000; fails above 5% growth)
+ *   rss_loop MODEL_DIR [CALLS] [IO_BINDING]   (default 10000; fails above 5% growth; IO_BINDING is
+ *   the io_binding model option, e.g. `on` for the device path's IoBinding and Gather graph)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,11 @@ int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: %s MODEL_DIR [CALLS]\n", argv[0]); return 2; }
     long calls = argc > 2 ? atol(argv[2]) : 10000;
     duet_model *model = NULL;
-    CHECK(duet_model_open(argv[1], NULL, &model));
+    duet_model_options *options = NULL;
+    CHECK(duet_model_options_new(&options));
+    if (argc > 3) CHECK(duet_model_options_set_string(options, "io_binding", argv[3]));
+    CHECK(duet_model_open(argv[1], options, &model));
+    duet_model_options_free(options);
     const char *texts[] = {"The river flooded the fields.", "今天的会议改到下午三点。"};
     float vec[2 * 64];
     double scores[2];
