@@ -1,7 +1,7 @@
 //! Shared by the integration tests: ONNX Runtime from `make fetch-ort`, the fixture models.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use once_cell::sync::Lazy;
@@ -33,6 +33,16 @@ pub fn with_cross_cache(name: &str) -> PathBuf {
         return dir;
     }
     made.push(name.to_string());
+    // Copies left by test processes that have ended go first.
+    let prefix = format!("{name}-with-cross-cache-");
+    for old in std::fs::read_dir(dir.parent().unwrap()).into_iter().flatten().flatten() {
+        let file = old.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = file.strip_prefix(&prefix) {
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+    }
     std::fs::create_dir_all(&dir).unwrap();
     for entry in std::fs::read_dir(&src).unwrap() {
         let path = entry.unwrap().path();
