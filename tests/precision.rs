@@ -73,7 +73,7 @@ fn teacher_forced_closeness(name: &str, half_name: &str) -> (f64, f64, f32, usiz
     let mut params = duet::new_generation_settings();
     params.set_str("max_new_tokens", "32").unwrap();
     let (mut agree, mut count) = (0usize, 0usize);
-    for (input, target) in greedy_goldens(name) {
+    for (input, _) in greedy_goldens(name) {
         let text = full.tokenizer.decode(&input).unwrap();
         let got = duet::generate(&half, &[text.as_str()], &params, None).unwrap();
         let ids = &got[0].sequences[0].token_ids;
@@ -82,7 +82,6 @@ fn teacher_forced_closeness(name: &str, half_name: &str) -> (f64, f64, f32, usiz
         let n = ids.iter().zip(want).take_while(|(a, b)| a == b).count();
         agree += n;
         count += ids.len().max(want.len());
-        let _ = target;
     }
     eprintln!("{half_name}: greedy agreement with {name} {:.4} over {count} tokens", agree as f64 / count.max(1) as f64);
     (same as f64 / total as f64, clear_same as f64 / clear_total.max(1) as f64, worst, total, clear_total)

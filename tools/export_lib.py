@@ -603,11 +603,12 @@ def verify(candidate, reference, max_new=VERIFY_NEW_TOKENS):
         return samples, {"skipped": "ONNX Runtime's CPU provider has no kernels for these graphs (" +
                          str(e).split(":")[-1].strip()[:160] + "); tools/gpu_check.sh measures it on a GPU"}
     result = {}
-    layouts = [True, False] + (["with_past"] if has_cross_cache(candidate) else [])
+    cross = {d: has_cross_cache(d) for d in (reference, candidate)}
+    layouts = [True, False] + (["with_past"] if cross[candidate] else [])
     for merged in layouts:
         gens = []
-        for d in (reference, candidate):
-            m = OrtSeq2Seq(d, merged=merged if has_cross_cache(d) or merged != "with_past" else True)
+        for d in (reference, candidate):  # a reference without the cross cache runs merged instead
+            m = OrtSeq2Seq(d, merged=merged if cross[d] or merged != "with_past" else True)
             gens.append([strip(m.generate(np.array([s], np.int64), max_new)[0][0], m.eos) for s in samples])
         pairs = [agreement(r, c) for r, c in zip(*gens)]
         result[{True: "merged", False: "split"}.get(merged, merged)] = {
@@ -615,7 +616,7 @@ def verify(candidate, reference, max_new=VERIFY_NEW_TOKENS):
             "identical_sequences": sum(r == c for r, c in zip(*gens)),
             "tokens": sum(p[1] for p in pairs),
         }
-        if merged:  # teacher forcing on the reference's sequences: argmax agreement at every position
+        if merged is True:  # teacher forcing on the reference's sequences: argmax agreement at every position
             ref_gen = gens[0]
             forced = [OrtSeq2Seq(d, merged=True).forced_argmax(samples, ref_gen) for d in (reference, candidate)]
             same = sum(int((a == b).sum()) for a, b in zip(*forced))

@@ -144,15 +144,18 @@ impl Decoder {
         };
         let c = self.cache;
         let ids = Tensor::from_array(([rows, 1], tokens.iter().map(|&t| t as i64).collect::<Vec<_>>()))?.upcast();
-        let branch = Tensor::from_array(([1usize], vec![!first_step]))?.upcast();
-        let empty = tensors::empty(c.dtype, &[rows, c.heads, 0, c.head_dim])?;
-        let mut inputs: Vec<(String, &DynTensor)> =
+        let branch = match self.layout {
+            Layout::Merged => Some(Tensor::from_array(([1usize], vec![!first_step]))?.upcast()),
+            _ => None,
+        };
+        let empty = if first_step { Some(tensors::empty(c.dtype, &[rows, c.heads, 0, c.head_dim])?) } else { None };
+        let mut inputs: Vec<(Cow<'static, str>, &DynTensor)> =
             vec![("input_ids".into(), &ids), ("encoder_attention_mask".into(), &encoder.mask)];
         if graph.takes_hidden_states {
             inputs.push(("encoder_hidden_states".into(), &encoder.hidden));
         }
-        if self.layout == Layout::Merged {
-            inputs.push(("use_cache_branch".into(), &branch));
+        if let Some(branch) = &branch {
+            inputs.push(("use_cache_branch".into(), branch));
         }
         let cross_from_encoder = self.layout == Layout::WithPast;
         if cross_from_encoder && encoder.cross.len() != c.layers {
@@ -161,16 +164,14 @@ impl Decoder {
         if self.layout != Layout::Split || !first_step {
             for layer in 0..c.layers {
                 for (k, kv) in ["key", "value"].into_iter().enumerate() {
-                    let own = if first_step { &empty } else { &cache.self_attention[layer][k] };
+                    let own = empty.as_ref().unwrap_or_else(|| &cache.self_attention[layer][k]);
                     let cross = if cross_from_encoder {
                         &encoder.cross[layer][k]
-                    } else if first_step {
-                        &empty
                     } else {
-                        &cache.cross_attention[layer][k]
+                        empty.as_ref().unwrap_or_else(|| &cache.cross_attention[layer][k])
                     };
-                    inputs.push((past_name(layer, "decoder", kv), own));
-                    inputs.push((past_name(layer, "encoder", kv), cross));
+                    inputs.push((past_name(layer, "decoder", kv).into(), own));
+                    inputs.push((past_name(layer, "encoder", kv).into(), cross));
                 }
             }
         }
@@ -189,13 +190,13 @@ impl Decoder {
         let (logits, mut presents) = match self.bind_cache_to {
             None => {
                 let feed: Vec<(Cow<'static, str>, SessionInputValue<'_>)> =
-                    inputs.iter().map(|(n, v)| (Cow::Owned(n.clone()), SessionInputValue::from(*v))).collect();
+                    inputs.into_iter().map(|(n, v)| (n, SessionInputValue::from(v))).collect();
                 collect(session.run(feed).map_err(onnx)?, &graph.path, &wanted)?
             }
             Some(device) => {
                 let mut binding = session.create_binding().map_err(onnx)?;
                 for (name, value) in &inputs {
-                    binding.bind_input(name.as_str(), *value).map_err(onnx)?;
+                    binding.bind_input(name.as_ref(), *value).map_err(onnx)?;
                 }
                 binding.bind_output_to_device("logits", &CacheDevice::Host.memory_info()?).map_err(onnx)?;
                 let cache_memory = device.memory_info()?;

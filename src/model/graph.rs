@@ -49,12 +49,9 @@ impl<'a> GraphIo<'a> {
 
     /// Fails unless `name` is an input tensor of float32, float16 or bfloat16; returns which.
     pub fn require_float_input(&self, name: &str) -> Result<TensorElementType> {
-        match self.require_input(name, TensorElementType::Float32) {
-            Ok(()) => Ok(TensorElementType::Float32),
-            Err(e) => match self.input_type(name).and_then(ValueType::tensor_type) {
-                Some(ty) if is_float_type(ty) => Ok(ty),
-                _ => Err(e),
-            },
+        match self.input_type(name).and_then(ValueType::tensor_type) {
+            Some(ty) if is_float_type(ty) => Ok(ty),
+            _ => self.require_input(name, TensorElementType::Float32).map(|()| TensorElementType::Float32),
         }
     }
 
