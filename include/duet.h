@@ -28,9 +28,7 @@
 #define DUET_ABI_MAJOR 1
 
 // Compatible additions (new members at the end of the table) raise this.
-#define DUET_ABI_MINOR 0
-
-#define FORMAT_VERSION 1
+#define DUET_ABI_MINOR 1
 
 // Result of every fallible call. Numbers are part of the ABI and never change meaning.
 typedef enum {
@@ -73,6 +71,10 @@ typedef enum {
   DUET_STATUS_DEADLINE_EXCEEDED = 18,
   // A handle that is freed, foreign, or of another type was passed.
   DUET_STATUS_INVALID_HANDLE = 19,
+  // The model cannot do this call (e.g. generation or rerank on an embedding-only model).
+  DUET_STATUS_UNSUPPORTED = 20,
+  // An index was built with another model (graph, tokenizer, pooling or width differ).
+  DUET_STATUS_INDEX_MODEL_MISMATCH = 21,
   // duet panicked; the host is unharmed, the object involved should be freed.
   DUET_STATUS_PANIC = 100,
 } duet_status;
@@ -237,6 +239,22 @@ typedef struct {
   duet_status (*cancel_token_cancel)(const duet_cancel_token*);
   duet_status (*cancel_token_reset)(const duet_cancel_token*);
   void (*cancel_token_free)(duet_cancel_token*);
+  duet_status (*embed_with_flags)(const duet_model*,
+                                  const char*const *,
+                                  size_t,
+                                  const duet_params*,
+                                  float*,
+                                  size_t,
+                                  bool*);
+  duet_status (*index_add_batch)(const duet_index*, const int64_t*, const char*const *, size_t);
+  duet_status (*index_text)(const duet_index*, int64_t, char**);
+  duet_status (*index_search_with)(const duet_index*,
+                                   const char*,
+                                   size_t,
+                                   const duet_params*,
+                                   int64_t*,
+                                   double*,
+                                   size_t*);
 } duet_api_v1;
 
 #ifdef __cplusplus
@@ -427,14 +445,28 @@ const duet_api_v1 *duet_plugin_v1(uint32_t host_abi_major, const char **error);
 // Width of the vectors `duet_embed` writes. Thread-safe.
 duet_status duet_model_embedding_dim(const duet_model *model, size_t *out);
 
-// Writes `n` L2-normalized embeddings (encoder mean pooling), row after row, into `out`, which
-// holds `out_len` floats and must hold `n * duet_model_embedding_dim()`. Thread-safe.
+// Writes `n` embeddings, row after row, into `out`, which holds `out_len` floats and must hold
+// `n * duet_model_embedding_dim()`. Pooling and normalisation are the model's (an embedding
+// model's sentence-transformers files; mean and L2 for a seq2seq encoder). Params:
+// `input_kind` "query" or "document" (the model's prefixes), `truncate_input`,
+// `max_input_tokens`, `batch_size`, `timeout_ms`, a cancel token. Thread-safe.
 duet_status duet_embed(const duet_model *model,
                        const char *const *texts,
                        size_t n,
                        const duet_params *params,
                        float *out,
                        size_t out_len);
+
+// As `duet_embed`, and when `truncated_out` is not NULL it receives `n` flags: true where a text
+// was cut to the input limit (only with `truncate_input`; otherwise a long text is
+// DUET_STATUS_INPUT_TOO_LONG). Thread-safe.
+duet_status duet_embed_with_flags(const duet_model *model,
+                                  const char *const *texts,
+                                  size_t n,
+                                  const duet_params *params,
+                                  float *out,
+                                  size_t out_len,
+                                  bool *truncated_out);
 
 // Scores `n` passages against `query` by decoder teacher forcing and writes `n` scores (higher
 // is more relevant). Params: `rerank_mode` "likelihood" (mean log p(query | passage), default)
@@ -451,8 +483,20 @@ duet_status duet_rerank(const duet_model *model,
 // Thread-safe.
 duet_status duet_index_new(const duet_model *model, const duet_params *params, duet_index **out);
 
-// Adds `text` under `id`; an id already present is DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
+// Adds `text` under `id`, an id of the caller's choosing; an id already present is
+// DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
 duet_status duet_index_add(const duet_index *index, int64_t id, const char *text);
+
+// Adds `n` texts under `ids`, embedded in batches (the index's `batch_size`): all of them, or
+// none when any fails (an id present or repeated, a bad text). Thread-safe.
+duet_status duet_index_add_batch(const duet_index *index,
+                                 const int64_t *ids,
+                                 const char *const *texts,
+                                 size_t n);
+
+// The stored text of `id` into `*out` (free with `duet_string_free`); an absent id is
+// DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
+duet_status duet_index_text(const duet_index *index, int64_t id, char **out);
 
 // Removes `id`; an absent id is DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
 duet_status duet_index_remove(const duet_index *index, int64_t id);
@@ -473,12 +517,27 @@ duet_status duet_index_search(const duet_index *index,
                               double *scores,
                               size_t *n_found);
 
-// Writes the index to `path` (one file, with a format version and a checksum). Thread-safe.
+// As `duet_index_search` with this call's `params` over the index's: `search_mode` "vector"
+// (cosine, the default), "keyword" (BM25 over the stored texts) or "hybrid" (reciprocal rank
+// fusion of both: `rrf_k`, `hybrid_candidates`), `rerank_top_n` (decoder rescoring of the best
+// hits, which then come first with rerank scores; the rest keep their first-stage scores),
+// `timeout_ms`, a cancel token. `params` may be NULL. Thread-safe.
+duet_status duet_index_search_with(const duet_index *index,
+                                   const char *query,
+                                   size_t k,
+                                   const duet_params *params,
+                                   int64_t *ids,
+                                   double *scores,
+                                   size_t *n_found);
+
+// Writes the index to `path` (one file, with a format version, the model's identity and a
+// checksum), through a temporary file renamed over `path`: a failed save leaves the old file.
+// Thread-safe.
 duet_status duet_index_save(const duet_index *index, const char *path);
 
-// Reads an index saved by `duet_index_save` for use with `model`. A damaged file, another
-// format version, or vectors of another width than the model's give DUET_STATUS_INDEX_FILE.
-// Thread-safe.
+// Reads an index saved by `duet_index_save` for use with `model`. A damaged file or another
+// format version give DUET_STATUS_INDEX_FILE; an index another model embedded (its graph,
+// tokenizer, pooling or width differ) gives DUET_STATUS_INDEX_MODEL_MISMATCH. Thread-safe.
 duet_status duet_index_load(const duet_model *model,
                             const char *path,
                             const duet_params *params,
@@ -487,6 +546,15 @@ duet_status duet_index_load(const duet_model *model,
 // Frees an index; NULL is a no-op.
 // Thread safety: call once, when no other thread uses the object.
 void duet_index_free(duet_index *index);
+
+// The message of the last failed call on this thread ("" if none). Valid until the next
+// failing call on the same thread; do not free it.
+const char *duet_last_error_message(void);
+
+// The name of a status code, e.g. "DUET_STATUS_MODEL_INVALID"; "DUET_STATUS_UNKNOWN" for
+// numbers that are not codes. Static storage; do not free.
+// Thread-safe; static storage.
+const char *duet_status_name(int32_t status);
 
 // Summarizes `text` of any length: T5-style prompt prefix from config.json (or
 // `prompt_template`), beam search with n-gram blocking, `summary_length` short/medium/long;
@@ -551,15 +619,6 @@ duet_status duet_reply_stat(const duet_reply *reply,
 // Frees a reply; NULL is a no-op.
 // Thread safety: call once, when no other thread uses the object.
 void duet_reply_free(duet_reply *reply);
-
-// The message of the last failed call on this thread ("" if none). Valid until the next
-// failing call on the same thread; do not free it.
-const char *duet_last_error_message(void);
-
-// The name of a status code, e.g. "DUET_STATUS_MODEL_INVALID"; "DUET_STATUS_UNKNOWN" for
-// numbers that are not codes. Static storage; do not free.
-// Thread-safe; static storage.
-const char *duet_status_name(int32_t status);
 
 #ifdef __cplusplus
 }  // extern "C"

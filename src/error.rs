@@ -16,7 +16,7 @@ pub enum Error {
     UnknownParam { key: String, valid: String },
     #[error("invalid value for parameter `{key}`: {reason}")]
     InvalidParam { key: String, reason: String },
-    #[error("ONNX Runtime library not found; tried: {tried}")]
+    #[error("ONNX Runtime library not found; tried: {tried}. Set DUET_ORT_LIBRARY to the path of libonnxruntime.so (1.31 or newer; `make fetch-ort` unpacks one into .ort/lib), or install it next to libduet")]
     RuntimeNotFound { tried: String },
     #[error("ONNX Runtime at {path} is too old or incompatible: {reason}")]
     RuntimeVersion { path: PathBuf, reason: String },
@@ -44,6 +44,10 @@ pub enum Error {
     DeadlineExceeded(u64),
     #[error("invalid handle: {0}")]
     InvalidHandle(String),
+    #[error("not supported by this model: {0}")]
+    Unsupported(String),
+    #[error("index {}: {reason}", path.display())]
+    IndexModelMismatch { path: PathBuf, reason: String },
 }
 
 /// A field-less mirror of [`Error`], 1:1 with the C status codes.
@@ -68,6 +72,8 @@ pub enum ErrorKind {
     Cancelled,
     DeadlineExceeded,
     InvalidHandle,
+    Unsupported,
+    IndexModelMismatch,
 }
 
 impl Error {
@@ -92,6 +98,8 @@ impl Error {
             Error::Cancelled => ErrorKind::Cancelled,
             Error::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
             Error::InvalidHandle(_) => ErrorKind::InvalidHandle,
+            Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::IndexModelMismatch { .. } => ErrorKind::IndexModelMismatch,
         }
     }
 

@@ -24,8 +24,7 @@ pub mod text;
 
 pub use error::{Error, ErrorKind, Result};
 pub use generate::{
-    generate, generate_encoded, new_generation_settings, FinishReason, Flow, GenerationOutput, GenerationParams,
-    Observer, Sequence,
+    generate, generate_encoded, new_generation_settings, FinishReason, Flow, GenerationOutput, GenerationParams, Observer, Sequence,
 };
 pub use model::{new_model_options, Layout, Model};
 pub use settings::Settings;

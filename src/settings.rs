@@ -154,8 +154,7 @@ impl Settings {
             }
             Kind::StrList => {
                 if t.starts_with('[') {
-                    let items: Vec<String> =
-                        serde_json::from_str(t).map_err(|_| bad("a JSON array of strings"))?;
+                    let items: Vec<String> = serde_json::from_str(t).map_err(|_| bad("a JSON array of strings"))?;
                     Value::StrList(items)
                 } else {
                     Value::StrList(vec![text.to_string()])

@@ -79,6 +79,16 @@ fn every_bad_input_gets_its_status() {
             st
         })
     };
+    let set_str = |key: &'static str, v: &'static str| -> Box<dyn Fn(&mut Fixture) -> duet_status> {
+        Box::new(move |_| unsafe {
+            let mut p = null_mut();
+            duet_params_new(&mut p);
+            let (key, v) = (cs(key), cs(v));
+            let st = duet_params_set_string(p, key.as_ptr(), v.as_ptr());
+            duet_params_free(p);
+            st
+        })
+    };
     let set_float = |key: &'static str, v: f64| -> Box<dyn Fn(&mut Fixture) -> duet_status> {
         Box::new(move |f| unsafe {
             let _ = f;
@@ -146,7 +156,7 @@ fn every_bad_input_gets_its_status() {
     let sum = forged.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
     forged.extend_from_slice(&sum.to_le_bytes());
     let mut wrong_version = good.clone();
-    wrong_version[8] = 2;
+    wrong_version[8] = 9;
     let onnx = std::fs::read(common::fixture("t5-tiny").join("encoder_model.onnx")).unwrap();
     let mut flipped = onnx.clone();
     (64..flipped.len()).step_by(501).for_each(|i| flipped[i] ^= 0x5a);
@@ -155,43 +165,115 @@ fn every_bad_input_gets_its_status() {
         // NULL pointers
         ("open: NULL dir", Box::new(|_| unsafe { duet_model_open(null(), null(), &mut null_mut()) }), S::NullPointer),
         ("open: NULL out", Box::new(|_| unsafe { duet_model_open(dir.as_ptr(), null(), null_mut()) }), S::NullPointer),
-        ("generate: NULL model", Box::new(|f| unsafe { duet_generate(null(), inputs.as_ptr(), 1, f.params, None, null_mut(), &mut f.result) }), S::NullPointer),
-        ("generate: NULL inputs", Box::new(|f| unsafe { duet_generate(f.model, null(), 1, f.params, None, null_mut(), &mut f.result) }), S::NullPointer),
-        ("generate: NULL element", Box::new(|f| unsafe { duet_generate(f.model, [null()].as_ptr(), 1, f.params, None, null_mut(), &mut f.result) }), S::NullPointer),
-        ("generate: NULL out", Box::new(|f| unsafe { duet_generate(f.model, inputs.as_ptr(), 1, f.params, None, null_mut(), null_mut()) }), S::NullPointer),
+        (
+            "generate: NULL model",
+            Box::new(|f| unsafe { duet_generate(null(), inputs.as_ptr(), 1, f.params, None, null_mut(), &mut f.result) }),
+            S::NullPointer,
+        ),
+        (
+            "generate: NULL inputs",
+            Box::new(|f| unsafe { duet_generate(f.model, null(), 1, f.params, None, null_mut(), &mut f.result) }),
+            S::NullPointer,
+        ),
+        (
+            "generate: NULL element",
+            Box::new(|f| unsafe { duet_generate(f.model, [null()].as_ptr(), 1, f.params, None, null_mut(), &mut f.result) }),
+            S::NullPointer,
+        ),
+        (
+            "generate: NULL out",
+            Box::new(|f| unsafe { duet_generate(f.model, inputs.as_ptr(), 1, f.params, None, null_mut(), null_mut()) }),
+            S::NullPointer,
+        ),
         ("params: NULL object", Box::new(|_| unsafe { duet_params_set_int(null_mut(), c"num_beams".as_ptr(), 2) }), S::NullPointer),
         ("params: NULL key", Box::new(|f| unsafe { duet_params_set_int(f.params, null(), 2) }), S::NullPointer),
-        ("params: NULL string value", Box::new(|f| unsafe { duet_params_set_string(f.params, c"num_beams".as_ptr(), null()) }), S::NullPointer),
-        ("summarize: NULL text", Box::new(|f| unsafe { duet_summarize(f.model, null(), f.params, null(), &mut null_mut()) }), S::NullPointer),
+        (
+            "params: NULL string value",
+            Box::new(|f| unsafe { duet_params_set_string(f.params, c"num_beams".as_ptr(), null()) }),
+            S::NullPointer,
+        ),
+        (
+            "summarize: NULL text",
+            Box::new(|f| unsafe { duet_summarize(f.model, null(), f.params, null(), &mut null_mut()) }),
+            S::NullPointer,
+        ),
         ("chat: NULL chat", Box::new(|_| unsafe { duet_chat_send(null_mut(), hello.as_ptr(), null(), &mut null_mut()) }), S::NullPointer),
         ("embed: NULL out", Box::new(|f| unsafe { duet_embed(f.model, inputs.as_ptr(), 1, null(), null_mut(), 64) }), S::NullPointer),
-        ("rerank: NULL passage", Box::new(|f| unsafe { duet_rerank(f.model, hello.as_ptr(), [null()].as_ptr(), 1, null(), &mut 0.0) }), S::NullPointer),
+        (
+            "rerank: NULL passage",
+            Box::new(|f| unsafe { duet_rerank(f.model, hello.as_ptr(), [null()].as_ptr(), 1, null(), &mut 0.0) }),
+            S::NullPointer,
+        ),
         ("index: NULL text", Box::new(|f| unsafe { duet_index_add(f.index, 5, null()) }), S::NullPointer),
         ("result: NULL result", Box::new(|_| unsafe { duet_result_text(null(), 0, 0, &mut null()) }), S::NullPointer),
         // invalid UTF-8
-        ("generate: invalid UTF-8", Box::new(|f| unsafe { duet_generate(f.model, [bad].as_ptr(), 1, f.params, None, null_mut(), &mut f.result) }), S::InvalidUtf8),
+        (
+            "generate: invalid UTF-8",
+            Box::new(|f| unsafe { duet_generate(f.model, [bad].as_ptr(), 1, f.params, None, null_mut(), &mut f.result) }),
+            S::InvalidUtf8,
+        ),
         ("params: invalid UTF-8 key", Box::new(|f| unsafe { duet_params_set_int(f.params, bad, 1) }), S::InvalidUtf8),
-        ("summarize: invalid UTF-8", Box::new(|f| unsafe { duet_summarize(f.model, bad, f.params, null(), &mut null_mut()) }), S::InvalidUtf8),
-        ("rerank: invalid UTF-8 query", Box::new(|f| unsafe { duet_rerank(f.model, bad, inputs.as_ptr(), 1, null(), &mut 0.0) }), S::InvalidUtf8),
+        (
+            "summarize: invalid UTF-8",
+            Box::new(|f| unsafe { duet_summarize(f.model, bad, f.params, null(), &mut null_mut()) }),
+            S::InvalidUtf8,
+        ),
+        (
+            "rerank: invalid UTF-8 query",
+            Box::new(|f| unsafe { duet_rerank(f.model, bad, inputs.as_ptr(), 1, null(), &mut 0.0) }),
+            S::InvalidUtf8,
+        ),
         ("open: invalid UTF-8 dir", Box::new(|_| unsafe { duet_model_open(bad, null(), &mut null_mut()) }), S::InvalidUtf8),
         // sizes
-        ("generate: 10 MB input", Box::new(|f| unsafe { duet_generate(f.model, huge_inputs.as_ptr(), 1, f.params, None, null_mut(), &mut f.result) }), S::InputTooLong),
-        ("generate: 10 MB input, truncate_input", Box::new(|f| unsafe {
-            let mut p = null_mut();
-            duet_params_new(&mut p);
-            duet_params_set_bool(p, c"truncate_input".as_ptr(), true);
-            duet_params_set_int(p, c"max_new_tokens".as_ptr(), 2);
-            let st = duet_generate(f.model, huge_inputs.as_ptr(), 1, p, None, null_mut(), &mut f.result);
-            let (mut tokens, mut truncated) = (0usize, false);
-            duet_result_input_info(f.result, 0, &mut tokens, &mut truncated);
-            duet_params_free(p);
-            if st == duet_status::Ok && !(truncated && tokens == 512) { duet_status::Internal } else { st }
-        }), S::Ok),
-        ("generate: zero inputs", Box::new(|f| unsafe { duet_generate(f.model, inputs.as_ptr(), 0, f.params, None, null_mut(), &mut f.result) }), S::InvalidArgument),
-        ("generate: empty text", Box::new(|f| unsafe { duet_generate(f.model, [empty.as_ptr()].as_ptr(), 1, f.params, None, null_mut(), &mut f.result) }), S::Ok),
-        ("summarize: whitespace only", Box::new(|f| unsafe { duet_summarize(f.model, blank.as_ptr(), f.params, null(), &mut null_mut()) }), S::InvalidArgument),
-        ("embed: empty text", Box::new(|f| unsafe { duet_embed(f.model, [empty.as_ptr()].as_ptr(), 1, null(), [0f32; 64].as_mut_ptr(), 64) }), S::InvalidArgument),
-        ("embed: buffer too small", Box::new(|f| unsafe { duet_embed(f.model, inputs.as_ptr(), 1, null(), [0f32; 8].as_mut_ptr(), 8) }), S::InvalidArgument),
+        (
+            "generate: 10 MB input",
+            Box::new(|f| unsafe { duet_generate(f.model, huge_inputs.as_ptr(), 1, f.params, None, null_mut(), &mut f.result) }),
+            S::InputTooLong,
+        ),
+        (
+            "generate: 10 MB input, truncate_input",
+            Box::new(|f| unsafe {
+                let mut p = null_mut();
+                duet_params_new(&mut p);
+                duet_params_set_bool(p, c"truncate_input".as_ptr(), true);
+                duet_params_set_int(p, c"max_new_tokens".as_ptr(), 2);
+                let st = duet_generate(f.model, huge_inputs.as_ptr(), 1, p, None, null_mut(), &mut f.result);
+                let (mut tokens, mut truncated) = (0usize, false);
+                duet_result_input_info(f.result, 0, &mut tokens, &mut truncated);
+                duet_params_free(p);
+                if st == duet_status::Ok && !(truncated && tokens == 512) {
+                    duet_status::Internal
+                } else {
+                    st
+                }
+            }),
+            S::Ok,
+        ),
+        (
+            "generate: zero inputs",
+            Box::new(|f| unsafe { duet_generate(f.model, inputs.as_ptr(), 0, f.params, None, null_mut(), &mut f.result) }),
+            S::InvalidArgument,
+        ),
+        (
+            "generate: empty text",
+            Box::new(|f| unsafe { duet_generate(f.model, [empty.as_ptr()].as_ptr(), 1, f.params, None, null_mut(), &mut f.result) }),
+            S::Ok,
+        ),
+        (
+            "summarize: whitespace only",
+            Box::new(|f| unsafe { duet_summarize(f.model, blank.as_ptr(), f.params, null(), &mut null_mut()) }),
+            S::InvalidArgument,
+        ),
+        (
+            "embed: empty text",
+            Box::new(|f| unsafe { duet_embed(f.model, [empty.as_ptr()].as_ptr(), 1, null(), [0f32; 64].as_mut_ptr(), 64) }),
+            S::InvalidArgument,
+        ),
+        (
+            "embed: buffer too small",
+            Box::new(|f| unsafe { duet_embed(f.model, inputs.as_ptr(), 1, null(), [0f32; 8].as_mut_ptr(), 8) }),
+            S::InvalidArgument,
+        ),
         // absurd params
         ("num_beams 0", set_int("num_beams", 0), S::InvalidParam),
         ("num_beams 10^6", set_int("num_beams", 1_000_000), S::InvalidParam),
@@ -219,29 +301,89 @@ fn every_bad_input_gets_its_status() {
         ("index of another version", load_index(wrong_version), S::IndexFile),
         ("not an index", load_index(b"PK\x03\x04 this is a zip, not an index".to_vec()), S::IndexFile),
         ("duplicate index id", Box::new(|f| unsafe { duet_index_add(f.index, 1, hello.as_ptr()) }), S::InvalidArgument),
+        ("index text: NULL out", Box::new(|f| unsafe { duet_index_text(f.index, 1, null_mut()) }), S::NullPointer),
+        ("index text: absent id", Box::new(|f| unsafe { duet_index_text(f.index, 424242, &mut null_mut()) }), S::InvalidArgument),
+        ("index add_batch: NULL ids", Box::new(|f| unsafe { duet_index_add_batch(f.index, null(), inputs.as_ptr(), 1) }), S::NullPointer),
+        (
+            "index add_batch: an id twice, nothing added",
+            Box::new(|f| unsafe {
+                let (mut before, mut after) = (0usize, 0usize);
+                duet_index_len(f.index, &mut before);
+                let st = duet_index_add_batch(f.index, [7i64, 8, 7].as_ptr(), [hello.as_ptr(); 3].as_ptr(), 3);
+                duet_index_len(f.index, &mut after);
+                if before != after {
+                    duet_status::Internal
+                } else {
+                    st
+                }
+            }),
+            S::InvalidArgument,
+        ),
+        (
+            "index search_with: k = 0",
+            Box::new(|f| unsafe {
+                duet_index_search_with(f.index, hello.as_ptr(), 0, null(), [0i64].as_mut_ptr(), [0f64].as_mut_ptr(), &mut 0)
+            }),
+            S::InvalidArgument,
+        ),
+        (
+            "index search_with: blank query",
+            Box::new(|f| unsafe {
+                duet_index_search_with(f.index, blank.as_ptr(), 1, null(), [0i64].as_mut_ptr(), [0f64].as_mut_ptr(), &mut 0)
+            }),
+            S::InvalidArgument,
+        ),
+        ("params: search_mode unknown", set_str("search_mode", "semantic"), S::InvalidParam),
+        (
+            "embed_with_flags: NULL out",
+            Box::new(|f| unsafe { duet_embed_with_flags(f.model, inputs.as_ptr(), 1, null(), null_mut(), 64, null_mut()) }),
+            S::NullPointer,
+        ),
         // handles
-        ("params passed as a model", Box::new(|f| unsafe { duet_generate(f.params as *const duet_model, inputs.as_ptr(), 1, null(), None, null_mut(), &mut f.result) }), S::InvalidHandle),
-        ("result used after free", Box::new(|f| unsafe {
-            let mut r = null_mut();
-            duet_generate(f.model, inputs.as_ptr(), 1, f.params, None, null_mut(), &mut r);
-            duet_result_free(r);
-            duet_result_text(r, 0, 0, &mut null())
-        }), S::InvalidHandle),
-        ("model freed twice", Box::new(|_| unsafe {
-            let mut m = null_mut();
-            duet_model_open(dir.as_ptr(), null(), &mut m);
-            duet_model_free(m);
-            duet_model_free(m);
-            duet_model_info_json(m, &mut null_mut())
-        }), S::InvalidHandle),
-        ("string freed twice", Box::new(|f| unsafe {
-            let mut s = null_mut();
-            duet_model_info_json(f.model, &mut s);
-            duet_string_free(s);
-            duet_string_free(s);
-            duet_status::Ok
-        }), S::Ok),
-        ("a pointer duet never made", Box::new(|_| unsafe { duet_params_set_int(0x1000 as *mut duet_params, c"num_beams".as_ptr(), 2) }), S::InvalidHandle),
+        (
+            "params passed as a model",
+            Box::new(|f| unsafe {
+                duet_generate(f.params as *const duet_model, inputs.as_ptr(), 1, null(), None, null_mut(), &mut f.result)
+            }),
+            S::InvalidHandle,
+        ),
+        (
+            "result used after free",
+            Box::new(|f| unsafe {
+                let mut r = null_mut();
+                duet_generate(f.model, inputs.as_ptr(), 1, f.params, None, null_mut(), &mut r);
+                duet_result_free(r);
+                duet_result_text(r, 0, 0, &mut null())
+            }),
+            S::InvalidHandle,
+        ),
+        (
+            "model freed twice",
+            Box::new(|_| unsafe {
+                let mut m = null_mut();
+                duet_model_open(dir.as_ptr(), null(), &mut m);
+                duet_model_free(m);
+                duet_model_free(m);
+                duet_model_info_json(m, &mut null_mut())
+            }),
+            S::InvalidHandle,
+        ),
+        (
+            "string freed twice",
+            Box::new(|f| unsafe {
+                let mut s = null_mut();
+                duet_model_info_json(f.model, &mut s);
+                duet_string_free(s);
+                duet_string_free(s);
+                duet_status::Ok
+            }),
+            S::Ok,
+        ),
+        (
+            "a pointer duet never made",
+            Box::new(|_| unsafe { duet_params_set_int(0x1000 as *mut duet_params, c"num_beams".as_ptr(), 2) }),
+            S::InvalidHandle,
+        ),
     ];
 
     let mut report = Vec::new();
@@ -267,4 +409,55 @@ fn every_bad_input_gets_its_status() {
         duet_model_free(f.model);
     }
     let _ = std::fs::remove_file(&good_index);
+}
+
+/// The bundled embedding model through the C ABI: generation is DUET_STATUS_UNSUPPORTED, an index
+/// of another model DUET_STATUS_INDEX_MODEL_MISMATCH, and truncation is reported per text.
+#[test]
+fn embedding_model_misuse_gets_its_status() {
+    common::init_ort();
+    let embedder = common::root().join("models/all-MiniLM-L6-v2");
+    assert!(embedder.join("model.onnx").is_file(), "run `make models/all-MiniLM-L6-v2` (make test does)");
+    let (embedder, t5) = (cs(embedder.to_str().unwrap()), cs(common::fixture("t5-tiny").to_str().unwrap()));
+    let path = std::env::temp_dir().join(format!("duet-bad-{}-t5.idx", std::process::id()));
+    let path_c = cs(path.to_str().unwrap());
+    let hello = cs("hello");
+    let long = cs(&"word ".repeat(300));
+    unsafe {
+        let (mut m, mut t, mut ix, mut result, mut reply) = (null_mut(), null_mut(), null_mut(), null_mut(), null_mut());
+        assert_eq!(duet_model_open(embedder.as_ptr(), null(), &mut m), duet_status::Ok);
+        assert_eq!(duet_generate(m, [hello.as_ptr()].as_ptr(), 1, null(), None, null_mut(), &mut result), duet_status::Unsupported);
+        assert!(result.is_null(), "outputs are written only on success");
+        assert_eq!(duet_summarize(m, hello.as_ptr(), null(), null(), &mut reply), duet_status::Unsupported);
+        assert_eq!(duet_rerank(m, hello.as_ptr(), [hello.as_ptr()].as_ptr(), 1, null(), [0f64].as_mut_ptr()), duet_status::Unsupported);
+        let mut v = vec![0f32; 2 * 384];
+        let mut flags = [false; 2];
+        assert_eq!(
+            duet_embed_with_flags(m, [long.as_ptr(), hello.as_ptr()].as_ptr(), 2, null(), v.as_mut_ptr(), v.len(), flags.as_mut_ptr()),
+            duet_status::InputTooLong
+        );
+        let mut p = null_mut();
+        duet_params_new(&mut p);
+        duet_params_set_bool(p, c"truncate_input".as_ptr(), true);
+        assert_eq!(
+            duet_embed_with_flags(m, [long.as_ptr(), hello.as_ptr()].as_ptr(), 2, p, v.as_mut_ptr(), v.len(), flags.as_mut_ptr()),
+            duet_status::Ok
+        );
+        assert_eq!(flags, [true, false]);
+        duet_params_free(p);
+
+        assert_eq!(duet_model_open(t5.as_ptr(), null(), &mut t), duet_status::Ok);
+        assert_eq!(duet_index_new(t, null(), &mut ix), duet_status::Ok);
+        assert_eq!(duet_index_add(ix, 1, hello.as_ptr()), duet_status::Ok);
+        assert_eq!(duet_index_save(ix, path_c.as_ptr()), duet_status::Ok);
+        let mut other = null_mut();
+        assert_eq!(duet_index_load(m, path_c.as_ptr(), null(), &mut other), duet_status::IndexModelMismatch);
+        assert!(other.is_null());
+        let msg = std::ffi::CStr::from_ptr(duet_last_error_message()).to_string_lossy().into_owned();
+        assert!(msg.contains("wide"), "{msg}");
+        duet_index_free(ix);
+        duet_model_free(t);
+        duet_model_free(m);
+    }
+    let _ = std::fs::remove_file(&path);
 }

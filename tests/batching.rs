@@ -12,8 +12,7 @@ fn concurrent_calls_share_batches_and_get_their_own_outputs() {
     options.set_int("max_batch", 8).unwrap();
     let batched = Arc::new(duet::Model::open_with(common::fixture("t5-tiny"), &options).unwrap());
     let solo = common::shared("t5-tiny", "merged");
-    let goldens: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::fixture("goldens.json")).unwrap()).unwrap();
+    let goldens: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(common::fixture("goldens.json")).unwrap()).unwrap();
     // Inputs and params of the T5 golden cases (their top-2 margins exceed 1e-3).
     let cases: Vec<(String, duet::Settings)> = goldens["cases"]
         .as_array()
@@ -35,8 +34,11 @@ fn concurrent_calls_share_batches_and_get_their_own_outputs() {
                 let (model, expected) = (batched.clone(), &expected);
                 scope.spawn(move || {
                     let out = duet::generate(&model, &[text.as_str()], settings, None).unwrap();
-                    assert_eq!(out[0].sequences.iter().map(|s| &s.token_ids).collect::<Vec<_>>(),
-                        expected[i][0].sequences.iter().map(|s| &s.token_ids).collect::<Vec<_>>(), "case {i}");
+                    assert_eq!(
+                        out[0].sequences.iter().map(|s| &s.token_ids).collect::<Vec<_>>(),
+                        expected[i][0].sequences.iter().map(|s| &s.token_ids).collect::<Vec<_>>(),
+                        "case {i}"
+                    );
                 });
             }
         });

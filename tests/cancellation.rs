@@ -105,7 +105,8 @@ fn a_deadline_ends_generate_summarize_and_chat() {
         deadline: Some(Instant::now() + Duration::from_millis(100)),
     };
     let mut result = null_mut();
-    let st = unsafe { duet_generate(h.model, [c"x".as_ptr()].as_ptr(), 1, params, Some(watch), &w as *const Watch as *mut c_void, &mut result) };
+    let st =
+        unsafe { duet_generate(h.model, [c"x".as_ptr()].as_ptr(), 1, params, Some(watch), &w as *const Watch as *mut c_void, &mut result) };
     assert_eq!(st, duet_status::DeadlineExceeded);
     assert!(w.pieces_after_stop.load(Ordering::SeqCst) <= 1);
     unsafe {

@@ -6,8 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Output};
 
 fn ort_library() -> String {
-    std::env::var("DUET_ORT_LIBRARY")
-        .unwrap_or_else(|_| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").display().to_string())
+    std::env::var("DUET_ORT_LIBRARY").unwrap_or_else(|_| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").display().to_string())
 }
 
 fn duet(args: &[&str]) -> Output {
@@ -94,9 +93,56 @@ fn missing_onnx_runtime_names_every_place_tried() {
         .unwrap();
     assert_one_line_error(&out, "ONNX Runtime library not found");
     let err = stderr(&out);
-    for place in ["/nonexistent/libonnxruntime.so", "/also/missing/libonnxruntime.so", "next to the duet library", "system loader"] {
+    for place in [
+        "/nonexistent/libonnxruntime.so",
+        "/also/missing/libonnxruntime.so",
+        "next to the duet library",
+        "the lib folder beside",
+        "system loader",
+    ] {
         assert!(err.contains(place), "`{place}` not named in: {err}");
     }
+    assert!(err.contains("Set DUET_ORT_LIBRARY"), "the error says how to fix it: {err}");
+}
+
+/// An explicit `ort_library` that fails is the error; `$DUET_ORT_LIBRARY` does not stand in for it.
+#[test]
+fn an_explicit_onnx_runtime_path_is_not_replaced() {
+    let model = common::fixture("t5-tiny");
+    let out = duet(&["info", "--model", model.to_str().unwrap(), "--option", "ort_library=/nonexistent/explicit/libonnxruntime.so"]);
+    assert_one_line_error(&out, "ONNX Runtime library not found");
+    let err = stderr(&out);
+    assert!(err.contains("/nonexistent/explicit/libonnxruntime.so (path given by the host)"), "{err}");
+    assert!(!err.contains("$DUET_ORT_LIBRARY"), "nothing else was tried: {err}");
+}
+
+/// `duet search ... | head -1`: the closed pipe ends the CLI quietly, never with a panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    use std::io::Read;
+    let model = common::fixture("t5-tiny");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(["rerank", "--model", model.to_str().unwrap(), "--query", "q", "-"])
+        .env("DUET_ORT_LIBRARY", ort_library())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for i in 0..2000 {
+            writeln!(stdin, "passage number {i} about rivers and storms").unwrap();
+        }
+    }
+    drop(child.stdout.take()); // the reader goes away before the output comes
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert_ne!(status.code(), Some(101), "exit 101 is a Rust panic: {err}");
+    assert!(!status.success(), "a broken pipe is not a success");
 }
 
 #[test]
@@ -152,7 +198,10 @@ fn task_commands_work_from_pipes_and_files() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
     assert!(stderr(&out).contains("reset"));
     // summarize from standard input, as JSON
-    let out = duet_stdin(&["summarize", "--model", model, "--json", "--set", "max_new_tokens=8", "-"], "The river flooded the fields. 今天很好。");
+    let out = duet_stdin(
+        &["summarize", "--model", model, "--json", "--set", "max_new_tokens=8", "-"],
+        "The river flooded the fields. 今天很好。",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((v["chunks"].as_u64(), v["levels"].as_u64()), (Some(1), Some(1)));
@@ -168,7 +217,8 @@ fn task_commands_work_from_pipes_and_files() {
     // index then search
     let index = dir.join("passages.idx");
     assert!(duet(&["index", "--model", model, "--index", index.to_str().unwrap(), passages.to_str().unwrap()]).status.success());
-    let out = duet(&["search", "--model", model, "--index", index.to_str().unwrap(), "--query", "frogs live near rivers", "--k", "1", "--json"]);
+    let out =
+        duet(&["search", "--model", model, "--index", index.to_str().unwrap(), "--query", "frogs live near rivers", "--k", "1", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["hits"][0]["id"], 1, "{v}");
     // embed prints unit vectors
@@ -179,4 +229,33 @@ fn task_commands_work_from_pipes_and_files() {
     // assist streams one answer
     assert!(duet(&["assist", "--model", model, "--set", "max_new_tokens=4", "Why?"]).status.success());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `timeout_ms` holds on the command line as through the C ABI (one implementation: the core's
+/// limits), for generation and for embedding.
+#[test]
+fn the_cli_honours_timeout_ms() {
+    let model = common::fixture("t5-tiny");
+    let model = model.to_str().unwrap();
+    let started = std::time::Instant::now();
+    let out = duet(&[
+        "generate",
+        "--model",
+        model,
+        "--set",
+        "timeout_ms=5",
+        "--set",
+        "max_new_tokens=2000",
+        "--set",
+        "min_new_tokens=2000",
+        "hi",
+    ]);
+    assert_one_line_error(&out, "deadline exceeded after 5 ms");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let ok = duet(&["generate", "--model", model, "--set", "timeout_ms=60000", "--set", "max_new_tokens=4", "hi"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let texts: Vec<String> = (0..3000).map(|i| format!("text number {i}")).collect();
+    let mut args = vec!["embed", "--model", model, "--set", "timeout_ms=1"];
+    args.extend(texts.iter().map(String::as_str));
+    assert_one_line_error(&duet(&args), "deadline exceeded after 1 ms");
 }

@@ -64,7 +64,8 @@ fn sampled_tokens_respect_top_k_and_top_p() {
 fn top_k_one_sampling_is_greedy() {
     let model = common::shared("t5-tiny", "merged");
     let greedy = duet::generate(&model, &[TEXT], &settings(&[("max_new_tokens", "16")]), None).unwrap();
-    let sampled = duet::generate(&model, &[TEXT], &settings(&[("max_new_tokens", "16"), ("do_sample", "true"), ("top_k", "1")]), None).unwrap();
+    let sampled =
+        duet::generate(&model, &[TEXT], &settings(&[("max_new_tokens", "16"), ("do_sample", "true"), ("top_k", "1")]), None).unwrap();
     assert_eq!(greedy[0].sequences[0].token_ids, sampled[0].sequences[0].token_ids);
 }
 
@@ -127,7 +128,8 @@ fn cancelling_stops_within_one_step() {
             Flow::Continue
         }
     };
-    let out = duet::generate(&model, &[TEXT], &settings(&[("max_new_tokens", "30"), ("min_new_tokens", "30")]), Some(&mut observer)).unwrap();
+    let out =
+        duet::generate(&model, &[TEXT], &settings(&[("max_new_tokens", "30"), ("min_new_tokens", "30")]), Some(&mut observer)).unwrap();
     assert_eq!(out[0].finish_reason(), FinishReason::Cancelled);
     assert_eq!(calls, 3);
     assert!(out[0].sequences[0].token_ids.len() <= 4, "{} tokens after cancelling", out[0].sequences[0].token_ids.len());
@@ -151,7 +153,13 @@ fn long_inputs_are_refused_or_truncated_and_reported() {
     let long = TEXT.repeat(20);
     let err = duet::generate(&model, &[&long], &settings(&[("max_input_tokens", "32")]), None).unwrap_err();
     assert!(matches!(err, duet::Error::InputTooLong { limit: 32, .. }), "{err}");
-    let out = duet::generate(&model, &[&long], &settings(&[("max_input_tokens", "32"), ("truncate_input", "true"), ("max_new_tokens", "4")]), None).unwrap();
+    let out = duet::generate(
+        &model,
+        &[&long],
+        &settings(&[("max_input_tokens", "32"), ("truncate_input", "true"), ("max_new_tokens", "4")]),
+        None,
+    )
+    .unwrap();
     assert!(out[0].input_truncated);
     assert_eq!(out[0].input_tokens, 32);
 }
@@ -205,7 +213,12 @@ fn rows_that_finish_early_leave_the_batch_without_changing_the_others() {
             .iter()
             .map(|t| duet::generate(&model, &[t], &settings(&[("max_new_tokens", "20")]), None).unwrap()[0].sequences[0].token_ids.clone())
             .collect();
-        let eos = solo_plain.iter().flat_map(|ids| ids.iter().skip(2).take(4)).copied().max_by_key(|t| solo_plain.iter().filter(|ids| ids.contains(t)).count()).unwrap();
+        let eos = solo_plain
+            .iter()
+            .flat_map(|ids| ids.iter().skip(2).take(4))
+            .copied()
+            .max_by_key(|t| solo_plain.iter().filter(|ids| ids.contains(t)).count())
+            .unwrap();
         let s = settings(&[("max_new_tokens", "20"), ("eos_token_id", &eos.to_string())]);
         let batch = duet::generate(&model, &inputs, &s, None).unwrap();
         let lengths: Vec<usize> = batch.iter().map(|o| o.sequences[0].token_ids.len()).collect();

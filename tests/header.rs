@@ -21,10 +21,7 @@ fn header_matches_the_code() {
         return;
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "include/duet.h is out of date with src/ffi: run `make header` and commit it"
-    );
+    assert!(committed == generated, "include/duet.h is out of date with src/ffi: run `make header` and commit it");
 }
 
 #[test]
@@ -54,7 +51,11 @@ fn every_function_states_its_thread_safety() {
             doc.push_str(comment);
             continue;
         }
-        let declares = !line.starts_with(' ') && !line.starts_with("typedef") && !line.starts_with('#') && line.contains("duet_") && line.contains('(');
+        let declares = !line.starts_with(' ')
+            && !line.starts_with("typedef")
+            && !line.starts_with('#')
+            && line.contains("duet_")
+            && line.contains('(');
         if declares {
             let name = line.split('(').next().unwrap_or("").split_whitespace().last().unwrap_or("").trim_start_matches('*');
             if name.starts_with("duet_") && !doc.contains("hread") {
@@ -64,4 +65,61 @@ fn every_function_states_its_thread_safety() {
         doc.clear();
     }
     assert!(missing.is_empty(), "duet.h functions without a thread-safety statement: {missing:?}");
+}
+
+/// Every name the header defines for the host (macros, types, enum members, functions) starts
+/// with `duet_` / `DUET_`: nothing leaks into the host's namespace.
+#[test]
+fn every_public_name_is_prefixed() {
+    let header = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("include/duet.h")).unwrap();
+    // Comments out: `// ...` lines and `/* ... */` blocks.
+    let mut code = String::new();
+    let mut in_block = false;
+    for line in header.lines() {
+        let mut line = line.to_string();
+        if in_block {
+            match line.find("*/") {
+                Some(end) => {
+                    line = line[end + 2..].to_string();
+                    in_block = false;
+                }
+                None => continue,
+            }
+        }
+        if let Some(start) = line.find("/*") {
+            in_block = !line[start..].contains("*/");
+            line.truncate(start);
+        }
+        if let Some(start) = line.find("//") {
+            line.truncate(start);
+        }
+        code.push_str(&line);
+        code.push('\n');
+    }
+    let ident =
+        |s: &str| s.trim().trim_start_matches('*').chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
+    let mut names = Vec::new();
+    for line in code.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("#define ") {
+            names.push(ident(rest));
+        } else if let Some(rest) = t.strip_prefix("} ") {
+            names.push(ident(rest));
+        } else if let Some(rest) = t.strip_prefix("typedef struct ") {
+            names.extend(rest.trim_end_matches(';').split_whitespace().map(ident));
+        } else if line.starts_with("  ")
+            && (t.ends_with(',') || t.contains(" = "))
+            && t.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        {
+            names.push(ident(t.split(" = ").next().unwrap_or(t)));
+        } else if !line.starts_with(' ') && t.contains('(') && !t.starts_with('#') && !t.starts_with("typedef") {
+            names.push(ident(t.split('(').next().unwrap_or("").split_whitespace().last().unwrap_or("")));
+        }
+    }
+    names.retain(|n| !n.is_empty());
+    let leaked: Vec<&String> = names.iter().filter(|n| !n.starts_with("duet_") && !n.starts_with("DUET_")).collect();
+    for must in ["duet_embed_with_flags", "DUET_STATUS_UNSUPPORTED", "DUET_ABI_MINOR", "duet_status", "duet_api_v1"] {
+        assert!(names.iter().any(|n| n == must), "the scan misses {must}: {names:?}");
+    }
+    assert!(leaked.is_empty(), "names in duet.h without the duet_/DUET_ prefix: {leaked:?}");
 }

@@ -32,7 +32,10 @@ fn greedy_goldens(model: &str) -> Vec<(Vec<u32>, Vec<u32>)> {
     let mut out = Vec::new();
     for case in v["cases"].as_array().unwrap() {
         let p = &case["params"];
-        if case["model"] != model || p.get("num_beams").is_some_and(|b| b.as_u64() != Some(1)) || p.get("do_sample") == Some(&Value::Bool(true)) {
+        if case["model"] != model
+            || p.get("num_beams").is_some_and(|b| b.as_u64() != Some(1))
+            || p.get("do_sample") == Some(&Value::Bool(true))
+        {
             continue;
         }
         for (input, result) in case["input_ids"].as_array().unwrap().iter().zip(case["results"].as_array().unwrap()) {
@@ -155,7 +158,8 @@ fn bfloat16_on_the_cpu_is_a_clear_error() {
     if gpu_providers().is_some() {
         return; // a GPU runs bfloat16: half_exports_follow_the_float32_goldens covers it there
     }
-    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(common::fixture("t5-tiny-bf16/duet_export.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(common::fixture("t5-tiny-bf16/duet_export.json")).unwrap()).unwrap();
     assert_eq!(manifest["dtype"], "bf16");
     assert!(manifest["verification"]["skipped"].as_str().unwrap().contains("gpu_check"));
     let e = open("t5-tiny-bf16", &[]).err().expect("ONNX Runtime's CPU provider has no bfloat16 MatMul");

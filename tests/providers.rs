@@ -43,13 +43,13 @@ fn fallback_reports_the_cpu_and_what_was_skipped() {
 #[test]
 fn tensorrt_gets_the_split_decoders() {
     let m = open(&[("providers", "tensorrt,cpu"), ("trt_fp16", "true"), ("trt_max_new_tokens", "64")]).unwrap();
-    assert_eq!(m.layout(), duet::Layout::Split);
+    assert_eq!(m.layout(), Some(duet::Layout::Split));
     assert!(m.info_json()["layout_note"].as_str().unwrap().contains("If"));
     // An explicit layout is respected.
     let m = open(&[("providers", "tensorrt,cpu"), ("layout", "merged")]).unwrap();
-    assert_eq!(m.layout(), duet::Layout::Merged);
+    assert_eq!(m.layout(), Some(duet::Layout::Merged));
     // Without TensorRT, merged is preferred.
-    assert_eq!(open(&[("providers", "cuda,cpu")]).unwrap().layout(), duet::Layout::Merged);
+    assert_eq!(open(&[("providers", "cuda,cpu")]).unwrap().layout(), Some(duet::Layout::Merged));
 }
 
 #[test]

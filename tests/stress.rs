@@ -91,7 +91,11 @@ fn run(shared: Shared, op: usize, i: usize, token: Option<*const duet_cancel_tok
             2 => {
                 let mut r = null_mut();
                 st = duet_summarize(model, text.as_ptr(), p, null(), &mut r);
-                if st == duet_status::Ok { Output::Text(reply_text(r)) } else { Output::Cancelled }
+                if st == duet_status::Ok {
+                    Output::Text(reply_text(r))
+                } else {
+                    Output::Cancelled
+                }
             }
             3 => {
                 let mut chat = null_mut();
@@ -101,7 +105,11 @@ fn run(shared: Shared, op: usize, i: usize, token: Option<*const duet_cancel_tok
                 let first = if st == duet_status::Ok { reply_text(r) } else { String::new() };
                 let st2 = if st == duet_status::Ok { duet_chat_send(chat, c"And then?".as_ptr(), null(), &mut r) } else { st };
                 duet_chat_free(chat);
-                if st2 == duet_status::Ok { Output::Text(first + "|" + &reply_text(r)) } else { Output::Cancelled }
+                if st2 == duet_status::Ok {
+                    Output::Text(first + "|" + &reply_text(r))
+                } else {
+                    Output::Cancelled
+                }
             }
             4 => {
                 let mut v = vec![0f32; 64];
@@ -117,7 +125,15 @@ fn run(shared: Shared, op: usize, i: usize, token: Option<*const duet_cancel_tok
             }
             _ => {
                 let (mut ids, mut scores, mut n) = ([0i64; 2], [0f64; 2], 0usize);
-                st = duet_index_search(shared.index as *const duet_index, text.as_ptr(), 2, 0, ids.as_mut_ptr(), scores.as_mut_ptr(), &mut n);
+                st = duet_index_search(
+                    shared.index as *const duet_index,
+                    text.as_ptr(),
+                    2,
+                    0,
+                    ids.as_mut_ptr(),
+                    scores.as_mut_ptr(),
+                    &mut n,
+                );
                 Output::Numbers(ids[..n].to_vec())
             }
         };

@@ -88,7 +88,10 @@ fn a_chat_turn_equals_generate_on_the_rendered_prompt() {
 
 /// A deterministic document of about `words` words, English with some Chinese sentences.
 fn document(words: usize) -> String {
-    let vocab = ["river", "city", "council", "library", "storm", "museum", "train", "farmer", "music", "budget", "coast", "school", "winter", "bridge", "market"];
+    let vocab = [
+        "river", "city", "council", "library", "storm", "museum", "train", "farmer", "music", "budget", "coast", "school", "winter",
+        "bridge", "market",
+    ];
     let mut state = 7u64;
     let mut next = || {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

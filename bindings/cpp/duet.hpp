@@ -807,6 +807,26 @@ public:
         detail::check(duet_index_add(raw(), id, t.c_str()));
     }
 
+    /// Adds `texts` under `ids`, embedded in batches: all of them, or none when any fails.
+    void add_many(const std::vector<int64_t> &ids, const std::vector<std::string> &texts) {
+        if (ids.size() != texts.size()) throw Error(DUET_STATUS_INVALID_ARGUMENT, "add_many: as many ids as texts are needed");
+        std::vector<std::string> copies;
+        copies.reserve(texts.size());
+        for (const auto &t : texts) copies.push_back(detail::c_copy(t, "texts"));
+        std::vector<const char *> ptrs;
+        for (const auto &c : copies) ptrs.push_back(c.c_str());
+        detail::check(duet_index_add_batch(raw(), ids.data(), ptrs.data(), ptrs.size()));
+    }
+
+    /// The stored text of `id` (an absent id is an error).
+    std::string text(int64_t id) const {
+        char *s = nullptr;
+        detail::check(duet_index_text(raw(), id, &s));
+        std::string out = s ? s : "";
+        duet_string_free(s);
+        return out;
+    }
+
     /// Removes `id` (an absent id is an error).
     void remove(int64_t id) { detail::check(duet_index_remove(raw(), id)); }
 
@@ -829,6 +849,19 @@ public:
             scores.resize(1);
         }
         detail::check(duet_index_search(raw(), q.c_str(), k, rerank_top_n, ids.data(), scores.data(), &found));
+        std::vector<Hit> hits(found);
+        for (std::size_t i = 0; i < found; i++) hits[i] = Hit{ids[i], scores[i]};
+        return hits;
+    }
+
+    /// As search, with this call's params over the index's: `search_mode` ("vector", "keyword"
+    /// or "hybrid"), `rerank_top_n`, `rrf_k`, `hybrid_candidates`, `timeout_ms`.
+    std::vector<Hit> search(std::string_view query, std::size_t k, const Params &params) const {
+        const std::string q = detail::c_copy(query, "query");
+        std::vector<int64_t> ids(k ? k : 1);
+        std::vector<double> scores(k ? k : 1);
+        std::size_t found = 0;
+        detail::check(duet_index_search_with(raw(), q.c_str(), k, params.raw(), ids.data(), scores.data(), &found));
         std::vector<Hit> hits(found);
         for (std::size_t i = 0; i < found; i++) hits[i] = Hit{ids[i], scores[i]};
         return hits;

@@ -337,6 +337,15 @@ int main(int argc, char **argv) {
         expect(hits.size() == 2 && hits[0].score >= hits[1].score, "best first");
         expect(index.search(query, 10).size() == passages.size(), "fewer hits than k when the index is smaller");
         expect_error("k = 0", DUET_STATUS_INVALID_ARGUMENT, [&] { index.search(query, 0); });
+        index.add_many({100, 101}, {"a frog by the river", "a storm over the market"});
+        expect(index.text(100) == "a frog by the river", "text() reads the stored text back");
+        expect_error("add_many: a present id", DUET_STATUS_INVALID_ARGUMENT, [&] { index.add_many({100}, {"again"}); });
+        expect_error("text: absent id", DUET_STATUS_INVALID_ARGUMENT, [&] { index.text(99999); });
+        const auto by_keyword = index.search("storm market", 1, duet::Params().set("search_mode", "keyword"));
+        expect(by_keyword.size() == 1 && by_keyword[0].id == 101, "keyword search finds the only entry with both words");
+        expect(index.search(query, 3, duet::Params().set("search_mode", "hybrid")).size() == 3, "hybrid search");
+        index.remove(100);
+        index.remove(101);
         const auto reranked = index.search(query, 2, 3);
         expect(reranked.size() == 2, "reranked hits");
         index.save(index_file);

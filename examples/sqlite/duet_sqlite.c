@@ -8,12 +8,19 @@
  *   SELECT duet_embed(body) FROM docs;                         -- BLOB of float32
  *   SELECT rowid FROM docs WHERE docs MATCH 'frog'
  *     ORDER BY duet_rerank('Where was the frog found?', body) DESC;
+ *   SELECT duet_register('minilm', 'models/all-MiniLM-L6-v2');   -- a named model
+ *   SELECT id FROM docs ORDER BY duet_distance_cosine(vec, duet_embed(:q, '{"model": "minilm"}')) LIMIT 10;
  *
  * Functions
- *   duet_open(model_dir [, json_options])  opens a model for this connection (replacing the one
- *                                          open before, which stays if opening fails); returns
- *                                          the model's info JSON. Options: `{"layout": "split",
- *                                          "intra_threads": 2, "providers": "cuda,cpu"}`.
+ *   duet_open(model_dir [, json_options])  opens the default model of this connection (replacing
+ *                                          the one open before, which stays if opening fails);
+ *                                          returns the model's info JSON. Options: `{"layout":
+ *                                          "split", "intra_threads": 2, "providers": "cuda,cpu"}`.
+ *   duet_register(name, model_dir [, json_options])
+ *                                          opens a named model (at most 16 names; the same name
+ *                                          again replaces it), like sqlite-lembed's model table.
+ *                                          Every function below takes `"model": "name"` in its
+ *                                          json_params to use it instead of the default.
  *   duet_summarize(text [, json_params])   the summary (TEXT)
  *   duet_generate(text [, json_params])    the first sequence's text (TEXT)
  *   duet_embed(text [, json_params])       the L2-normalized embedding: a BLOB of
@@ -21,6 +28,16 @@
  *                                          order (little-endian on x86-64 and arm64)
  *   duet_rerank(query, text [, json_params]) the relevance of `text` to `query` (REAL, higher is
  *                                          more relevant; duet_rerank with one passage)
+ *   duet_distance_cosine(a, b)             1 - cosine similarity of two float32 BLOBs (as
+ *   duet_distance_l2(a, b)                 sqlite-vec's vec_distance_cosine / vec_distance_l2,
+ *                                          on the same BLOB format); NULL for a NULL argument.
+ *                                          Top-k: ORDER BY duet_distance_cosine(vec, :q) LIMIT k.
+ *
+ * duet_embed, duet_rerank and the distances are SQLITE_DETERMINISTIC (the same model gives the
+ * same answer), so they can fill generated columns and indexes, and SQLite computes a call with
+ * constant arguments (the query's embedding in a search) once per statement, not once per row.
+ * duet_generate and duet_summarize are not (sampling). hybrid.sql shows a hybrid query: FTS5 BM25
+ * and embedding similarity fused by reciprocal rank, the top hits reranked.
  *   json_params is a JSON object of generation keys (Hugging Face names):
  *   `{"max_new_tokens": 32, "do_sample": true, "stop_strings": ["###"]}`; null unsets a key.
  *
@@ -30,8 +47,11 @@
  * connection closes (or by the next duet_open), and other connections must open their own.
  *
  * Build: gcc -shared -fPIC -Iinclude examples/sqlite/duet_sqlite.c -o duet_sqlite.so
- *          -Ltarget/release -lduet -Wl,-rpath,$PWD/target/release
+ *          -Ltarget/release -lduet -lm -Wl,-rpath,$PWD/target/release
+ * `make install` puts it in PREFIX/lib/duet_sqlite.so (rpath $ORIGIN: it finds libduet, and
+ * libduet finds ONNX Runtime, beside it with no environment variable).
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -42,9 +62,17 @@ SQLITE_EXTENSION_INIT1
 
 #include "duet.h"
 
-/* What one connection holds: its model, shared by every function registered on it. */
+#define MAX_NAMED_MODELS 16
+#define MAX_MODEL_NAME 64
+
+/* What one connection holds: its default model and its named ones, shared by every function
+   registered on it. */
 typedef struct {
     duet_model *model;
+    struct {
+        char name[MAX_MODEL_NAME + 1];
+        duet_model *model;
+    } named[MAX_NAMED_MODELS];
     int refs; /* one per registered function; freed when the last is destroyed */
 } duet_conn;
 
@@ -52,6 +80,7 @@ static void conn_release(void *p) {
     duet_conn *conn = p;
     if (--conn->refs == 0) {
         duet_model_free(conn->model);
+        for (int i = 0; i < MAX_NAMED_MODELS; i++) duet_model_free(conn->named[i].model);
         sqlite3_free(conn);
     }
 }
@@ -81,9 +110,17 @@ static void result_errorf(sqlite3_context *ctx, const char *format, ...) {
     }
 }
 
-/* The model of this connection, or NULL after reporting the SQL error. */
-static const duet_model *need_model(sqlite3_context *ctx) {
+/* The model named `name` (NULL: the default) of this connection, or NULL after reporting the
+   SQL error. */
+static const duet_model *need_model(sqlite3_context *ctx, const char *name) {
     duet_conn *conn = sqlite3_user_data(ctx);
+    if (name) {
+        for (int i = 0; i < MAX_NAMED_MODELS; i++) {
+            if (conn->named[i].model && strcmp(conn->named[i].name, name) == 0) return conn->named[i].model;
+        }
+        result_errorf(ctx, "duet: no model named `%s`: register it with duet_register(name, model_dir)", name);
+        return NULL;
+    }
     if (!conn->model) {
         sqlite3_result_error(ctx, "duet: call duet_open(model_dir) first", -1);
         return NULL;
@@ -153,6 +190,8 @@ static int apply_json(sqlite3_context *ctx, const char *json, const char *what, 
         } else if (!key || !type) {
             sqlite3_result_error_nomem(ctx);
             failed = 1;
+        } else if (set == params_set_string && strcmp(key, "model") == 0) {
+            /* the extension's own key: which registered model (model_name_arg reads it) */
         } else if (strcmp(type, "object") == 0) {
             result_errorf(ctx, "duet: %s: `%s` cannot be an object", what, key);
             failed = 1;
@@ -186,14 +225,47 @@ static int apply_json(sqlite3_context *ctx, const char *json, const char *what, 
     return failed ? -1 : 0;
 }
 
-/* Params from optional argument `i` (NULL when absent or SQL NULL: the defaults). Returns 0, or
-   -1 after reporting the SQL error. */
-static int params_arg(sqlite3_context *ctx, int argc, sqlite3_value **argv, int i, duet_params **out) {
+/* The `"model"` member of JSON params into `name` (empty when absent). Returns 0, or -1 after
+   reporting the SQL error. */
+static int model_name_from_json(sqlite3_context *ctx, const char *json, char name[MAX_MODEL_NAME + 1]) {
+    sqlite3 *db = sqlite3_context_db_handle(ctx);
+    sqlite3_stmt *stmt = NULL;
+    name[0] = 0;
+    if (sqlite3_prepare_v2(db, "SELECT json_type(?1, '$.model'), json_extract(?1, '$.model') WHERE json_valid(?1) AND json_type(?1) = 'object'", -1, &stmt, NULL) != SQLITE_OK) {
+        result_errorf(ctx, "duet: cannot read JSON: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    sqlite3_bind_text(stmt, 1, json, -1, SQLITE_STATIC);
+    int failed = 0;
+    if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_type(stmt, 0) != SQLITE_NULL) {
+        const char *type = (const char *)sqlite3_column_text(stmt, 0);
+        const char *value = (const char *)sqlite3_column_text(stmt, 1);
+        if (!type || strcmp(type, "text") != 0 || !value || !*value || strlen(value) > MAX_MODEL_NAME) {
+            result_errorf(ctx, "duet: json_params: `model` must be the name of a registered model (1 to %d bytes)", MAX_MODEL_NAME);
+            failed = 1;
+        } else {
+            memcpy(name, value, strlen(value) + 1);
+        }
+    }
+    sqlite3_finalize(stmt);
+    return failed ? -1 : 0;
+}
+
+/* Params from optional argument `i` (NULL when absent or SQL NULL: the defaults), and the model
+   they name (`"model"`, else the default). Returns 0, or -1 after reporting the SQL error. */
+static int params_and_model(sqlite3_context *ctx, int argc, sqlite3_value **argv, int i, duet_params **out,
+                            const duet_model **model) {
     *out = NULL;
-    if (argc <= i || sqlite3_value_type(argv[i]) == SQLITE_NULL) return 0;
-    int is_null = 0;
-    const char *json = text_arg(ctx, argv, i, "json_params", &is_null);
-    if (!json) return -1;
+    char name[MAX_MODEL_NAME + 1] = {0};
+    const char *json = NULL;
+    if (argc > i && sqlite3_value_type(argv[i]) != SQLITE_NULL) {
+        int is_null = 0;
+        json = text_arg(ctx, argv, i, "json_params", &is_null);
+        if (!json) return -1;
+        if (model_name_from_json(ctx, json, name) != 0) return -1;
+    }
+    if (!(*model = need_model(ctx, name[0] ? name : NULL))) return -1;
+    if (!json) return 0;
     duet_params *params = NULL;
     duet_status st = duet_params_new(&params);
     if (st != DUET_STATUS_OK) {
@@ -208,19 +280,19 @@ static int params_arg(sqlite3_context *ctx, int argc, sqlite3_value **argv, int 
     return 0;
 }
 
-/* duet_open(model_dir [, json_options]) */
-static void fn_open(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-    duet_conn *conn = sqlite3_user_data(ctx);
+/* Opens the model at argv[at] with options at argv[at + 1] into `*slot` (the previous model is
+   freed only on success) and returns its info JSON as the SQL result. */
+static void open_into(sqlite3_context *ctx, int argc, sqlite3_value **argv, int at, duet_model **slot) {
     int is_null = 0;
-    const char *dir = text_arg(ctx, argv, 0, "model_dir", &is_null);
+    const char *dir = text_arg(ctx, argv, at, "model_dir", &is_null);
     if (is_null) {
         sqlite3_result_error(ctx, "duet: duet_open needs a model directory, not NULL", -1);
         return;
     }
     if (!dir) return;
     duet_model_options *options = NULL;
-    if (argc > 1 && sqlite3_value_type(argv[1]) != SQLITE_NULL) {
-        const char *json = text_arg(ctx, argv, 1, "json_options", &is_null);
+    if (argc > at + 1 && sqlite3_value_type(argv[at + 1]) != SQLITE_NULL) {
+        const char *json = text_arg(ctx, argv, at + 1, "json_options", &is_null);
         if (!json) return;
         duet_status st = duet_model_options_new(&options);
         if (st != DUET_STATUS_OK) {
@@ -248,10 +320,41 @@ static void fn_open(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     }
     /* No call of this connection is running (SQL functions run one at a time, to the end), so
        the previous model can go now. */
-    duet_model_free(conn->model);
-    conn->model = model;
+    duet_model_free(*slot);
+    *slot = model;
     sqlite3_result_text(ctx, info, -1, SQLITE_TRANSIENT);
     duet_string_free(info);
+}
+
+/* duet_open(model_dir [, json_options]) */
+static void fn_open(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    duet_conn *conn = sqlite3_user_data(ctx);
+    open_into(ctx, argc, argv, 0, &conn->model);
+}
+
+/* duet_register(name, model_dir [, json_options]) */
+static void fn_register(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    duet_conn *conn = sqlite3_user_data(ctx);
+    int is_null = 0;
+    const char *name = text_arg(ctx, argv, 0, "name", &is_null);
+    if (is_null || (name && (!*name || strlen(name) > MAX_MODEL_NAME))) {
+        result_errorf(ctx, "duet: duet_register needs a model name of 1 to %d bytes", MAX_MODEL_NAME);
+        return;
+    }
+    if (!name) return;
+    int slot = -1;
+    for (int i = 0; i < MAX_NAMED_MODELS; i++) {
+        if (conn->named[i].model && strcmp(conn->named[i].name, name) == 0) { slot = i; break; }
+        if (!conn->named[i].model && slot < 0) slot = i;
+    }
+    if (slot < 0) {
+        result_errorf(ctx, "duet: %d models are registered already, the most a connection holds", MAX_NAMED_MODELS);
+        return;
+    }
+    char copy[MAX_MODEL_NAME + 1];
+    memcpy(copy, name, strlen(name) + 1); /* argv[0] stays valid, but copy before opening */
+    open_into(ctx, argc, argv, 1, &conn->named[slot].model);
+    if (conn->named[slot].model) memcpy(conn->named[slot].name, copy, sizeof copy);
 }
 
 /* The arguments shared by duet_generate, duet_summarize and duet_embed: the connection's model,
@@ -261,9 +364,8 @@ static int text_call_args(sqlite3_context *ctx, int argc, sqlite3_value **argv,
                           const duet_model **model, const char **text, duet_params **params) {
     int is_null = 0;
     *params = NULL;
-    if (!(*model = need_model(ctx))) return 1;
     if (!(*text = text_arg(ctx, argv, 0, "text", &is_null))) return 1;
-    return params_arg(ctx, argc, argv, 1, params) != 0;
+    return params_and_model(ctx, argc, argv, 1, params, model) != 0;
 }
 
 /* duet_generate(text [, json_params]) */
@@ -328,21 +430,80 @@ static void fn_embed(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 
 /* duet_rerank(query, text [, json_params]) -> REAL */
 static void fn_rerank(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-    const duet_model *model = need_model(ctx);
-    if (!model) return;
     int is_null = 0;
     const char *query = text_arg(ctx, argv, 0, "query", &is_null);
     if (!query) return;
     const char *text = text_arg(ctx, argv, 1, "text", &is_null);
     if (!text) return;
     duet_params *params = NULL;
-    if (params_arg(ctx, argc, argv, 2, &params) != 0) return;
+    const duet_model *model = NULL;
+    if (params_and_model(ctx, argc, argv, 2, &params, &model) != 0) return;
     double score = 0;
     const char *passages[] = {text};
     duet_status st = duet_rerank(model, query, passages, 1, params, &score);
     if (st == DUET_STATUS_OK) sqlite3_result_double(ctx, score);
     else result_duet_error(ctx, st);
     duet_params_free(params);
+}
+
+/* The float32 vectors of two BLOB arguments, or 0 after setting the result (NULL for a NULL
+   argument, else an error). */
+static int two_vectors(sqlite3_context *ctx, sqlite3_value **argv, const float **a, const float **b, size_t *n) {
+    if (sqlite3_value_type(argv[0]) == SQLITE_NULL || sqlite3_value_type(argv[1]) == SQLITE_NULL) {
+        sqlite3_result_null(ctx);
+        return 0;
+    }
+    if (sqlite3_value_type(argv[0]) != SQLITE_BLOB || sqlite3_value_type(argv[1]) != SQLITE_BLOB) {
+        sqlite3_result_error(ctx, "duet: vectors must be float32 BLOBs (as duet_embed returns)", -1);
+        return 0;
+    }
+    int la = sqlite3_value_bytes(argv[0]), lb = sqlite3_value_bytes(argv[1]);
+    if (la != lb || la == 0 || la % 4 != 0) {
+        result_errorf(ctx, "duet: vectors of %d and %d bytes: both must hold the same number of float32s", la, lb);
+        return 0;
+    }
+    *a = sqlite3_value_blob(argv[0]);
+    *b = sqlite3_value_blob(argv[1]);
+    *n = (size_t)la / 4;
+    return 1;
+}
+
+/* duet_distance_cosine(a, b) = 1 - cos(a, b) */
+static void fn_distance_cosine(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    (void)argc;
+    const float *a, *b;
+    size_t n;
+    if (!two_vectors(ctx, argv, &a, &b, &n)) return;
+    double dot = 0, na = 0, nb = 0;
+    for (size_t i = 0; i < n; i++) {
+        float x, y;
+        memcpy(&x, (const char *)a + 4 * i, 4); /* BLOBs need not be 4-byte aligned */
+        memcpy(&y, (const char *)b + 4 * i, 4);
+        dot += (double)x * y;
+        na += (double)x * x;
+        nb += (double)y * y;
+    }
+    if (na == 0 || nb == 0) {
+        sqlite3_result_error(ctx, "duet: the cosine distance of a zero vector is undefined", -1);
+        return;
+    }
+    sqlite3_result_double(ctx, 1.0 - dot / (sqrt(na) * sqrt(nb)));
+}
+
+/* duet_distance_l2(a, b) = |a - b| */
+static void fn_distance_l2(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    (void)argc;
+    const float *a, *b;
+    size_t n;
+    if (!two_vectors(ctx, argv, &a, &b, &n)) return;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        float x, y;
+        memcpy(&x, (const char *)a + 4 * i, 4);
+        memcpy(&y, (const char *)b + 4 * i, 4);
+        sum += ((double)x - y) * ((double)x - y);
+    }
+    sqlite3_result_double(ctx, sqrt(sum));
 }
 
 static int add_function(sqlite3 *db, duet_conn *conn, const char *name, int n_args, int flags,
@@ -359,7 +520,7 @@ int sqlite3_duetsqlite_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_rout
     SQLITE_EXTENSION_INIT2(pApi);
     duet_conn *conn = sqlite3_malloc(sizeof *conn);
     if (!conn) return SQLITE_NOMEM;
-    conn->model = NULL;
+    memset(conn, 0, sizeof *conn);
     conn->refs = 1; /* held while registering */
     static const struct {
         const char *name;
@@ -370,14 +531,18 @@ int sqlite3_duetsqlite_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_rout
         /* duet_open reads files: not callable from views, triggers or schema */
         {"duet_open", 1, SQLITE_DIRECTONLY, fn_open},
         {"duet_open", 2, SQLITE_DIRECTONLY, fn_open},
+        {"duet_register", 2, SQLITE_DIRECTONLY, fn_register},
+        {"duet_register", 3, SQLITE_DIRECTONLY, fn_register},
         {"duet_generate", 1, 0, fn_generate},
         {"duet_generate", 2, 0, fn_generate},
         {"duet_summarize", 1, 0, fn_summarize},
         {"duet_summarize", 2, 0, fn_summarize},
-        {"duet_embed", 1, 0, fn_embed},
-        {"duet_embed", 2, 0, fn_embed},
-        {"duet_rerank", 2, 0, fn_rerank},
-        {"duet_rerank", 3, 0, fn_rerank},
+        {"duet_embed", 1, SQLITE_DETERMINISTIC, fn_embed},
+        {"duet_embed", 2, SQLITE_DETERMINISTIC, fn_embed},
+        {"duet_rerank", 2, SQLITE_DETERMINISTIC, fn_rerank},
+        {"duet_rerank", 3, SQLITE_DETERMINISTIC, fn_rerank},
+        {"duet_distance_cosine", 2, SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, fn_distance_cosine},
+        {"duet_distance_l2", 2, SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, fn_distance_l2},
     };
     int rc = SQLITE_OK;
     for (size_t i = 0; rc == SQLITE_OK && i < sizeof functions / sizeof functions[0]; i++) {

@@ -25,7 +25,16 @@ struct Args {
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { model: String::new(), input: String::new(), batch: 1, new_tokens: 64, concurrency: 0, runs: 3, options: vec![], sets: vec![] };
+    let mut a = Args {
+        model: String::new(),
+        input: String::new(),
+        batch: 1,
+        new_tokens: 64,
+        concurrency: 0,
+        runs: 3,
+        options: vec![],
+        sets: vec![],
+    };
     let mut it = std::env::args().skip(1);
     let num = |v: Option<String>, f: &str| v.and_then(|v| v.parse().ok()).ok_or(format!("{f} needs a number"));
     let kv = |v: Option<String>, f: &str| {
@@ -96,7 +105,8 @@ fn run() -> Result<(), String> {
         once(1)?;
         let start = Instant::now();
         let tokens: usize = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..a.concurrency).map(|_| s.spawn(|| (0..a.runs).map(|_| once(1).map(|r| r.1)).sum::<Result<usize, String>>())).collect();
+            let handles: Vec<_> =
+                (0..a.concurrency).map(|_| s.spawn(|| (0..a.runs).map(|_| once(1).map(|r| r.1)).sum::<Result<usize, String>>())).collect();
             handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).sum::<Result<usize, String>>()
         })?;
         let secs = start.elapsed().as_secs_f64();

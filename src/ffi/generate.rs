@@ -42,9 +42,8 @@ impl From<FinishReason> for duet_finish_reason {
 /// each input's best sequence once, when final (`token_id` -1). Return 0 to continue, non-zero
 /// to cancel the whole call (the result then says DUET_FINISH_REASON_CANCELLED). Must not unwind
 /// (no C++ exceptions through it).
-pub type duet_token_callback = Option<
-    unsafe extern "C" fn(user_data: *mut c_void, input_index: usize, piece: *const c_char, piece_len: usize, token_id: i32) -> i32,
->;
+pub type duet_token_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, input_index: usize, piece: *const c_char, piece_len: usize, token_id: i32) -> i32>;
 
 pub(crate) struct CallbackObserver {
     pub(crate) callback: unsafe extern "C" fn(*mut c_void, usize, *const c_char, usize, i32) -> i32,
@@ -109,9 +108,9 @@ impl duet_result {
 
     fn sequence(&self, input: usize, seq: usize) -> Result<&SequenceOut> {
         let i = self.input(input)?;
-        i.sequences.get(seq).ok_or_else(|| {
-            Error::InvalidArgument(format!("sequence {seq} out of range: input {input} has {}", i.sequences.len()))
-        })
+        i.sequences
+            .get(seq)
+            .ok_or_else(|| Error::InvalidArgument(format!("sequence {seq} out of range: input {input} has {}", i.sequences.len())))
     }
 
     fn input(&self, input: usize) -> Result<&InputOut> {
@@ -249,12 +248,7 @@ pub unsafe extern "C" fn duet_result_num_sequences(result: *const duet_result, i
 /// streamed pieces; `duet_result_to_json` keeps it as \u0000.
 /// Thread-safe: results and replies are read-only. Pointers written are owned by the object and valid until it is freed.
 #[no_mangle]
-pub unsafe extern "C" fn duet_result_text(
-    result: *const duet_result,
-    input: usize,
-    seq: usize,
-    out: *mut *const c_char,
-) -> duet_status {
+pub unsafe extern "C" fn duet_result_text(result: *const duet_result, input: usize, seq: usize, out: *mut *const c_char) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
         *out = handle(result, "result")?.sequence(input, seq)?.text.as_ptr();

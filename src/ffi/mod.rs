@@ -16,8 +16,8 @@ mod model;
 mod params;
 mod plugin;
 mod search;
-mod tasks;
 mod status;
+mod tasks;
 
 pub use boundary::*;
 pub use generate::*;
@@ -25,8 +25,8 @@ pub use model::*;
 pub use params::*;
 pub use plugin::*;
 pub use search::*;
-pub use tasks::*;
 pub use status::*;
+pub use tasks::*;
 
 /// duet's release version (the ABI has its own: DUET_ABI_MAJOR / DUET_ABI_MINOR).
 pub const DUET_VERSION_MAJOR: u32 = 0;

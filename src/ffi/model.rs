@@ -30,11 +30,7 @@ pub unsafe extern "C" fn duet_runtime_init(ort_library: *const c_char) -> duet_s
 /// encoder_model.onnx and the merged or split decoder). `options` may be NULL. On success
 /// `*out` receives a model to free with `duet_model_free`. Thread-safe.
 #[no_mangle]
-pub unsafe extern "C" fn duet_model_open(
-    dir: *const c_char,
-    options: *const duet_model_options,
-    out: *mut *mut duet_model,
-) -> duet_status {
+pub unsafe extern "C" fn duet_model_open(dir: *const c_char, options: *const duet_model_options, out: *mut *mut duet_model) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
         let dir = str_arg(dir, "dir")?;

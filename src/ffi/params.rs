@@ -47,7 +47,11 @@ impl HasSettings for duet_model_options {
     }
 }
 
-unsafe fn set<T: HasSettings + 'static>(p: *mut T, key: *const c_char, f: impl FnOnce(&mut Settings, &str) -> crate::Result<()>) -> duet_status {
+unsafe fn set<T: HasSettings + 'static>(
+    p: *mut T,
+    key: *const c_char,
+    f: impl FnOnce(&mut Settings, &str) -> crate::Result<()>,
+) -> duet_status {
     boundary(|| f(handle_mut(p, "params")?.settings_mut(), str_arg(key, "key")?))
 }
 

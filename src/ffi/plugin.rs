@@ -8,9 +8,10 @@ use super::*;
 /// Incompatible changes to the table or to any function in it raise this.
 pub const DUET_ABI_MAJOR: u32 = 1;
 /// Compatible additions (new members at the end of the table) raise this.
-pub const DUET_ABI_MINOR: u32 = 0;
+pub const DUET_ABI_MINOR: u32 = 1;
 
 /// Every function of duet.h, as pointers. Members are only ever added at the end.
+#[rustfmt::skip] // written by tools/gen_plugin_table.py, one member a line
 #[repr(C)]
 pub struct duet_api_v1 {
     pub abi_major: u32,
@@ -75,8 +76,13 @@ pub struct duet_api_v1 {
     pub cancel_token_cancel: unsafe extern "C" fn(*const duet_cancel_token) -> duet_status,
     pub cancel_token_reset: unsafe extern "C" fn(*const duet_cancel_token) -> duet_status,
     pub cancel_token_free: unsafe extern "C" fn(*mut duet_cancel_token),
+    pub embed_with_flags: unsafe extern "C" fn(*const duet_model, *const *const c_char, usize, *const duet_params, *mut f32, usize, *mut bool) -> duet_status,
+    pub index_add_batch: unsafe extern "C" fn(*const duet_index, *const i64, *const *const c_char, usize) -> duet_status,
+    pub index_text: unsafe extern "C" fn(*const duet_index, i64, *mut *mut c_char) -> duet_status,
+    pub index_search_with: unsafe extern "C" fn(*const duet_index, *const c_char, usize, *const duet_params, *mut i64, *mut f64, *mut usize) -> duet_status,
 }
 
+#[rustfmt::skip]
 static PLUGIN_V1: duet_api_v1 = duet_api_v1 {
     abi_major: DUET_ABI_MAJOR,
     abi_minor: DUET_ABI_MINOR,
@@ -139,6 +145,10 @@ static PLUGIN_V1: duet_api_v1 = duet_api_v1 {
     cancel_token_cancel: duet_cancel_token_cancel,
     cancel_token_reset: duet_cancel_token_reset,
     cancel_token_free: duet_cancel_token_free,
+    embed_with_flags: duet_embed_with_flags,
+    index_add_batch: duet_index_add_batch,
+    index_text: duet_index_text,
+    index_search_with: duet_index_search_with,
 };
 
 /// The function table for a host built against ABI major `host_abi_major` (pass
@@ -154,4 +164,3 @@ pub unsafe extern "C" fn duet_plugin_v1(host_abi_major: u32, error: *mut *const 
     }
     &PLUGIN_V1
 }
-

@@ -4,16 +4,19 @@ use std::ffi::c_char;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::boundary::c_string;
 use super::boundary::{boundary, out_arg, str_arg};
-use super::handles::{free_handle, handle, new_handle};
 use super::generate::{call_params, str_array};
+use super::handles::{free_handle, handle, new_handle, new_string};
 use super::model::duet_model;
 use super::params::duet_params;
 use super::status::duet_status;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::settings::Settings;
-use crate::tasks::{embed, index::Index, rerank};
+use crate::tasks::embed::{self, InputKind};
+use crate::tasks::index::{Index, SearchOptions};
+use crate::tasks::rerank;
 
 /// Width of the vectors `duet_embed` writes. Thread-safe.
 #[no_mangle]
@@ -25,8 +28,11 @@ pub unsafe extern "C" fn duet_model_embedding_dim(model: *const duet_model, out:
     })
 }
 
-/// Writes `n` L2-normalized embeddings (encoder mean pooling), row after row, into `out`, which
-/// holds `out_len` floats and must hold `n * duet_model_embedding_dim()`. Thread-safe.
+/// Writes `n` embeddings, row after row, into `out`, which holds `out_len` floats and must hold
+/// `n * duet_model_embedding_dim()`. Pooling and normalisation are the model's (an embedding
+/// model's sentence-transformers files; mean and L2 for a seq2seq encoder). Params:
+/// `input_kind` "query" or "document" (the model's prefixes), `truncate_input`,
+/// `max_input_tokens`, `batch_size`, `timeout_ms`, a cancel token. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_embed(
     model: *const duet_model,
@@ -36,19 +42,40 @@ pub unsafe extern "C" fn duet_embed(
     out: *mut f32,
     out_len: usize,
 ) -> duet_status {
+    duet_embed_with_flags(model, texts, n, params, out, out_len, std::ptr::null_mut())
+}
+
+/// As `duet_embed`, and when `truncated_out` is not NULL it receives `n` flags: true where a text
+/// was cut to the input limit (only with `truncate_input`; otherwise a long text is
+/// DUET_STATUS_INPUT_TOO_LONG). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn duet_embed_with_flags(
+    model: *const duet_model,
+    texts: *const *const c_char,
+    n: usize,
+    params: *const duet_params,
+    out: *mut f32,
+    out_len: usize,
+    truncated_out: *mut bool,
+) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
         let model = &handle(model, "model")?.model;
         let texts = str_array(texts, n, "texts")?;
         let (settings, limits) = call_params(params)?;
         limits.check()?;
-        let vectors = embed::embed(model, &texts, &settings)?;
-        let needed: usize = vectors.iter().map(Vec::len).sum();
+        let embedded = embed::embed_with(model, &texts, &settings, InputKind::from_params(&settings), &limits)?;
+        let needed: usize = embedded.vectors.iter().map(Vec::len).sum();
         if out_len < needed {
             return Err(Error::InvalidArgument(format!("out holds {out_len} floats, {needed} are needed")));
         }
-        let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+        let flat: Vec<f32> = embedded.vectors.into_iter().flatten().collect();
         std::ptr::copy_nonoverlapping(flat.as_ptr(), out, flat.len());
+        if !truncated_out.is_null() {
+            for (i, t) in embedded.truncated.iter().enumerate() {
+                *truncated_out.add(i) = *t;
+            }
+        }
         Ok(())
     })
 }
@@ -107,12 +134,45 @@ pub unsafe extern "C" fn duet_index_new(model: *const duet_model, params: *const
     })
 }
 
-/// Adds `text` under `id`; an id already present is DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
+/// Adds `text` under `id`, an id of the caller's choosing; an id already present is
+/// DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_index_add(index: *const duet_index, id: i64, text: *const c_char) -> duet_status {
     boundary(|| {
         let ix = handle(index, "index")?;
         ix.index.add(&ix.model, id, str_arg(text, "text")?, &ix.params)
+    })
+}
+
+/// Adds `n` texts under `ids`, embedded in batches (the index's `batch_size`): all of them, or
+/// none when any fails (an id present or repeated, a bad text). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn duet_index_add_batch(
+    index: *const duet_index,
+    ids: *const i64,
+    texts: *const *const c_char,
+    n: usize,
+) -> duet_status {
+    boundary(|| {
+        let ix = handle(index, "index")?;
+        let texts = str_array(texts, n, "texts")?;
+        if ids.is_null() {
+            return Err(Error::NullPointer("ids"));
+        }
+        let ids = std::slice::from_raw_parts(ids, n);
+        ix.index.add_batch(&ix.model, ids, &texts, &ix.params, &Default::default())
+    })
+}
+
+/// The stored text of `id` into `*out` (free with `duet_string_free`); an absent id is
+/// DUET_STATUS_INVALID_ARGUMENT. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn duet_index_text(index: *const duet_index, id: i64, out: *mut *mut c_char) -> duet_status {
+    boundary(|| {
+        let out = out_arg(out, "out")?;
+        let text = handle(index, "index")?.index.text(id).ok_or_else(|| Error::InvalidArgument(format!("id {id} is not in the index")))?;
+        *out = new_string(c_string(&text));
+        Ok(())
     })
 }
 
@@ -150,25 +210,60 @@ pub unsafe extern "C" fn duet_index_search(
     boundary(|| {
         let (ids, scores, n_found) = (out_arg(ids, "ids")?, out_arg(scores, "scores")?, out_arg(n_found, "n_found")?);
         let ix = handle(index, "index")?;
-        let hits = ix.index.search(&ix.model, str_arg(query, "query")?, k, rerank_top_n, &ix.params)?;
-        for (i, h) in hits.iter().enumerate() {
-            *ids.add(i) = h.id;
-            *scores.add(i) = h.score as f64;
-        }
-        *n_found = hits.len();
+        let options = SearchOptions::from_params(&ix.params, k, rerank_top_n);
+        let hits = ix.index.search_with(&ix.model, str_arg(query, "query")?, &options, &ix.params, &Default::default())?;
+        write_hits(&hits, ids, scores, n_found);
         Ok(())
     })
 }
 
-/// Writes the index to `path` (one file, with a format version and a checksum). Thread-safe.
+/// Writes `hits` into the caller's arrays (they hold at least `k` >= `hits.len()` values).
+unsafe fn write_hits(hits: &[crate::tasks::index::Hit], ids: *mut i64, scores: *mut f64, n_found: *mut usize) {
+    for (i, h) in hits.iter().enumerate() {
+        *ids.add(i) = h.id;
+        *scores.add(i) = h.score as f64;
+    }
+    *n_found = hits.len();
+}
+
+/// As `duet_index_search` with this call's `params` over the index's: `search_mode` "vector"
+/// (cosine, the default), "keyword" (BM25 over the stored texts) or "hybrid" (reciprocal rank
+/// fusion of both: `rrf_k`, `hybrid_candidates`), `rerank_top_n` (decoder rescoring of the best
+/// hits, which then come first with rerank scores; the rest keep their first-stage scores),
+/// `timeout_ms`, a cancel token. `params` may be NULL. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn duet_index_search_with(
+    index: *const duet_index,
+    query: *const c_char,
+    k: usize,
+    params: *const duet_params,
+    ids: *mut i64,
+    scores: *mut f64,
+    n_found: *mut usize,
+) -> duet_status {
+    boundary(|| {
+        let (ids, scores, n_found) = (out_arg(ids, "ids")?, out_arg(scores, "scores")?, out_arg(n_found, "n_found")?);
+        let ix = handle(index, "index")?;
+        let (call, limits) = call_params(params)?;
+        let settings = ix.params.overlaid(&call);
+        let options = SearchOptions::from_params(&settings, k, settings.int("rerank_top_n").unwrap_or(0) as usize);
+        let hits = ix.index.search_with(&ix.model, str_arg(query, "query")?, &options, &settings, &limits)?;
+        write_hits(&hits, ids, scores, n_found);
+        Ok(())
+    })
+}
+
+/// Writes the index to `path` (one file, with a format version, the model's identity and a
+/// checksum), through a temporary file renamed over `path`: a failed save leaves the old file.
+/// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_index_save(index: *const duet_index, path: *const c_char) -> duet_status {
     boundary(|| handle(index, "index")?.index.save(Path::new(str_arg(path, "path")?)))
 }
 
-/// Reads an index saved by `duet_index_save` for use with `model`. A damaged file, another
-/// format version, or vectors of another width than the model's give DUET_STATUS_INDEX_FILE.
-/// Thread-safe.
+/// Reads an index saved by `duet_index_save` for use with `model`. A damaged file or another
+/// format version give DUET_STATUS_INDEX_FILE; an index another model embedded (its graph,
+/// tokenizer, pooling or width differ) gives DUET_STATUS_INDEX_MODEL_MISMATCH. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn duet_index_load(
     model: *const duet_model,
@@ -180,14 +275,7 @@ pub unsafe extern "C" fn duet_index_load(
         let out = out_arg(out, "out")?;
         let (model, params) = index_parts(model, params)?;
         let path = Path::new(str_arg(path, "path")?);
-        let index = Index::load(path)?;
-        let dim = embed::embedding_dim(&model)?;
-        if index.dim() != dim {
-            return Err(Error::IndexFile {
-                path: path.to_path_buf(),
-                reason: format!("vectors are {} wide, this model's are {dim}", index.dim()),
-            });
-        }
+        let index = Index::load_for(&model, path)?;
         *out = new_handle(duet_index { model, params, index });
         Ok(())
     })

@@ -48,6 +48,10 @@ pub enum duet_status {
     DeadlineExceeded = 18,
     /// A handle that is freed, foreign, or of another type was passed.
     InvalidHandle = 19,
+    /// The model cannot do this call (e.g. generation or rerank on an embedding-only model).
+    Unsupported = 20,
+    /// An index was built with another model (graph, tokenizer, pooling or width differ).
+    IndexModelMismatch = 21,
     /// duet panicked; the host is unharmed, the object involved should be freed.
     Panic = 100,
 }
@@ -74,6 +78,8 @@ impl From<ErrorKind> for duet_status {
             ErrorKind::Cancelled => duet_status::Cancelled,
             ErrorKind::DeadlineExceeded => duet_status::DeadlineExceeded,
             ErrorKind::InvalidHandle => duet_status::InvalidHandle,
+            ErrorKind::Unsupported => duet_status::Unsupported,
+            ErrorKind::IndexModelMismatch => duet_status::IndexModelMismatch,
         }
     }
 }
@@ -101,11 +107,13 @@ impl duet_status {
             duet_status::Cancelled => "DUET_STATUS_CANCELLED",
             duet_status::DeadlineExceeded => "DUET_STATUS_DEADLINE_EXCEEDED",
             duet_status::InvalidHandle => "DUET_STATUS_INVALID_HANDLE",
+            duet_status::Unsupported => "DUET_STATUS_UNSUPPORTED",
+            duet_status::IndexModelMismatch => "DUET_STATUS_INDEX_MODEL_MISMATCH",
             duet_status::Panic => "DUET_STATUS_PANIC",
         }
     }
 
-    const ALL: [duet_status; 21] = [
+    const ALL: [duet_status; 23] = [
         duet_status::Ok,
         duet_status::InvalidArgument,
         duet_status::NullPointer,
@@ -126,6 +134,8 @@ impl duet_status {
         duet_status::Cancelled,
         duet_status::DeadlineExceeded,
         duet_status::InvalidHandle,
+        duet_status::Unsupported,
+        duet_status::IndexModelMismatch,
         duet_status::Panic,
     ];
 }
@@ -159,12 +169,7 @@ pub extern "C" fn duet_status_name(status: i32) -> *const c_char {
     let name = duet_status::ALL.iter().find(|s| **s as i32 == status).map_or("DUET_STATUS_UNKNOWN", |s| s.name());
     // Names are ASCII literals; the NUL-terminated copies live for the whole process.
     static NAMES: once_cell::sync::Lazy<Vec<(&'static str, CString)>> = once_cell::sync::Lazy::new(|| {
-        duet_status::ALL
-            .iter()
-            .map(|s| s.name())
-            .chain(["DUET_STATUS_UNKNOWN"])
-            .map(|n| (n, CString::new(n).unwrap_or_default()))
-            .collect()
+        duet_status::ALL.iter().map(|s| s.name()).chain(["DUET_STATUS_UNKNOWN"]).map(|n| (n, CString::new(n).unwrap_or_default())).collect()
     });
     NAMES.iter().find(|(n, _)| *n == name).map_or(std::ptr::null(), |(_, c)| c.as_ptr())
 }
@@ -177,6 +182,6 @@ mod tests {
     fn codes_are_stable() {
         // These numbers are ABI: this test changes only when a code is added.
         let numbers: Vec<i32> = duet_status::ALL.iter().map(|s| *s as i32).collect();
-        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 100]);
+        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 100]);
     }
 }

@@ -4,13 +4,13 @@ use std::ffi::{c_char, c_void, CString};
 use std::sync::Arc;
 
 use super::boundary::{boundary, c_string, out_arg, str_arg};
-use super::handles::{free_handle, handle, handle_mut, new_handle};
 use super::generate::{call_params, duet_finish_reason, duet_token_callback, CallbackObserver};
-use crate::generate::control::guarded;
+use super::handles::{free_handle, handle, handle_mut, new_handle};
 use super::model::duet_model;
 use super::params::duet_params;
 use super::status::duet_status;
 use crate::error::Error;
+use crate::generate::control::guarded;
 use crate::generate::{Flow, Observer};
 use crate::model::Model;
 use crate::tasks::{assistant, summarize, Progress};
@@ -257,4 +257,3 @@ pub unsafe extern "C" fn duet_reply_stat(reply: *const duet_reply, key: *const c
 pub unsafe extern "C" fn duet_reply_free(reply: *mut duet_reply) {
     free_handle(reply, "reply")
 }
-

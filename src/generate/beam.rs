@@ -53,7 +53,7 @@ pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<S
     let p = req.params;
     let nb = p.num_beams;
     let items_count = encoder.rows;
-    let encoder = encoder.repeat_rows(nb, &req.model.decoder.rows)?;
+    let encoder = encoder.repeat_rows(nb, &req.model.decoder()?.rows)?;
     let vocab = req.model.vocab_size();
     let keep = (nb * 2.max(1 + p.eos_token_ids.len())).min(nb * vocab);
     let mut items: Vec<Item> = (0..items_count)
@@ -74,7 +74,7 @@ pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<S
             break;
         }
         let tokens: Vec<u32> = items.iter().flat_map(|it| it.running.iter().map(|b| *b.ids.last().unwrap_or(&0))).collect();
-        let logits = req.model.decoder.step(&tokens, &encoder, &mut cache)?;
+        let logits = req.model.decoder()?.step(&tokens, &encoder, &mut cache)?;
         let generated = step + 1;
         let at_limit = generated == p.max_new_tokens;
         let mut reorder = Vec::with_capacity(items_count * nb);
@@ -119,11 +119,8 @@ pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<S
             }
 
             // Running beams: the best continuations that did not stop.
-            let mut order: Vec<(usize, f32)> = candidates
-                .iter()
-                .enumerate()
-                .map(|(k, c)| (k, c.score + if c.hits_stop { NONE } else { 0.0 }))
-                .collect();
+            let mut order: Vec<(usize, f32)> =
+                candidates.iter().enumerate().map(|(k, c)| (k, c.score + if c.hits_stop { NONE } else { 0.0 })).collect();
             order.sort_by(|a, b| b.1.total_cmp(&a.1));
             let running: Vec<Beam> = order.iter().take(nb).map(|&(k, s)| extend(&candidates[k], s)).collect();
             reorder.extend(order.iter().take(nb).map(|&(k, _)| b * nb + candidates[k].beam));
@@ -131,11 +128,8 @@ pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<S
             item.slots = new_slots;
 
             if item.improvable {
-                let best_len = if p.early_stopping == EarlyStopping::Never && p.length_penalty > 0.0 {
-                    p.max_new_tokens
-                } else {
-                    generated
-                };
+                let best_len =
+                    if p.early_stopping == EarlyStopping::Never && p.length_penalty > 0.0 { p.max_new_tokens } else { generated };
                 let best = item.running[0].score / (best_len as f32).powf(p.length_penalty);
                 let worst = item.slots.iter().map(|s| s.score).fold(f32::INFINITY, f32::min);
                 item.improvable = item.slots.iter().any(|s| best > if s.hypothesis.is_some() { worst } else { NONE });
@@ -147,7 +141,7 @@ pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<S
         if !improvement_possible || all_done || !any_continuation {
             break;
         }
-        cache.reorder_rows(&reorder, &req.model.decoder.rows)?;
+        cache.reorder_rows(&reorder, &req.model.decoder()?.rows)?;
     }
 
     let mut out = Vec::with_capacity(items_count);

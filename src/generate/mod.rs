@@ -29,19 +29,11 @@ pub(crate) struct Request<'a> {
 }
 
 /// Generates for a batch of texts; `settings` are the caller's, over the model's defaults.
-pub fn generate(
-    model: &Model,
-    texts: &[&str],
-    settings: &Settings,
-    observer: Option<&mut dyn Observer>,
-) -> Result<Vec<GenerationOutput>> {
+pub fn generate(model: &Model, texts: &[&str], settings: &Settings, observer: Option<&mut dyn Observer>) -> Result<Vec<GenerationOutput>> {
     let params = resolve_params(model, settings)?;
     let limit = params.max_input_tokens.or(model.config.max_input_tokens);
-    let encoded = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| model.tokenizer.encode(t, limit, params.truncate_input, i))
-        .collect::<Result<Vec<_>>>()?;
+    let encoded =
+        texts.iter().enumerate().map(|(i, t)| model.tokenizer.encode(t, limit, params.truncate_input, i)).collect::<Result<Vec<_>>>()?;
     match (model.batcher(), observer) {
         (Some(batcher), None) if !params.do_sample => batcher.run(model, &encoded, &params),
         (_, observer) => generate_encoded(model, &encoded, &params, observer),
@@ -49,6 +41,7 @@ pub fn generate(
 }
 
 pub fn resolve_params(model: &Model, settings: &Settings) -> Result<GenerationParams> {
+    model.decoder()?;
     GenerationParams::resolve(&model.config.generation, settings, model.vocab_size())
 }
 
@@ -75,11 +68,8 @@ pub fn generate_encoded(
     };
     let ids: Vec<Vec<u32>> = inputs.iter().map(|e| e.ids.clone()).collect();
     let encoder_output = model.encoder.run(&ids, params.pad_token_id)?;
-    let sequences = if params.num_beams > 1 {
-        beam::run(&mut request, encoder_output)?
-    } else {
-        search::run(&mut request, encoder_output)?
-    };
+    let sequences =
+        if params.num_beams > 1 { beam::run(&mut request, encoder_output)? } else { search::run(&mut request, encoder_output)? };
     Ok(sequences
         .into_iter()
         .zip(inputs)

@@ -14,9 +14,19 @@ macro_rules! spec {
 /// Every key a generation params object accepts.
 pub static GENERATION_SPECS: &[Spec] = &[
     spec!("max_new_tokens", Kind::Int, |v| check::int_in(v, 1, 1 << 20), "most tokens to generate"),
-    spec!("max_length", Kind::Int, |v| check::int_in(v, 2, 1 << 20), "most decoder tokens, start token included (used when max_new_tokens is unset)"),
+    spec!(
+        "max_length",
+        Kind::Int,
+        |v| check::int_in(v, 2, 1 << 20),
+        "most decoder tokens, start token included (used when max_new_tokens is unset)"
+    ),
     spec!("min_new_tokens", Kind::Int, |v| check::int_in(v, 0, 1 << 20), "EOS is forbidden before this many tokens"),
-    spec!("min_length", Kind::Int, |v| check::int_in(v, 0, 1 << 20), "EOS is forbidden while the decoder sequence, start token included, is shorter"),
+    spec!(
+        "min_length",
+        Kind::Int,
+        |v| check::int_in(v, 0, 1 << 20),
+        "EOS is forbidden while the decoder sequence, start token included, is shorter"
+    ),
     spec!("num_beams", Kind::Int, |v| check::int_in(v, 1, 128), "beam width; 1 is greedy or sampling"),
     spec!("num_return_sequences", Kind::Int, |v| check::int_in(v, 1, 128), "sequences returned per input"),
     spec!("length_penalty", Kind::Float, check::finite, "beam score = sum log-probs / length^length_penalty"),
@@ -24,10 +34,15 @@ pub static GENERATION_SPECS: &[Spec] = &[
     spec!("do_sample", Kind::Bool, any, "sample instead of taking the most likely token"),
     spec!("temperature", Kind::Float, check::positive, "divides the logits before sampling"),
     spec!("top_k", Kind::Int, |v| check::int_in(v, 0, i64::MAX), "sample among the k most likely tokens; 0 disables"),
-    spec!("top_p", Kind::Float, |v| match v {
-        crate::settings::Value::Float(p) if !(*p > 0.0 && *p <= 1.0) => Err(format!("{p} is outside (0, 1]")),
-        _ => Ok(()),
-    }, "nucleus sampling mass"),
+    spec!(
+        "top_p",
+        Kind::Float,
+        |v| match v {
+            crate::settings::Value::Float(p) if !(*p > 0.0 && *p <= 1.0) => Err(format!("{p} is outside (0, 1]")),
+            _ => Ok(()),
+        },
+        "nucleus sampling mass"
+    ),
     spec!("seed", Kind::Int, |v| check::int_in(v, 0, i64::MAX), "random seed for sampling"),
     spec!("repetition_penalty", Kind::Float, check::positive, "divides the scores of tokens already present (1.0 disables)"),
     spec!("no_repeat_ngram_size", Kind::Int, |v| check::int_in(v, 0, 1 << 16), "forbid repeating n-grams of this size"),
@@ -37,20 +52,29 @@ pub static GENERATION_SPECS: &[Spec] = &[
     spec!("forced_bos_token_id", Kind::Int, check::token_ids, "token forced as the first generated one"),
     spec!("forced_eos_token_id", Kind::IntList, check::token_ids, "token forced when the length limit is reached"),
     spec!("suppress_tokens", Kind::IntList, check::token_ids, "tokens that are never generated"),
-    spec!("bad_words_ids", Kind::IntList, check::token_ids, "single tokens that are never generated (transformers' bad_words_ids of length 1)"),
+    spec!(
+        "bad_words_ids",
+        Kind::IntList,
+        check::token_ids,
+        "single tokens that are never generated (transformers' bad_words_ids of length 1)"
+    ),
     spec!("decoder_start_token_id", Kind::Int, check::token_ids, "first decoder input token"),
-    spec!("stop_strings", Kind::StrList, |v| match v {
-        crate::settings::Value::StrList(l) if l.iter().any(String::is_empty) => Err("stop strings must not be empty".into()),
-        _ => Ok(()),
-    }, "generation ends when the text contains one of these"),
+    spec!(
+        "stop_strings",
+        Kind::StrList,
+        |v| match v {
+            crate::settings::Value::StrList(l) if l.iter().any(String::is_empty) => Err("stop strings must not be empty".into()),
+            _ => Ok(()),
+        },
+        "generation ends when the text contains one of these"
+    ),
     spec!("max_input_tokens", Kind::Int, |v| check::int_in(v, 1, 1 << 24), "encoder input limit (default: the model's)"),
     spec!("truncate_input", Kind::Bool, any, "truncate longer inputs (and report it) instead of failing"),
 ];
 
 /// Every key a params object accepts: the generation keys, then those of the tasks.
-pub static PARAM_SPECS: once_cell::sync::Lazy<Vec<Spec>> = once_cell::sync::Lazy::new(|| {
-    GENERATION_SPECS.iter().chain(crate::tasks::TASK_SPECS.iter()).copied().collect()
-});
+pub static PARAM_SPECS: once_cell::sync::Lazy<Vec<Spec>> =
+    once_cell::sync::Lazy::new(|| GENERATION_SPECS.iter().chain(crate::tasks::TASK_SPECS.iter()).copied().collect());
 
 /// An empty params object: every key at its default.
 pub fn new_generation_settings() -> Settings {
@@ -99,12 +123,9 @@ impl GenerationParams {
         let s = defaults.overlaid(caller);
         let int = |k: &str, d: i64| s.int(k).unwrap_or(d);
         let float = |k: &str, d: f64| s.float(k).unwrap_or(d) as f32;
-        let token = |k: &str| -> Result<Option<u32>> {
-            s.int(k).map(|id| checked_token(k, id, vocab_size)).transpose()
-        };
-        let tokens = |k: &str| -> Result<Vec<u32>> {
-            s.int_list(k).unwrap_or(&[]).iter().map(|&id| checked_token(k, id, vocab_size)).collect()
-        };
+        let token = |k: &str| -> Result<Option<u32>> { s.int(k).map(|id| checked_token(k, id, vocab_size)).transpose() };
+        let tokens =
+            |k: &str| -> Result<Vec<u32>> { s.int_list(k).unwrap_or(&[]).iter().map(|&id| checked_token(k, id, vocab_size)).collect() };
 
         // As in transformers: an explicit max_new_tokens wins over max_length (default 20), which
         // counts the decoder start token. The caller's max_length also beats the model's max_new_tokens.
@@ -132,7 +153,10 @@ impl GenerationParams {
             return Err(Error::invalid_param("do_sample", "beam sampling (do_sample with num_beams > 1) is not supported"));
         }
         if do_sample && num_return_sequences > 1 {
-            return Err(Error::invalid_param("num_return_sequences", "sampling returns one sequence per input; repeat the input to draw several"));
+            return Err(Error::invalid_param(
+                "num_return_sequences",
+                "sampling returns one sequence per input; repeat the input to draw several",
+            ));
         }
         let early_stopping = match (s.bool("early_stopping"), s.str("early_stopping")) {
             (Some(true), _) => EarlyStopping::True,
@@ -141,9 +165,9 @@ impl GenerationParams {
         };
         let eos_token_ids = tokens("eos_token_id")?;
         let pad_token_id = token("pad_token_id")?.or(eos_token_ids.first().copied()).unwrap_or(0);
-        let decoder_start_token_id = token("decoder_start_token_id")?
-            .or(token("bos_token_id")?)
-            .ok_or_else(|| Error::invalid_param("decoder_start_token_id", "the model defines no decoder start token; set decoder_start_token_id"))?;
+        let decoder_start_token_id = token("decoder_start_token_id")?.or(token("bos_token_id")?).ok_or_else(|| {
+            Error::invalid_param("decoder_start_token_id", "the model defines no decoder start token; set decoder_start_token_id")
+        })?;
 
         Ok(Self {
             max_new_tokens: max_new_tokens.max(1) as usize,

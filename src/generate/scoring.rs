@@ -15,7 +15,7 @@ pub fn teacher_forced_logits(model: &Model, input_ids: &[u32], targets: &[u32], 
     let mut rows = Vec::with_capacity(targets.len());
     let mut previous = decoder_start;
     for &target in targets {
-        let logits = model.decoder.step(&[previous], &encoder, &mut cache)?;
+        let logits = model.decoder()?.step(&[previous], &encoder, &mut cache)?;
         rows.push(logits.row(0).to_vec());
         previous = target;
     }

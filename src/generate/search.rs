@@ -23,12 +23,7 @@ pub(crate) fn run(req: &mut Request, mut encoder: EncoderOutput) -> Result<Vec<V
     let tokenizer = &req.model.tokenizer;
     let mut rng = StdRng::seed_from_u64(p.seed.unwrap_or_else(rand::random));
     let mut rows: Vec<Row> = (0..encoder.rows)
-        .map(|_| Row {
-            ids: vec![p.decoder_start_token_id],
-            token_scores: Vec::new(),
-            finished: None,
-            stream: TextStream::new(),
-        })
+        .map(|_| Row { ids: vec![p.decoder_start_token_id], token_scores: Vec::new(), finished: None, stream: TextStream::new() })
         .collect();
     let mut cache = KvCache::default();
     let mut cancelled = false;
@@ -42,7 +37,7 @@ pub(crate) fn run(req: &mut Request, mut encoder: EncoderOutput) -> Result<Vec<V
             break;
         }
         let next: Vec<u32> = active.iter().map(|&r| *rows[r].ids.last().unwrap_or(&p.decoder_start_token_id)).collect();
-        let logits = req.model.decoder.step(&next, &encoder, &mut cache)?;
+        let logits = req.model.decoder()?.step(&next, &encoder, &mut cache)?;
         for (j, &i) in active.iter().enumerate() {
             let row = &mut rows[i];
             let mut scores = logits.row(j).to_vec();
@@ -74,8 +69,8 @@ pub(crate) fn run(req: &mut Request, mut encoder: EncoderOutput) -> Result<Vec<V
             break;
         }
         if keep.len() < active.len() {
-            encoder = encoder.select_rows(&keep, &req.model.decoder.rows)?;
-            cache.select_rows(&keep, &req.model.decoder.rows)?;
+            encoder = encoder.select_rows(&keep, &req.model.decoder()?.rows)?;
+            cache.select_rows(&keep, &req.model.decoder()?.rows)?;
             active = keep.iter().map(|&j| active[j]).collect();
         }
     }

@@ -30,10 +30,8 @@ pub struct ModelConfig {
 }
 
 fn read_json(path: &Path) -> Result<Json> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::ModelFileMissing {
-        path: path.to_path_buf(),
-        reason: format!("cannot read it: {e}"),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::ModelFileMissing { path: path.to_path_buf(), reason: format!("cannot read it: {e}") })?;
     serde_json::from_str(&text).map_err(|e| Error::invalid_model(path, format!("not valid JSON: {e}")))
 }
 
@@ -48,8 +46,7 @@ fn generation_settings(json: &Json, path: &Path) -> Result<Settings> {
         for spec in GENERATION_SPECS {
             if let Some(v) = obj.get(spec.key).filter(|v| !v.is_null()) {
                 let v = &if spec.key == "bad_words_ids" { single_token_bad_words(v) } else { v.clone() };
-                s.set_json(spec.key, v)
-                    .map_err(|e| Error::invalid_model(path, format!("generation setting: {e}")))?;
+                s.set_json(spec.key, v).map_err(|e| Error::invalid_model(path, format!("generation setting: {e}")))?;
             }
         }
     }
@@ -66,20 +63,47 @@ fn single_token_bad_words(v: &Json) -> Json {
     Json::Array(ids)
 }
 
+/// config.json: its path, its JSON and its `model_type`.
+fn read_config(dir: &Path) -> Result<(std::path::PathBuf, Json, String)> {
+    let config_path = dir.join("config.json");
+    let config = read_json(&config_path)?;
+    let model_type = config
+        .get("model_type")
+        .and_then(Json::as_str)
+        .ok_or_else(|| Error::invalid_model(&config_path, "has no `model_type`"))?
+        .to_string();
+    Ok((config_path, config, model_type))
+}
+
 impl ModelConfig {
+    /// An encoder-only (embedding) model's config.json: any `model_type`, a vocabulary, the
+    /// position limit and the pad id; no generation settings.
+    pub fn load_encoder_only(dir: &Path) -> Result<Self> {
+        let (config_path, config, model_type) = read_config(dir)?;
+        let vocab_size = usize_field(&config, &["vocab_size"]).ok_or_else(|| Error::invalid_model(&config_path, "has no `vocab_size`"))?;
+        let mut generation = new_generation_settings();
+        if let Some(pad) = config.get("pad_token_id").and_then(Json::as_i64) {
+            generation.set_int("pad_token_id", pad).map_err(|e| Error::invalid_model(&config_path, format!("pad_token_id: {e}")))?;
+        }
+        Ok(Self {
+            model_type,
+            vocab_size,
+            decoder_heads: None,
+            head_dim: None,
+            decoder_layers: None,
+            d_model: usize_field(&config, &["hidden_size", "d_model", "dim"]),
+            max_input_tokens: usize_field(&config, &["max_position_embeddings", "n_positions"]),
+            summarization_prefix: None,
+            generation,
+        })
+    }
+
     pub fn load(dir: &Path) -> Result<Self> {
-        let config_path = dir.join("config.json");
-        let config = read_json(&config_path)?;
-        let model_type = config
-            .get("model_type")
-            .and_then(Json::as_str)
-            .ok_or_else(|| Error::invalid_model(&config_path, "has no `model_type`"))?
-            .to_string();
+        let (config_path, config, model_type) = read_config(dir)?;
         if config.get("is_encoder_decoder").and_then(Json::as_bool) == Some(false) {
             return Err(Error::invalid_model(&config_path, format!("`{model_type}` is not an encoder-decoder model")));
         }
-        let vocab_size = usize_field(&config, &["vocab_size"])
-            .ok_or_else(|| Error::invalid_model(&config_path, "has no `vocab_size`"))?;
+        let vocab_size = usize_field(&config, &["vocab_size"]).ok_or_else(|| Error::invalid_model(&config_path, "has no `vocab_size`"))?;
 
         let decoder_heads = usize_field(&config, &["decoder_attention_heads", "num_heads", "num_attention_heads"]);
         let head_dim = usize_field(&config, &["d_kv", "head_dim"]).or_else(|| {
@@ -87,10 +111,7 @@ impl ModelConfig {
             decoder_heads.filter(|h| *h > 0).map(|h| d_model / h)
         });
         let max_input_tokens = usize_field(&config, &["max_position_embeddings", "n_positions"]);
-        let summarization_prefix = config
-            .pointer("/task_specific_params/summarization/prefix")
-            .and_then(Json::as_str)
-            .map(str::to_string);
+        let summarization_prefix = config.pointer("/task_specific_params/summarization/prefix").and_then(Json::as_str).map(str::to_string);
 
         // transformers falls back to the generation keys of config.json when there is no
         // generation_config.json; token ids missing from the latter also come from config.json.
@@ -111,7 +132,17 @@ impl ModelConfig {
 
         let decoder_layers = usize_field(&config, &["num_decoder_layers", "decoder_layers", "num_layers"]);
         let d_model = usize_field(&config, &["d_model", "hidden_size"]);
-        Ok(Self { model_type, vocab_size, decoder_heads, head_dim, decoder_layers, d_model, max_input_tokens, summarization_prefix, generation })
+        Ok(Self {
+            model_type,
+            vocab_size,
+            decoder_heads,
+            head_dim,
+            decoder_layers,
+            d_model,
+            max_input_tokens,
+            summarization_prefix,
+            generation,
+        })
     }
 
     pub fn is_supported_type(&self) -> bool {

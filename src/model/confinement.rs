@@ -128,8 +128,7 @@ pub fn external_locations(path: &Path) -> Result<Vec<String>> {
     let file = File::open(path).map_err(|e| Error::ModelFileMissing { path: path.to_path_buf(), reason: e.to_string() })?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut s = Scanner { r: BufReader::new(file), pos: 0, locations: Vec::new() };
-    s.message(Message::Model, len, 0)
-        .map_err(|e| Error::invalid_model(path, format!("not a valid ONNX file: {e}")))?;
+    s.message(Message::Model, len, 0).map_err(|e| Error::invalid_model(path, format!("not a valid ONNX file: {e}")))?;
     Ok(s.locations)
 }
 
@@ -145,9 +144,8 @@ pub fn check_external_data(path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     for location in external_locations(path)? {
-        let refuse = |why: &str| {
-            Error::invalid_model(path, format!("external data `{location}` {why}; it must stay inside the model directory"))
-        };
+        let refuse =
+            |why: &str| Error::invalid_model(path, format!("external data `{location}` {why}; it must stay inside the model directory"));
         let rel = Path::new(&location);
         if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::Prefix(_) | Component::RootDir)) {
             return Err(refuse("is an absolute path"));

@@ -21,6 +21,8 @@ pub struct Encoder {
     cross_outputs: Vec<[String; 2]>,
     /// Whether to run them: only the `with_past` layout reads them.
     run_cross: bool,
+    /// BERT-style exports take `token_type_ids` (all 0 for one segment, as sentence-transformers feeds).
+    token_types: bool,
 }
 
 /// Encoder hidden states and the padding mask of a batch, row-aligned with the decoder.
@@ -39,6 +41,10 @@ impl Encoder {
         io.require_input("input_ids", TensorElementType::Int64)?;
         io.require_input("attention_mask", TensorElementType::Int64)?;
         io.require_output("last_hidden_state")?;
+        let token_types = io.has_input("token_type_ids");
+        if token_types {
+            io.require_input("token_type_ids", TensorElementType::Int64)?;
+        }
         let mut cross_outputs = Vec::new();
         while io.has_output(&present_name(cross_outputs.len(), "encoder", "key")) {
             let layer = cross_outputs.len();
@@ -51,6 +57,7 @@ impl Encoder {
             outputs_on: CacheDevice::Host,
             cross_outputs,
             run_cross: false,
+            token_types,
         })
     }
 
@@ -83,6 +90,7 @@ impl Encoder {
         }
         let ids = Tensor::from_array(([rows, len], ids))?.upcast();
         let mask = Tensor::from_array(([rows, len], mask))?.upcast();
+        let token_types = if self.token_types { Some(Tensor::from_array(([rows, len], vec![0i64; rows * len]))?.upcast()) } else { None };
         let onnx = |e: ort::Error| Error::Onnx(format!("{}: {e}", self.path.display()));
         let missing = |name: &str| Error::invalid_model(&self.path, format!("no `{name}` output"));
         let mut session = self.session.lock().map_err(|_| Error::Internal("encoder lock poisoned".into()))?;
@@ -90,6 +98,9 @@ impl Encoder {
         let mut binding = session.create_binding().map_err(onnx)?;
         binding.bind_input("input_ids", &ids).map_err(onnx)?;
         binding.bind_input("attention_mask", &mask).map_err(onnx)?;
+        if let Some(types) = &token_types {
+            binding.bind_input("token_type_ids", types).map_err(onnx)?;
+        }
         let memory = self.outputs_on.memory_info()?;
         binding.bind_output_to_device("last_hidden_state", &memory).map_err(onnx)?;
         let cross_names: &[[String; 2]] = if self.run_cross { &self.cross_outputs } else { &[] };
@@ -99,9 +110,7 @@ impl Encoder {
             }
         }
         let mut outputs = session.run_binding(&binding).map_err(onnx)?;
-        let mut take = |name: &str| -> Result<DynTensor> {
-            tensors::into_tensor(outputs.remove(name).ok_or_else(|| missing(name))?, name)
-        };
+        let mut take = |name: &str| -> Result<DynTensor> { tensors::into_tensor(outputs.remove(name).ok_or_else(|| missing(name))?, name) };
         let hidden = take("last_hidden_state")?;
         let cross = cross_names.iter().map(|[k, v]| Ok([take(k)?, take(v)?])).collect::<Result<Vec<_>>>()?;
         drop(outputs);
@@ -131,11 +140,7 @@ impl EncoderOutput {
     pub fn select_rows(&self, index: &[usize], gather: &RowGather) -> Result<Self> {
         let mask = self.mask()?;
         let mask: Vec<i64> = index.iter().flat_map(|&r| mask[r * self.len..(r + 1) * self.len].iter().copied()).collect();
-        let cross = self
-            .cross
-            .iter()
-            .map(|[k, v]| Ok([gather.gather(k, index)?, gather.gather(v, index)?]))
-            .collect::<Result<Vec<_>>>()?;
+        let cross = self.cross.iter().map(|[k, v]| Ok([gather.gather(k, index)?, gather.gather(v, index)?])).collect::<Result<Vec<_>>>()?;
         Ok(Self {
             hidden: gather.gather(&self.hidden, index)?,
             mask: Tensor::from_array(([index.len(), self.len], mask))?.upcast(),

@@ -35,14 +35,12 @@ impl<'a> GraphIo<'a> {
     /// Fails unless `name` is an input tensor of element type `ty`.
     pub fn require_input(&self, name: &str, ty: TensorElementType) -> Result<()> {
         match self.input_type(name) {
-            None => Err(Error::invalid_model(
-                self.path,
-                format!("the graph has no input `{name}` (inputs: {})", self.input_names().join(", ")),
-            )),
-            Some(t) if t.tensor_type() != Some(ty) => Err(Error::invalid_model(
-                self.path,
-                format!("input `{name}` is {t:?}, expected a tensor of {ty:?}"),
-            )),
+            None => {
+                Err(Error::invalid_model(self.path, format!("the graph has no input `{name}` (inputs: {})", self.input_names().join(", "))))
+            }
+            Some(t) if t.tensor_type() != Some(ty) => {
+                Err(Error::invalid_model(self.path, format!("input `{name}` is {t:?}, expected a tensor of {ty:?}")))
+            }
             Some(_) => Ok(()),
         }
     }
@@ -115,19 +113,16 @@ impl CacheShape {
         if layers == 0 {
             return Err(Error::invalid_model(io.path(), "the graph has no `past_key_values.*` inputs"));
         }
-        let dtype = io.require_float_input(&past_name(0, "decoder", "key")).map_err(|_| {
-            Error::invalid_model(io.path(), "`past_key_values.0.decoder.key` is not a float32, float16 or bfloat16 tensor")
-        })?;
+        let dtype = io
+            .require_float_input(&past_name(0, "decoder", "key"))
+            .map_err(|_| Error::invalid_model(io.path(), "`past_key_values.0.decoder.key` is not a float32, float16 or bfloat16 tensor"))?;
         for layer in 0..layers {
             for attention in ["decoder", "encoder"] {
                 for kv in ["key", "value"] {
                     let name = past_name(layer, attention, kv);
                     if io.has_input(&name) {
                         io.require_input(&name, dtype).map_err(|_| {
-                            Error::invalid_model(
-                                io.path(),
-                                format!("`{name}` is not {} like the other pasts", float_type_name(dtype)),
-                            )
+                            Error::invalid_model(io.path(), format!("`{name}` is not {} like the other pasts", float_type_name(dtype)))
                         })?;
                     } else if attention == "decoder" || layer > 0 || io.has_input(&past_name(0, "encoder", "key")) {
                         return Err(Error::invalid_model(io.path(), format!("the graph has no input `{name}`")));

@@ -11,8 +11,10 @@ mod decoder;
 mod encoder;
 mod footprint;
 mod graph;
+mod identity;
 mod kv_cache;
 mod options;
+pub mod pooling;
 mod row_gather;
 pub mod tensors;
 
@@ -23,6 +25,7 @@ pub use decoder::{Decoder, Layout, Logits};
 pub use encoder::{Encoder, EncoderOutput};
 pub use kv_cache::KvCache;
 pub use options::{model_options_from, new_model_options, MODEL_OPTION_SPECS};
+pub use pooling::{EmbeddingOverrides, EmbeddingSpec, PoolingMode};
 pub use row_gather::CacheDevice;
 
 use ort::session::builder::GraphOptimizationLevel;
@@ -39,13 +42,38 @@ pub const ENCODER_FILE: &str = "encoder_model.onnx";
 pub const MERGED_DECODER_FILE: &str = "decoder_model_merged.onnx";
 pub const DECODER_FILE: &str = "decoder_model.onnx";
 pub const DECODER_WITH_PAST_FILE: &str = "decoder_with_past_model.onnx";
+/// Optimum's `feature-extraction` export of an encoder-only model (BERT, MiniLM, E5, ...).
+pub const EMBEDDING_FILE: &str = "model.onnx";
+
+/// What a model directory holds: an encoder–decoder, or an encoder-only embedding model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Seq2Seq,
+    Embedding,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Seq2Seq => "seq2seq",
+            ModelKind::Embedding => "embedding",
+        }
+    }
+}
 
 pub struct Model {
     dir: PathBuf,
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
     pub encoder: Encoder,
-    pub decoder: Decoder,
+    /// `None` for an embedding model; see [`Model::decoder`].
+    decoder: Option<Decoder>,
+    pub kind: ModelKind,
+    /// How `embed` pools and prefixes (sentence-transformers files, options, or the default).
+    pub embedding: EmbeddingSpec,
+    /// Computed on first use: hashing the weights takes a moment.
+    identity: once_cell::sync::OnceCell<String>,
+    encoder_file: &'static str,
     provider: ExecutionProviderKind,
     provider_notes: Vec<String>,
     /// Width of the logits the decoder returns.
@@ -71,6 +99,9 @@ impl Model {
         if !dir.is_dir() {
             return Err(Error::ModelFileMissing { path: dir.to_path_buf(), reason: "not a directory".into() });
         }
+        if !dir.join(ENCODER_FILE).is_file() && dir.join(EMBEDDING_FILE).is_file() {
+            return Self::open_embedding(dir, options);
+        }
         let config = ModelConfig::load(dir)?;
         if !config.is_supported_type() {
             return Err(Error::invalid_model(
@@ -82,29 +113,20 @@ impl Model {
                 ),
             ));
         }
-        let tokenizer = Tokenizer::from_dir(dir)?;
-        if tokenizer.id_bound() > config.vocab_size {
-            return Err(Error::invalid_model(
-                dir.join("tokenizer.json"),
-                format!(
-                    "the tokenizer has token ids up to {} but the model's vocabulary (config.json vocab_size) is {}",
-                    tokenizer.id_bound() - 1,
-                    config.vocab_size
-                ),
-            ));
-        }
+        let tokenizer = tokenizer_within(dir, config.vocab_size)?;
 
         let session_options = session_options(options)?;
         let tensorrt_first = session_options.providers.order.first() == Some(&ExecutionProviderKind::TensorRt);
-        let profile_shape = (tensorrt_first || session_options.providers.order.contains(&ExecutionProviderKind::TensorRt)).then(|| ProfileShape {
-            max_batch: options.int("trt_max_batch").unwrap_or(8) as usize,
-            max_input: options.int("trt_max_input_tokens").map(|v| v as usize).or(config.max_input_tokens).unwrap_or(512),
-            max_new: options.int("trt_max_new_tokens").unwrap_or(256) as usize,
-            layers: config.decoder_layers.unwrap_or(1),
-            heads: config.decoder_heads.unwrap_or(1),
-            head_dim: config.head_dim.unwrap_or(1),
-            d_model: config.d_model.unwrap_or(1),
-        });
+        let profile_shape =
+            (tensorrt_first || session_options.providers.order.contains(&ExecutionProviderKind::TensorRt)).then(|| ProfileShape {
+                max_batch: options.int("trt_max_batch").unwrap_or(8) as usize,
+                max_input: options.int("trt_max_input_tokens").map(|v| v as usize).or(config.max_input_tokens).unwrap_or(512),
+                max_new: options.int("trt_max_new_tokens").unwrap_or(256) as usize,
+                layers: config.decoder_layers.unwrap_or(1),
+                heads: config.decoder_heads.unwrap_or(1),
+                head_dim: config.head_dim.unwrap_or(1),
+                d_model: config.d_model.unwrap_or(1),
+            });
         let mut providers_used = Vec::new();
         let mut open = |file: &str, kind: GraphKind| -> Result<(PathBuf, runtime::OpenedSession)> {
             let path = dir.join(file);
@@ -144,7 +166,11 @@ impl Model {
                 if encoder.cross_layers() != decoder.cache.layers {
                     return Err(Error::invalid_model(
                         &enc_path,
-                        format!("it returns the cross-attention cache of {} layers; the decoder has {}", encoder.cross_layers(), decoder.cache.layers),
+                        format!(
+                            "it returns the cross-attention cache of {} layers; the decoder has {}",
+                            encoder.cross_layers(),
+                            decoder.cache.layers
+                        ),
                     ));
                 }
                 encoder.run_cross_outputs();
@@ -152,7 +178,9 @@ impl Model {
             }
         };
         let decoder_provider = providers_used.last().map_or(provider, |(_, k, _)| *k);
-        if let Some(device) = cache_device(options.str("io_binding").unwrap_or("auto"), decoder_provider, session_options.providers.device_id) {
+        if let Some(device) =
+            cache_device(options.str("io_binding").unwrap_or("auto"), decoder_provider, session_options.providers.device_id)
+        {
             encoder.bind_output_to(device);
             decoder.bind_cache_to(device);
         }
@@ -173,15 +201,18 @@ impl Model {
                 (f.to_string(), footprint, used.map_or(provider, |u| u.1))
             })
             .collect();
-        let export_manifest = std::fs::read_to_string(dir.join("duet_export.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
+        let export_manifest = read_export_manifest(dir);
+        let embedding = EmbeddingSpec::read(dir, &embedding_overrides(options)?, false, config.max_input_tokens)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
             tokenizer,
             encoder,
-            decoder,
+            decoder: Some(decoder),
+            kind: ModelKind::Seq2Seq,
+            embedding,
+            identity: Default::default(),
+            encoder_file: ENCODER_FILE,
             provider,
             provider_notes,
             logits_vocab,
@@ -198,6 +229,67 @@ impl Model {
         })
     }
 
+    /// An encoder-only export (`model.onnx` → `last_hidden_state`) opened for embedding.
+    fn open_embedding(dir: &Path, options: &Settings) -> Result<Self> {
+        let config = ModelConfig::load_encoder_only(dir)?;
+        let tokenizer = tokenizer_within(dir, config.vocab_size)?;
+        let embedding = EmbeddingSpec::read(dir, &embedding_overrides(options)?, true, config.max_input_tokens)?;
+        let session_options = session_options(options)?;
+        let path = dir.join(EMBEDDING_FILE);
+        let before = resident_bytes();
+        let opened = open_session(&path, &session_options, &[])?;
+        let growth = match (before, resident_bytes()) {
+            (Some(b), Some(a)) => a.saturating_sub(b),
+            _ => 0,
+        };
+        let provider = opened.provider;
+        let provider_notes = opened.skipped_providers.clone();
+        let encoder = Encoder::new(&path, opened.session)?;
+        let footprint = GraphFootprint { rss_growth_bytes: growth, ..GraphFootprint::on_disk(&path) };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            logits_vocab: config.vocab_size,
+            config,
+            tokenizer,
+            encoder,
+            decoder: None,
+            kind: ModelKind::Embedding,
+            embedding,
+            identity: Default::default(),
+            encoder_file: EMBEDDING_FILE,
+            provider,
+            provider_notes,
+            graphs: vec![(EMBEDDING_FILE.to_string(), footprint, provider)],
+            layout_note: None,
+            export_manifest: read_export_manifest(dir),
+            batcher: None,
+        })
+    }
+
+    /// The decoder; an embedding model has none and says so with `DUET_STATUS_UNSUPPORTED`.
+    pub fn decoder(&self) -> Result<&Decoder> {
+        self.decoder.as_ref().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{} is an embedding model (encoder only): it embeds and searches, it cannot generate, summarize, chat or rerank",
+                self.dir.display()
+            ))
+        })
+    }
+
+    /// What decides this model's vectors (encoder graph and weights, tokenizer, pooling), as
+    /// `sha256:<hex>`; an index records it and refuses another model's.
+    pub fn embedding_identity(&self) -> Result<&str> {
+        self.identity
+            .get_or_try_init(|| {
+                identity::embedding_identity(
+                    &self.dir.join(self.encoder_file),
+                    &self.dir.join("tokenizer.json"),
+                    &self.embedding.describe(),
+                )
+            })
+            .map(String::as_str)
+    }
+
     /// The dynamic batcher, when `batch_window_ms` is set.
     pub fn batcher(&self) -> Option<&crate::generate::Batcher> {
         self.batcher.as_ref()
@@ -207,8 +299,9 @@ impl Model {
         &self.dir
     }
 
-    pub fn layout(&self) -> Layout {
-        self.decoder.layout()
+    /// The decoder layout; `None` for an embedding model.
+    pub fn layout(&self) -> Option<Layout> {
+        self.decoder.as_ref().map(Decoder::layout)
     }
 
     pub fn execution_provider(&self) -> ExecutionProviderKind {
@@ -223,35 +316,29 @@ impl Model {
     pub fn info_json(&self) -> serde_json::Value {
         let rt = runtime::runtime().ok();
         let g = &self.config.generation;
-        serde_json::json!({
+        let e = &self.embedding;
+        let embedding = serde_json::json!({
+            "pooling": e.pooling.as_str(),
+            "normalize": e.normalize,
+            "query_prefix": e.query_prefix,
+            "document_prefix": e.document_prefix,
+            "max_seq_length": e.max_seq_length,
+            "pooling_from": e.source,
+        });
+        let mut info = serde_json::json!({
             "model_dir": self.dir.display().to_string(),
+            "kind": self.kind.as_str(),
             "architecture": self.config.model_type,
-            "layout": self.layout().as_str(),
+            "embedding": embedding,
             "vocab_size": self.logits_vocab,
             "tokenizer_vocab_size": self.tokenizer.id_bound(),
-            "decoder_layers": self.decoder.cache.layers,
-            "decoder_heads": self.decoder.cache.heads,
-            "head_dim": self.decoder.cache.head_dim,
             "max_input_tokens": self.config.max_input_tokens,
-            "decoder_start_token_id": g.int("decoder_start_token_id"),
-            "eos_token_id": g.int_list("eos_token_id"),
-            "pad_token_id": g.int("pad_token_id"),
             "execution_provider": self.provider.ort_name(),
             "providers_skipped": self.provider_notes,
             "onnxruntime_version": rt.map(|r| r.version.clone()),
             "onnxruntime_library": rt.map(|r| r.library.display().to_string()),
             "duet_version": crate::VERSION,
-            "layout_note": self.layout_note,
-            "cache_dtype": tensors::float_type_name(self.decoder.cache.dtype),
-            "io_binding": self.decoder.cache_device().is_some(),
-            "kv_cache_device": self.decoder.cache_device().unwrap_or(CacheDevice::Host).describe(),
-            "graphs": self.graphs.iter().map(|(f, g, p)| serde_json::json!({
-                "file": f,
-                "bytes": g.bytes(),
-                "external_data_bytes": g.external_data_bytes,
-                "rss_growth_bytes": g.rss_growth_bytes,
-                "execution_provider": p.ort_name(),
-            })).collect::<Vec<_>>(),
+            "graphs": self.graphs_json(),
             "weights_bytes": self.graphs.iter().map(|(_, g, _)| g.bytes()).sum::<u64>(),
             "memory": {
                 "loaded_rss_growth_bytes": self.graphs.iter().map(|(_, g, _)| g.rss_growth_bytes).sum::<u64>(),
@@ -260,8 +347,78 @@ impl Model {
                 "note": "rss_growth_bytes: resident memory the process gained while ONNX Runtime opened each graph (pre-packed weights, mapped pages touched); one copy per model, shared by every thread calling it",
             },
             "export": self.export_manifest,
-        })
+        });
+        let Some(decoder) = &self.decoder else {
+            return info;
+        };
+        let seq2seq = serde_json::json!({
+            "layout": decoder.layout().as_str(),
+            "decoder_layers": decoder.cache.layers,
+            "decoder_heads": decoder.cache.heads,
+            "head_dim": decoder.cache.head_dim,
+            "decoder_start_token_id": g.int("decoder_start_token_id"),
+            "eos_token_id": g.int_list("eos_token_id"),
+            "pad_token_id": g.int("pad_token_id"),
+            "layout_note": self.layout_note,
+            "cache_dtype": tensors::float_type_name(decoder.cache.dtype),
+            "io_binding": decoder.cache_device().is_some(),
+            "kv_cache_device": decoder.cache_device().unwrap_or(CacheDevice::Host).describe(),
+        });
+        if let (Some(info), Some(extra)) = (info.as_object_mut(), seq2seq.as_object()) {
+            info.extend(extra.clone());
+        }
+        info
     }
+
+    fn graphs_json(&self) -> Vec<serde_json::Value> {
+        self.graphs
+            .iter()
+            .map(|(f, g, p)| {
+                serde_json::json!({
+                    "file": f,
+                    "bytes": g.bytes(),
+                    "external_data_bytes": g.external_data_bytes,
+                    "rss_growth_bytes": g.rss_growth_bytes,
+                    "execution_provider": p.ort_name(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The directory's tokenizer, refused when it has ids past the model's vocabulary.
+fn tokenizer_within(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
+    let tokenizer = Tokenizer::from_dir(dir)?;
+    if tokenizer.id_bound() > vocab_size {
+        return Err(Error::invalid_model(
+            dir.join("tokenizer.json"),
+            format!(
+                "the tokenizer has token ids up to {} but the model's vocabulary (config.json vocab_size) is {vocab_size}",
+                tokenizer.id_bound() - 1
+            ),
+        ));
+    }
+    Ok(tokenizer)
+}
+
+fn read_export_manifest(dir: &Path) -> Option<serde_json::Value> {
+    std::fs::read_to_string(dir.join("duet_export.json")).ok().and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn embedding_overrides(options: &Settings) -> Result<EmbeddingOverrides> {
+    let pooling = match options.str("pooling") {
+        Some(name) => Some(
+            PoolingMode::parse(name)
+                .ok_or_else(|| Error::invalid_param("pooling", format!("`{name}` is not mean, cls, max, last_token or mean_sqrt_len")))?,
+        ),
+        None => None,
+    };
+    Ok(EmbeddingOverrides {
+        pooling,
+        normalize: options.bool("normalize"),
+        query_prefix: options.str("query_prefix").map(str::to_string),
+        document_prefix: options.str("document_prefix").map(str::to_string),
+    })
 }
 
 fn session_options(options: &Settings) -> Result<SessionOptions> {
@@ -314,7 +471,10 @@ fn choose_layout(dir: &Path, wanted: &str, tensorrt_first: bool, encoder_cross: 
         } else if split {
             (Layout::Split, Some("split decoders: TensorRT cannot build the merged decoder's If".into()))
         } else {
-            (choose_layout_files(dir, wanted, false)?, Some("merged decoder with TensorRT: its If runs outside TensorRT (export the split decoders for full TensorRT)".into()))
+            (
+                choose_layout_files(dir, wanted, false)?,
+                Some("merged decoder with TensorRT: its If runs outside TensorRT (export the split decoders for full TensorRT)".into()),
+            )
         });
     }
     Ok((choose_layout_files(dir, wanted, with_past)?, None))
@@ -340,7 +500,9 @@ fn choose_layout_files(dir: &Path, wanted: &str, with_past: bool) -> Result<Layo
             reason: format!("missing, and so is the split pair {DECODER_FILE} + {DECODER_WITH_PAST_FILE}"),
         }),
         "merged" if merged => Ok(Layout::Merged),
-        "merged" => Err(Error::ModelFileMissing { path: dir.join(MERGED_DECODER_FILE), reason: "missing (layout=merged was asked for)".into() }),
+        "merged" => {
+            Err(Error::ModelFileMissing { path: dir.join(MERGED_DECODER_FILE), reason: "missing (layout=merged was asked for)".into() })
+        }
         "split" if split => Ok(Layout::Split),
         "split" => Err(missing_split()),
         "with_past" if with_past => Ok(Layout::WithPast),

@@ -31,6 +31,10 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "trt_max_input_tokens", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), help: "[tensorrt] longest input of the profiles (default: the model's limit)" },
     Spec { key: "trt_max_new_tokens", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), help: "[tensorrt] longest output of the profiles (default 256)" },
     Spec { key: "profiling_prefix", kind: Kind::Str, check: any, help: "write ONNX Runtime's per-operator profile of each graph to files starting with this path (for performance work)" },
+    Spec { key: "pooling", kind: Kind::Str, check: |v| check::one_of(v, &["mean", "cls", "max", "last_token", "mean_sqrt_len"]), help: "[embed] how token states become one vector: mean, cls, max, last_token or mean_sqrt_len (default: 1_Pooling/config.json, else mean)" },
+    Spec { key: "normalize", kind: Kind::Bool, check: any, help: "[embed] L2-normalise vectors (default: true, or what modules.json says)" },
+    Spec { key: "query_prefix", kind: Kind::Str, check: any, help: "[embed] text put before every query (E5: `query: `; default: the prompts of config_sentence_transformers.json, else none)" },
+    Spec { key: "document_prefix", kind: Kind::Str, check: any, help: "[embed] text put before every document (E5: `passage: `; default as query_prefix)" },
     Spec { key: "intra_threads", kind: Kind::Int, check: |v| check::int_in(v, 0, 1024), help: "threads per operator; 0 = ONNX Runtime's choice" },
 ];
 

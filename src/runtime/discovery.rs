@@ -1,7 +1,10 @@
 //! Locates `libonnxruntime` and initialises the process-wide ONNX Runtime environment.
 //!
-//! Order: the path the host gives, `DUET_ORT_LIBRARY`, `ORT_DYLIB_PATH`, the folder holding the
-//! duet library itself, then the system loader. Everything tried is named in the error.
+//! Order: the path the host gives (alone: when it fails, that is the error), `DUET_ORT_LIBRARY`,
+//! `ORT_DYLIB_PATH`, the folder holding the duet library itself (for the CLI and programs linking
+//! libduet.a: the executable's folder) and the `lib` folder beside it (`PREFIX/bin` →
+//! `PREFIX/lib`, where `make install` puts ONNX Runtime), then the system loader. Everything
+//! tried is named in the error.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -62,7 +65,8 @@ pub fn runtime() -> Result<&'static Runtime> {
 fn candidates(host_path: Option<&Path>) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     if let Some(p) = host_path {
-        out.push(("path given by the host".to_string(), p.to_path_buf()));
+        // An explicit path is the host's decision: no other library replaces it silently.
+        return vec![("path given by the host".to_string(), p.to_path_buf())];
     }
     for var in ["DUET_ORT_LIBRARY", "ORT_DYLIB_PATH"] {
         if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
@@ -72,6 +76,11 @@ fn candidates(host_path: Option<&Path>) -> Vec<(String, PathBuf)> {
     if let Some(dir) = own_library_dir() {
         for name in LIBRARY_NAMES {
             out.push(("next to the duet library".to_string(), dir.join(name)));
+        }
+        if let Some(prefix) = dir.parent() {
+            for name in LIBRARY_NAMES {
+                out.push(("the lib folder beside the duet library's folder".to_string(), prefix.join("lib").join(name)));
+            }
         }
     }
     for name in LIBRARY_NAMES {
@@ -126,8 +135,7 @@ fn version_string(path: &Path) -> String {
     let read = || -> Option<String> {
         // The library is loaded already: this only takes another reference to it.
         let lib = unsafe { libloading::Library::new(path) }.ok()?;
-        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const OrtApiBase> =
-            unsafe { lib.get(b"OrtGetApiBase") }.ok()?;
+        let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const OrtApiBase> = unsafe { lib.get(b"OrtGetApiBase") }.ok()?;
         let base = unsafe { get_base() };
         if base.is_null() {
             return None;
@@ -146,12 +154,7 @@ fn resolved_path(path: &Path) -> PathBuf {
     let name = path.to_string_lossy().to_string();
     std::fs::read_to_string("/proc/self/maps")
         .ok()
-        .and_then(|maps| {
-            maps.lines()
-                .filter_map(|l| l.split_whitespace().nth(5))
-                .find(|p| p.contains("libonnxruntime"))
-                .map(PathBuf::from)
-        })
+        .and_then(|maps| maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.contains("libonnxruntime")).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
@@ -163,8 +166,10 @@ fn own_library_dir() -> Option<PathBuf> {
         let addr = own_library_dir as *const libc::c_void;
         if libc::dladdr(addr, &mut info) != 0 && !info.dli_fname.is_null() {
             let name = std::ffi::CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned();
-            let path = std::fs::canonicalize(&name).unwrap_or_else(|_| PathBuf::from(name));
-            return path.parent().map(Path::to_path_buf);
+            // An executable found through PATH reports its bare name: then current_exe says where.
+            if let (true, Ok(path)) = (name.contains('/'), std::fs::canonicalize(&name)) {
+                return path.parent().map(Path::to_path_buf);
+            }
         }
     }
     std::env::current_exe().ok()?.parent().map(Path::to_path_buf)

@@ -5,6 +5,6 @@ pub mod gpu_options;
 mod providers;
 mod session;
 
-pub use discovery::{runtime, init_runtime, Runtime};
+pub use discovery::{init_runtime, runtime, Runtime};
 pub use providers::{ExecutionProviderKind, ProviderSelection};
 pub use session::{open_session, OpenedSession, SessionOptions};

@@ -28,10 +28,7 @@ impl ExecutionProviderKind {
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda),
             "tensorrt" | "trt" => Ok(Self::TensorRt),
-            other => Err(Error::invalid_param(
-                "providers",
-                format!("unknown execution provider `{other}` (valid: cpu, cuda, tensorrt)"),
-            )),
+            other => Err(Error::invalid_param("providers", format!("unknown execution provider `{other}` (valid: cpu, cuda, tensorrt)"))),
         }
     }
 }
@@ -65,11 +62,7 @@ impl Default for ProviderSelection {
 impl ProviderSelection {
     /// Parses `"tensorrt,cuda,cpu"`.
     pub fn parse_list(list: &str) -> Result<Vec<ExecutionProviderKind>> {
-        let order = list
-            .split(',')
-            .filter(|s| !s.trim().is_empty())
-            .map(ExecutionProviderKind::parse)
-            .collect::<Result<Vec<_>>>()?;
+        let order = list.split(',').filter(|s| !s.trim().is_empty()).map(ExecutionProviderKind::parse).collect::<Result<Vec<_>>>()?;
         if order.is_empty() {
             return Err(Error::invalid_param("providers", "the list is empty"));
         }
@@ -126,10 +119,7 @@ mod tests {
     #[test]
     fn parses_ordered_lists() {
         let order = ProviderSelection::parse_list("tensorrt, CUDA,cpu").unwrap();
-        assert_eq!(
-            order,
-            vec![ExecutionProviderKind::TensorRt, ExecutionProviderKind::Cuda, ExecutionProviderKind::Cpu]
-        );
+        assert_eq!(order, vec![ExecutionProviderKind::TensorRt, ExecutionProviderKind::Cuda, ExecutionProviderKind::Cpu]);
     }
 
     #[test]

@@ -69,9 +69,8 @@ pub fn open_session(path: &Path, options: &SessionOptions, trt_profile: &[(Strin
         builder = builder.with_profiling(format!("{prefix}_{graph}")).map_err(|e| onnx(e.into()))?;
     }
     if let Some(arena) = options.memory_arena {
-        builder = builder
-            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena).build()])
-            .map_err(|e| onnx(e.into()))?;
+        builder =
+            builder.with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena).build()]).map_err(|e| onnx(e.into()))?;
     }
     let (mut builder, provider, skipped_providers) = options.providers.register(builder, trt_profile)?;
     let session = builder.commit_from_file(path).map_err(onnx)?;

@@ -43,6 +43,7 @@ pub struct Chat {
 
 impl Chat {
     pub fn new(model: Arc<Model>, params: &Settings) -> Result<Self> {
+        model.decoder()?;
         let mut defaults = crate::generate::new_generation_settings();
         if !["max_length", "max_new_tokens"].iter().any(|k| model.config.generation.is_set(k)) {
             defaults.set_int("max_new_tokens", 256)?;
@@ -69,10 +70,7 @@ impl Chat {
     /// The encoder input for `user` after the turns `history`.
     pub fn render(&self, history: &[Turn], user: &str) -> String {
         let turn_template = self.params.str("chat_turn_template").unwrap_or(DEFAULT_TURN_TEMPLATE);
-        let past: String = history
-            .iter()
-            .map(|t| turn_template.replace("{user}", &t.user).replace("{assistant}", &t.assistant))
-            .collect();
+        let past: String = history.iter().map(|t| turn_template.replace("{user}", &t.user).replace("{assistant}", &t.assistant)).collect();
         self.params
             .str("chat_template")
             .unwrap_or(DEFAULT_CHAT_TEMPLATE)

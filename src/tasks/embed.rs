@@ -1,10 +1,37 @@
-//! Sentence embeddings from the encoder: attention-mask weighted mean of the last hidden state,
-//! L2-normalized. Inputs are batched in length order so padding costs little.
+//! Sentence embeddings: the encoder's last hidden state pooled as the model says (mean, cls, max,
+//! last token; sentence-transformers' files or the options), L2-normalised unless the model says
+//! otherwise, with the model's query or document prefix. Inputs are batched in length order so
+//! padding costs little; the call's limits (cancel, deadline) are checked between batches.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::generate::control::Limits;
 use crate::model::Model;
 use crate::settings::Settings;
 use crate::tasks::nonblank;
+
+/// Whether texts are queries or documents: picks the model's prefix (E5, BGE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Query,
+    Document,
+}
+
+impl InputKind {
+    /// The `input_kind` param (default: document).
+    pub fn from_params(params: &Settings) -> Self {
+        match params.str("input_kind") {
+            Some("query") => InputKind::Query,
+            _ => InputKind::Document,
+        }
+    }
+}
+
+/// Vectors row-aligned with the texts, and which texts were cut to the input limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub truncated: Vec<bool>,
+}
 
 /// Width of the vectors `embed` returns (the encoder's hidden size).
 pub fn embedding_dim(model: &Model) -> Result<usize> {
@@ -12,41 +39,50 @@ pub fn embedding_dim(model: &Model) -> Result<usize> {
     Ok(probe.hidden_states()?.1)
 }
 
+/// Embeds `texts` as `input_kind` in `params` says (documents by default).
 pub fn embed(model: &Model, texts: &[&str], params: &Settings) -> Result<Vec<Vec<f32>>> {
-    let limit = params.int("max_input_tokens").map(|v| v as usize).or(model.config.max_input_tokens);
+    Ok(embed_with(model, texts, params, InputKind::from_params(params), &Limits::default())?.vectors)
+}
+
+pub fn embed_with(model: &Model, texts: &[&str], params: &Settings, kind: InputKind, limits: &Limits) -> Result<Embeddings> {
+    let spec = &model.embedding;
+    let limit = params.int("max_input_tokens").map(|v| v as usize).or(spec.max_seq_length).or(model.config.max_input_tokens);
     let truncate = params.bool("truncate_input").unwrap_or(false);
     let batch = params.int("batch_size").map_or(8, |v| v as usize);
     let pad = model.config.generation.int("pad_token_id").unwrap_or(0) as u32;
-    let encoded = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            nonblank(t, &format!("text {i}"))?;
-            Ok(model.tokenizer.encode(t, limit, truncate, i)?.ids)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let prefix = match kind {
+        InputKind::Query => &spec.query_prefix,
+        InputKind::Document => &spec.document_prefix,
+    };
+    let mut truncated = vec![false; texts.len()];
+    let mut encoded = Vec::with_capacity(texts.len());
+    for (i, t) in texts.iter().enumerate() {
+        nonblank(t, &format!("text {i}"))?;
+        if i % 64 == 0 {
+            limits.check()?;
+        }
+        let text = if prefix.is_empty() { std::borrow::Cow::Borrowed(*t) } else { std::borrow::Cow::Owned(format!("{prefix}{t}")) };
+        let e = model.tokenizer.encode(&text, limit, truncate, i)?;
+        if e.ids.is_empty() {
+            return Err(Error::InvalidArgument(format!("text {i} encodes to no tokens")));
+        }
+        truncated[i] = e.truncated;
+        encoded.push(e.ids);
+    }
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| encoded[i].len());
-    let mut out = vec![Vec::new(); texts.len()];
+    let mut vectors = vec![Vec::new(); texts.len()];
     for group in order.chunks(batch) {
-        let inputs: Vec<Vec<u32>> = group.iter().map(|&i| encoded[i].clone()).collect();
+        limits.check()?;
+        let inputs: Vec<Vec<u32>> = group.iter().map(|&i| std::mem::take(&mut encoded[i])).collect();
         let enc = model.encoder.run(&inputs, pad)?;
         let (hidden, width) = enc.hidden_states()?;
         let mask = enc.mask()?;
+        let len = enc.len;
         for (row, &i) in group.iter().enumerate() {
-            let mut v = vec![0f64; width];
-            let mut count = 0f64;
-            for pos in 0..enc.len {
-                if mask[row * enc.len + pos] == 0 {
-                    continue;
-                }
-                count += 1.0;
-                let base = (row * enc.len + pos) * width;
-                v.iter_mut().zip(&hidden[base..base + width]).for_each(|(a, &h)| *a += h as f64);
-            }
-            let norm = v.iter().map(|x| (x / count).powi(2)).sum::<f64>().sqrt().max(1e-12);
-            out[i] = v.iter().map(|x| (x / count / norm) as f32).collect();
+            let states = &hidden[row * len * width..(row + 1) * len * width];
+            vectors[i] = spec.pool(states, &mask[row * len..(row + 1) * len], width);
         }
     }
-    Ok(out)
+    Ok(Embeddings { vectors, truncated })
 }

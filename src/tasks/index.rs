@@ -1,18 +1,24 @@
-//! A small in-memory vector index for hosts without their own: embeddings for recall, optional
-//! decoder reranking of the best hits, and a one-file format with a version and a checksum.
-//! Any number of threads may search while others add or remove (a read-write lock).
+//! A small in-memory search index for hosts without their own: entries are (id, text, vector)
+//! with caller-chosen ids; search by embedding, by keywords (BM25 over the stored texts), or both
+//! fused by reciprocal rank; optional decoder reranking of the best hits; one file with a format
+//! version, the identity of the model that embedded it, and a checksum. Any number of threads may
+//! search while others add or remove (a read-write lock).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::RwLock;
 
+use super::keyword::{reciprocal_rank_fusion, Bm25};
 use crate::error::{Error, Result};
+use crate::generate::control::Limits;
 use crate::model::Model;
 use crate::settings::Settings;
-use crate::tasks::{embed, rerank};
+use crate::tasks::embed::{self, InputKind};
+use crate::tasks::rerank;
 
 const MAGIC: &[u8; 8] = b"DUETIDX\0";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the model identity; version 1 files are refused with a reason.
+const FORMAT_VERSION: u32 = 2;
 
 #[derive(Default)]
 struct Entries {
@@ -20,31 +26,90 @@ struct Entries {
     texts: Vec<String>,
     vectors: Vec<f32>,
     position: HashMap<i64, usize>,
+    keywords: Bm25,
+}
+
+/// Which model embedded the vectors: its identity hash, and a line for people.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelStamp {
+    pub identity: String,
+    pub description: String,
+}
+
+impl ModelStamp {
+    pub fn of(model: &Model) -> Result<Self> {
+        Ok(Self {
+            identity: model.embedding_identity()?.to_string(),
+            description: format!("{} ({}; {})", model.dir().display(), model.config.model_type, model.embedding.describe()),
+        })
+    }
 }
 
 pub struct Index {
     dim: usize,
+    stamp: ModelStamp,
     entries: RwLock<Entries>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hit {
     pub id: i64,
-    /// Cosine similarity, or the rerank score for reranked hits.
+    /// Cosine similarity (vector), BM25 (keyword), the fused reciprocal-rank score (hybrid), or the
+    /// rerank score for reranked hits.
     pub score: f32,
+    /// Whether `score` is a rerank score (the best `rerank_top_n` hits) or the first stage's.
+    pub reranked: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchMode {
+    Vector,
+    Keyword,
+    Hybrid,
+}
+
+/// What one search does, read from the call's params once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchOptions {
+    pub k: usize,
+    pub rerank_top_n: usize,
+    pub mode: SearchMode,
+    pub rrf_k: usize,
+    pub hybrid_candidates: usize,
+}
+
+impl SearchOptions {
+    pub fn from_params(params: &Settings, k: usize, rerank_top_n: usize) -> Self {
+        let mode = match params.str("search_mode") {
+            Some("keyword") => SearchMode::Keyword,
+            Some("hybrid") => SearchMode::Hybrid,
+            _ => SearchMode::Vector,
+        };
+        Self {
+            k,
+            rerank_top_n,
+            mode,
+            rrf_k: params.int("rrf_k").map_or(60, |v| v as usize),
+            hybrid_candidates: params.int("hybrid_candidates").map_or(100, |v| v as usize),
+        }
+    }
 }
 
 impl Index {
-    pub fn new(dim: usize) -> Self {
-        Self { dim, entries: RwLock::new(Entries::default()) }
+    pub fn new(dim: usize, stamp: ModelStamp) -> Self {
+        Self { dim, stamp, entries: RwLock::new(Entries::default()) }
     }
 
     pub fn for_model(model: &Model) -> Result<Self> {
-        Ok(Self::new(embed::embedding_dim(model)?))
+        Ok(Self::new(embed::embedding_dim(model)?, ModelStamp::of(model)?))
     }
 
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    pub fn model_stamp(&self) -> &ModelStamp {
+        &self.stamp
     }
 
     pub fn len(&self) -> usize {
@@ -55,6 +120,17 @@ impl Index {
         self.len() == 0
     }
 
+    /// The ids, in the order they were added (removals move the last entry into the gap).
+    pub fn ids(&self) -> Vec<i64> {
+        self.read().ids.clone()
+    }
+
+    /// The stored text of `id`.
+    pub fn text(&self, id: i64) -> Option<String> {
+        let e = self.read();
+        e.position.get(&id).map(|&at| e.texts[at].clone())
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
         self.entries.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -63,26 +139,88 @@ impl Index {
         self.entries.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Embeds and adds `text` under `id`; an id already present is an error.
-    pub fn add(&self, model: &Model, id: i64, text: &str, params: &Settings) -> Result<()> {
-        if self.read().position.contains_key(&id) {
-            return Err(Error::InvalidArgument(format!("id {id} is already in the index")));
+    /// Refuses a model other than the one whose vectors the index holds (`where_` names the index).
+    pub fn check_model(&self, model: &Model, where_: &Path) -> Result<()> {
+        let theirs = ModelStamp::of(model)?;
+        if theirs.identity != self.stamp.identity {
+            return Err(Error::IndexModelMismatch {
+                path: where_.to_path_buf(),
+                reason: format!(
+                    "built with another model: {} [{}]; this one is {} [{}]. Rebuild the index with this model, or use that one",
+                    self.stamp.description,
+                    short(&self.stamp.identity),
+                    theirs.description,
+                    short(&theirs.identity)
+                ),
+            });
         }
-        let vector = embed::embed(model, &[text], params)?.remove(0);
-        self.insert(id, text.to_string(), vector)
+        Ok(())
     }
 
-    fn insert(&self, id: i64, text: String, vector: Vec<f32>) -> Result<()> {
+    /// Reads an index file and checks that `model` made it.
+    pub fn load_for(model: &Model, path: &Path) -> Result<Self> {
+        let index = Self::load(path)?;
+        let dim = embed::embedding_dim(model)?;
+        if index.dim != dim {
+            return Err(Error::IndexModelMismatch {
+                path: path.to_path_buf(),
+                reason: format!("vectors are {} wide, this model's are {dim}", index.dim),
+            });
+        }
+        index.check_model(model, path)?;
+        Ok(index)
+    }
+
+    /// Embeds and adds `text` under `id`; an id already present is an error.
+    pub fn add(&self, model: &Model, id: i64, text: &str, params: &Settings) -> Result<()> {
+        self.add_batch(model, &[id], &[text], params, &Limits::default())
+    }
+
+    /// Embeds `texts` in batches and adds them under `ids`: all of them, or none when any fails
+    /// (a repeated or present id, a bad text, the limits).
+    pub fn add_batch(&self, model: &Model, ids: &[i64], texts: &[&str], params: &Settings, limits: &Limits) -> Result<()> {
+        if ids.len() != texts.len() {
+            return Err(Error::InvalidArgument(format!("{} ids for {} texts", ids.len(), texts.len())));
+        }
+        self.check_model(model, Path::new("(in memory)"))?;
+        self.check_new_ids(ids)?;
+        let vectors = embed::embed_with(model, texts, params, InputKind::Document, limits)?.vectors;
+        let mut e = self.write();
+        self.check_new_ids_in(&e, ids)?;
+        for ((&id, text), vector) in ids.iter().zip(texts).zip(vectors) {
+            self.insert_into(&mut e, id, text.to_string(), vector)?;
+        }
+        Ok(())
+    }
+
+    fn check_new_ids(&self, ids: &[i64]) -> Result<()> {
+        self.check_new_ids_in(&self.read(), ids)
+    }
+
+    fn check_new_ids_in(&self, e: &Entries, ids: &[i64]) -> Result<()> {
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        for &id in ids {
+            if e.position.contains_key(&id) {
+                return Err(Error::InvalidArgument(format!("id {id} is already in the index")));
+            }
+            if !seen.insert(id) {
+                return Err(Error::InvalidArgument(format!("id {id} is given twice")));
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_into(&self, e: &mut Entries, id: i64, text: String, vector: Vec<f32>) -> Result<()> {
         if vector.len() != self.dim {
             return Err(Error::InvalidArgument(format!("a {}-wide vector for a {}-wide index", vector.len(), self.dim)));
         }
-        let mut e = self.write();
         if e.position.contains_key(&id) {
             return Err(Error::InvalidArgument(format!("id {id} is already in the index")));
         }
         let at = e.ids.len();
         e.position.insert(id, at);
         e.ids.push(id);
+        e.keywords.add(id, &text);
         e.texts.push(text);
         e.vectors.extend(vector);
         Ok(())
@@ -92,8 +230,9 @@ impl Index {
         let mut e = self.write();
         let at = e.position.remove(&id).ok_or_else(|| Error::InvalidArgument(format!("id {id} is not in the index")))?;
         let last = e.ids.len() - 1;
+        let text = e.texts.swap_remove(at);
+        e.keywords.remove(id, &text);
         e.ids.swap_remove(at);
-        e.texts.swap_remove(at);
         let dim = self.dim;
         if at != last {
             let (head, tail) = e.vectors.split_at_mut(last * dim);
@@ -105,46 +244,81 @@ impl Index {
         Ok(())
     }
 
-    /// The `k` best entries for `query`. With `rerank_top_n > 0` the best `rerank_top_n` by
-    /// embedding are rescored by the decoder (`rerank_mode` in `params`) before the cut to `k`.
+    /// The `k` best entries for `query` by embedding. With `rerank_top_n > 0` the best
+    /// `rerank_top_n` are rescored by the decoder (`rerank_mode` in `params`); `search_mode` in
+    /// `params` picks vector, keyword or hybrid retrieval.
     pub fn search(&self, model: &Model, query: &str, k: usize, rerank_top_n: usize, params: &Settings) -> Result<Vec<Hit>> {
-        if k == 0 {
+        self.search_with(model, query, &SearchOptions::from_params(params, k, rerank_top_n), params, &Limits::default())
+    }
+
+    /// The best `o.k` entries, best first. Reranked hits (the first `o.rerank_top_n` of the first
+    /// stage, rescored) come first in rerank order; the rest keep the first stage's order and score.
+    pub fn search_with(&self, model: &Model, query: &str, o: &SearchOptions, params: &Settings, limits: &Limits) -> Result<Vec<Hit>> {
+        if o.k == 0 {
             return Err(Error::InvalidArgument("k is 0".into()));
         }
-        let q = embed::embed(model, &[query], params)?.remove(0);
-        let (mut hits, texts) = {
+        super::nonblank(query, "the query")?;
+        if o.mode != SearchMode::Keyword {
+            self.check_model(model, Path::new("(in memory)"))?;
+        }
+        let depth = o.k.max(o.rerank_top_n);
+        let vector_hits = |limit: usize| -> Result<Vec<(i64, f32)>> {
+            let q = embed::embed_with(model, &[query], params, InputKind::Query, limits)?.vectors.remove(0);
             let e = self.read();
-            let mut hits: Vec<(usize, f32)> = e
-                .vectors
-                .chunks_exact(self.dim)
-                .map(|v| v.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>())
-                .enumerate()
-                .collect();
+            let mut hits: Vec<(usize, f32)> =
+                e.vectors.chunks_exact(self.dim).map(|v| v.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>()).enumerate().collect();
+            let limit = limit.min(hits.len());
+            if limit > 0 && limit < hits.len() {
+                hits.select_nth_unstable_by(limit - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            }
+            hits.truncate(limit);
             hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            hits.truncate(k.max(rerank_top_n));
-            let texts: Vec<String> = hits.iter().take(rerank_top_n).map(|&(i, _)| e.texts[i].clone()).collect();
-            (hits.into_iter().map(|(i, s)| Hit { id: e.ids[i], score: s }).collect::<Vec<_>>(), texts)
+            Ok(hits.into_iter().map(|(i, s)| (e.ids[i], s)).collect())
         };
-        if !texts.is_empty() {
+        let keyword_hits = |limit: usize| -> Vec<(i64, f32)> {
+            self.read().keywords.search(query, limit).into_iter().map(|(id, s)| (id, s as f32)).collect()
+        };
+        let first: Vec<(i64, f32)> = match o.mode {
+            SearchMode::Vector => vector_hits(depth)?,
+            SearchMode::Keyword => keyword_hits(depth),
+            SearchMode::Hybrid => {
+                let c = o.hybrid_candidates.max(depth);
+                let lists = [vector_hits(c)?.into_iter().map(|h| h.0).collect(), keyword_hits(c).into_iter().map(|h| h.0).collect()];
+                reciprocal_rank_fusion(&lists, o.rrf_k).into_iter().take(depth).map(|(id, s)| (id, s as f32)).collect()
+            }
+        };
+        limits.check()?;
+        let mut hits: Vec<Hit> = first.into_iter().map(|(id, score)| Hit { id, score, reranked: false }).collect();
+        let n = o.rerank_top_n.min(hits.len());
+        if n > 0 {
+            let texts: Vec<String> = {
+                let e = self.read();
+                hits[..n].iter().map(|h| e.position.get(&h.id).map(|&at| e.texts[at].clone()).unwrap_or_default()).collect()
+            };
             let passages: Vec<&str> = texts.iter().map(String::as_str).collect();
             let scores = rerank::rerank(model, query, &passages, params)?;
-            hits.truncate(scores.len());
             for (h, s) in hits.iter_mut().zip(scores) {
-                h.score = s;
+                *h = Hit { id: h.id, score: s, reranked: true };
             }
-            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+            hits[..n].sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
         }
-        hits.truncate(k);
+        hits.truncate(o.k);
         Ok(hits)
     }
 
+    /// Writes the index to `path` through a temporary file in the same folder, renamed over
+    /// `path` when complete: a failed save leaves the previous file as it was.
     pub fn save(&self, path: &Path) -> Result<()> {
         let e = self.read();
-        let mut out = Vec::with_capacity(32 + e.vectors.len() * 4);
+        let mut out = Vec::with_capacity(64 + e.vectors.len() * 4);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&(self.dim as u32).to_le_bytes());
         out.extend_from_slice(&(e.ids.len() as u64).to_le_bytes());
+        for s in [&self.stamp.identity, &self.stamp.description] {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
         for (i, id) in e.ids.iter().enumerate() {
             out.extend_from_slice(&id.to_le_bytes());
             out.extend_from_slice(&(e.texts[i].len() as u32).to_le_bytes());
@@ -153,13 +327,21 @@ impl Index {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
+        drop(e);
         let sum = fnv1a(&out);
         out.extend_from_slice(&sum.to_le_bytes());
-        std::fs::write(path, out).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let name = path.file_name().ok_or_else(|| Error::InvalidArgument(format!("{}: not a file path", path.display())))?;
+        let tmp = path.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        let written = std::fs::write(&tmp, &out).and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io)
     }
 
     /// Reads an index file; every declared size is checked against the bytes actually there
-    /// before anything is allocated.
+    /// before anything is allocated. See [`Index::load_for`] to also check the model.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         Self::from_bytes(&bytes, path)
@@ -173,32 +355,54 @@ impl Index {
         }
         let (body, trailer) = bytes.split_at(bytes.len() - 8);
         let mut r = Reader { data: body, at: 8 };
-        let version = r.u32()?;
+        let version = r.u32().map_err(|e| bad(e.to_string()))?;
+        if version == 1 {
+            return Err(bad("format version 1 records no model identity: rebuild the index with this duet".into()));
+        }
         if version != FORMAT_VERSION {
             return Err(bad(format!("format version {version}, this duet reads version {FORMAT_VERSION}")));
         }
         if u64::from_le_bytes(trailer.try_into().unwrap_or_default()) != fnv1a(body) {
             return Err(bad("checksum mismatch: the file is corrupt or truncated".into()));
         }
-        let dim = r.u32()? as usize;
-        let count = r.u64()?;
-        let min_entry = 12u64 + 4 * dim as u64;
-        if dim == 0 || count.saturating_mul(min_entry) > r.remaining() as u64 {
-            return Err(bad(format!("declares {count} entries of width {dim}, more than the file holds")));
-        }
-        let index = Index::new(dim);
-        for _ in 0..count {
-            let id = r.u64()? as i64;
-            let len = r.u32()? as usize;
-            let text = String::from_utf8(r.take(len)?.to_vec()).map_err(|_| bad(format!("text of id {id} is not UTF-8")))?;
-            let vector = r.take(4 * dim)?.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            index.insert(id, text, vector).map_err(|e| bad(e.to_string()))?;
-        }
-        if r.remaining() != 0 {
-            return Err(bad(format!("{} unexpected bytes after the entries", r.remaining())));
-        }
-        Ok(index)
+        let parse = |r: &mut Reader| -> Result<Index> {
+            let dim = r.u32()? as usize;
+            let count = r.u64()?;
+            let mut string = |what: &str| -> Result<String> {
+                let len = r.u32()? as usize;
+                String::from_utf8(r.take(len)?.to_vec()).map_err(|_| Error::InvalidArgument(format!("the {what} is not UTF-8")))
+            };
+            let stamp = ModelStamp { identity: string("model identity")?, description: string("model description")? };
+            let min_entry = 12u64 + 4 * dim as u64;
+            if dim == 0 || count.saturating_mul(min_entry) > r.remaining() as u64 {
+                return Err(Error::InvalidArgument(format!("declares {count} entries of width {dim}, more than the file holds")));
+            }
+            let index = Index::new(dim, stamp);
+            {
+                let mut e = index.write();
+                for _ in 0..count {
+                    let id = r.u64()? as i64;
+                    let len = r.u32()? as usize;
+                    let text = String::from_utf8(r.take(len)?.to_vec())
+                        .map_err(|_| Error::InvalidArgument(format!("text of id {id} is not UTF-8")))?;
+                    let vector = r.take(4 * dim)?.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    index.insert_into(&mut e, id, text, vector)?;
+                }
+            }
+            if r.remaining() != 0 {
+                return Err(Error::InvalidArgument(format!("{} unexpected bytes after the entries", r.remaining())));
+            }
+            Ok(index)
+        };
+        parse(&mut r).map_err(|e| match e {
+            Error::InvalidArgument(reason) => bad(reason),
+            other => bad(other.to_string()),
+        })
     }
+}
+
+fn short(identity: &str) -> &str {
+    &identity[..identity.len().min(19)]
 }
 
 struct Reader<'a> {

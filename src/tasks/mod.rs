@@ -5,8 +5,9 @@ pub mod assistant;
 pub mod chunking;
 pub mod embed;
 pub mod index;
-pub mod rerank;
+pub mod keyword;
 mod params;
+pub mod rerank;
 pub mod summarize;
 
 pub use params::TASK_SPECS;

@@ -22,6 +22,11 @@ pub static TASK_SPECS: &[Spec] = &[
     Spec { key: "system_prompt", kind: Kind::Str, check: any, help: "[chat] the system instruction (default: You are a helpful assistant.)" },
     Spec { key: "chat_template", kind: Kind::Str, check: |v| has_placeholders(v, &["{history}", "{user}"]), help: "[chat] the prompt: {system}, {history} (past turns) and {user}" },
     Spec { key: "chat_turn_template", kind: Kind::Str, check: |v| has_placeholders(v, &["{user}", "{assistant}"]), help: "[chat] one past turn: {user} and {assistant}" },
+    Spec { key: "input_kind", kind: Kind::Str, check: |v| check::one_of(v, &["query", "document"]), help: "[embed] the texts are queries or documents: picks the model's query_prefix or document_prefix (default document; index searches embed the query as a query)" },
+    Spec { key: "search_mode", kind: Kind::Str, check: |v| check::one_of(v, &["vector", "keyword", "hybrid"]), help: "[search] vector (embedding cosine, the default), keyword (BM25 over the stored texts) or hybrid (reciprocal rank fusion of both)" },
+    Spec { key: "rerank_top_n", kind: Kind::Int, check: |v| check::int_in(v, 0, 1 << 20), help: "[search] rescore this many of the best hits with the decoder (duet_index_search_with; default 0: none)" },
+    Spec { key: "rrf_k", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), help: "[search] the constant k of reciprocal rank fusion, score = sum of 1 / (k + rank) (default 60)" },
+    Spec { key: "hybrid_candidates", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), help: "[search] hits taken from each of BM25 and the embeddings before fusing (default 100, at least k)" },
     Spec { key: "rerank_mode", kind: Kind::Str, check: |v| check::one_of(v, &["likelihood", "relevance"]), help: "[rerank] likelihood: mean log p(query | passage); relevance: log p(yes) - log p(no)" },
     Spec { key: "rerank_template", kind: Kind::Str, check: |v| has_placeholders(v, &["{passage}"]), help: "[rerank] encoder input; {passage} and (relevance mode) {query}" },
     Spec { key: "relevance_tokens", kind: Kind::StrList, check: |v| match v {

@@ -18,6 +18,7 @@ pub fn rerank(model: &Model, query: &str, passages: &[&str], params: &Settings) 
     for (i, p) in passages.iter().enumerate() {
         nonblank(p, &format!("passage {i}"))?;
     }
+    model.decoder()?;
     let gen = GenerationParams::resolve(&model.config.generation, params, model.vocab_size())?;
     let relevance = params.str("rerank_mode") == Some("relevance");
     let template = params.str("rerank_template").unwrap_or(if relevance { RELEVANCE_TEMPLATE } else { LIKELIHOOD_TEMPLATE });
@@ -47,14 +48,11 @@ pub fn rerank(model: &Model, query: &str, passages: &[&str], params: &Settings) 
         let steps = if relevance { 1 } else { targets.len() };
         let mut previous = vec![gen.decoder_start_token_id; rows];
         for step in 0..steps {
-            let logits = model.decoder.step(&previous, &encoder, &mut cache)?;
+            let logits = model.decoder()?.step(&previous, &encoder, &mut cache)?;
             for (r, total) in totals.iter_mut().enumerate() {
                 let lp = log_softmax(logits.row(r));
-                *total += if relevance {
-                    (lp[targets[0] as usize] - lp[targets[1] as usize]) as f64
-                } else {
-                    lp[targets[step] as usize] as f64
-                };
+                *total +=
+                    if relevance { (lp[targets[0] as usize] - lp[targets[1] as usize]) as f64 } else { lp[targets[step] as usize] as f64 };
             }
             if !relevance {
                 previous = vec![targets[step]; rows];
@@ -67,8 +65,5 @@ pub fn rerank(model: &Model, query: &str, passages: &[&str], params: &Settings) 
 
 fn first_token(model: &Model, word: &str) -> Result<u32> {
     let ids = model.tokenizer.inner().encode(word, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-    ids.get_ids()
-        .first()
-        .copied()
-        .ok_or_else(|| Error::invalid_param("relevance_tokens", format!("`{word}` encodes to no token")))
+    ids.get_ids().first().copied().ok_or_else(|| Error::invalid_param("relevance_tokens", format!("`{word}` encodes to no token")))
 }

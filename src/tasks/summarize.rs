@@ -53,6 +53,7 @@ pub fn summary_params(model: &Model, params: &Settings) -> Result<GenerationPara
     if !params.is_set("min_new_tokens") && !params.is_set("min_length") {
         preset_layer.set_int("min_new_tokens", min_new)?;
     }
+    model.decoder()?;
     GenerationParams::resolve(&defaults.overlaid(&model.config.generation), &caller, model.vocab_size())
 }
 
@@ -135,13 +136,7 @@ pub fn summarize(
 }
 
 fn cancelled(parts: Vec<String>, chunks: Option<usize>, level: usize, summaries: usize) -> SummaryOutput {
-    SummaryOutput {
-        text: parts.join("\n"),
-        chunks: chunks.unwrap_or(1),
-        levels: level,
-        summaries,
-        finish_reason: FinishReason::Cancelled,
-    }
+    SummaryOutput { text: parts.join("\n"), chunks: chunks.unwrap_or(1), levels: level, summaries, finish_reason: FinishReason::Cancelled }
 }
 
 /// Passes decoding steps to the progress callback (so it can cancel mid-chunk) and text to the

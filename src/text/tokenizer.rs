@@ -33,12 +33,10 @@ impl Tokenizer {
                 reason: "missing; export the tokenizer with the model (tools/export_model.py converts slow tokenizers)".into(),
             });
         }
-        let mut inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| Error::invalid_model(&path, format!("not a valid tokenizer: {e}")))?;
+        let mut inner =
+            tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::invalid_model(&path, format!("not a valid tokenizer: {e}")))?;
         inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|e| Error::invalid_model(&path, format!("cannot disable truncation: {e}")))?;
+        inner.with_truncation(None).map_err(|e| Error::invalid_model(&path, format!("cannot disable truncation: {e}")))?;
         let id_bound = inner.get_vocab(true).values().max().map_or(0, |m| *m as usize + 1);
         let clean_up_spaces = read_clean_up_flag(dir);
         let mut byte_tokens = vec![false; id_bound];
@@ -82,10 +80,7 @@ impl Tokenizer {
                 let mut plain = encode(false)?;
                 let specials = original_len - plain.get_ids().len();
                 plain.truncate(limit.saturating_sub(specials), 0, TruncationDirection::Right);
-                let processed = self
-                    .inner
-                    .post_process(plain, None, true)
-                    .map_err(|e| Error::Tokenizer(e.to_string()))?;
+                let processed = self.inner.post_process(plain, None, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
                 Ok(Encoded { ids: processed.get_ids().to_vec(), original_len, truncated: true })
             }
             _ => Ok(Encoded { ids: full.get_ids().to_vec(), original_len, truncated: false }),

@@ -16,9 +16,7 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Loads ONNX Runtime from `DUET_ORT_LIBRARY` or the copy `make fetch-ort` unpacked.
 pub fn init_ort() {
-    let path = std::env::var_os("DUET_ORT_LIBRARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".ort/lib/libonnxruntime.so.1.31.1"));
+    let path = std::env::var_os("DUET_ORT_LIBRARY").map(PathBuf::from).unwrap_or_else(|| root().join(".ort/lib/libonnxruntime.so.1.31.1"));
     duet::runtime::init_runtime(Some(&path)).expect("ONNX Runtime (run `make fetch-ort`)");
 }
 

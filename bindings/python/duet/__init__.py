@@ -19,11 +19,11 @@ import threading
 
 from . import _lib
 from ._lib import Callbacks, PROGRESS_CALLBACK, TOKEN_CALLBACK, check, library_path, load_library
-from .errors import (BusyError, Cancelled, ClosedError, DeadlineExceeded, Error, IndexFileError, InputTooLong,
+from .errors import (BusyError, Cancelled, ClosedError, DeadlineExceeded, Error, IndexFileError, IndexModelMismatch, InputTooLong,
                      InternalError, InvalidArgument, InvalidHandle, InvalidParam, InvalidUtf8, IoError, LibraryNotFound,
                      ModelFileMissing, ModelInvalid, NullPointer, OnnxRuntimeError, PanicError,
                      ProviderUnavailable, RuntimeNotFound, RuntimeVersion, TokenizerError,
-                     UnknownParam, error_for_status)
+                     UnknownParam, Unsupported, error_for_status)
 
 __version__ = "0.1.0"
 
@@ -33,8 +33,8 @@ __all__ = [
     "Error", "InvalidArgument", "NullPointer", "InvalidUtf8", "UnknownParam", "InvalidParam",
     "RuntimeNotFound", "RuntimeVersion", "ModelFileMissing", "ModelInvalid", "TokenizerError",
     "InputTooLong", "OnnxRuntimeError", "ProviderUnavailable", "IoError", "InternalError",
-    "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "PanicError", "ClosedError",
-    "BusyError", "LibraryNotFound",
+    "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "Unsupported", "IndexModelMismatch",
+    "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
 ]
 
 FINISH_REASONS = {0: "eos", 1: "length", 2: "stop_string", 3: "cancelled"}
@@ -625,11 +625,15 @@ class Model(_Handle):
         """A new Chat on this model (same as ``duet.Chat(model, **params)``)."""
         return Chat(self, **params)
 
-    def embed(self, texts, as_numpy=None, **params):
-        """L2-normalized embeddings (encoder mean pooling). One str gives one vector, a list
-        gives one row per text. ``as_numpy``: None (default) returns numpy float32 arrays when
-        numpy can be imported and lists of floats otherwise; True requires numpy; False always
-        gives lists."""
+    def embed(self, texts, as_numpy=None, return_truncated=False, **params):
+        """Embeddings, pooled and normalised as the model says (an embedding model's
+        sentence-transformers files; mean pooling and L2 for a seq2seq encoder). One str gives one
+        vector, a list gives one row per text. ``as_numpy``: None (default) returns numpy float32
+        arrays when numpy can be imported and lists of floats otherwise; True requires numpy;
+        False always gives lists. ``input_kind="query"`` uses the model's query prefix.
+        ``return_truncated=True`` returns ``(vectors, truncated)``, ``truncated`` a list of bools
+        (texts cut to the limit; only with ``truncate_input=True``, else a long text raises
+        InputTooLong)."""
         single = isinstance(texts, (str, bytes, bytearray, memoryview))
         encoded = [_encode(texts, "texts")] if single else _text_list(texts, "texts")
         np = _numpy() if as_numpy is None or as_numpy else None
@@ -642,12 +646,18 @@ class Model(_Handle):
         else:
             buf = (ctypes.c_float * max(n * dim, 1))()
             ptr_out = buf
+        flags = (ctypes.c_bool * max(n, 1))()
         with self._use() as ptr, _Params(self._merged(params)) as p:
-            check(_lib.lib().duet_embed(ptr, _c_array(encoded), n, p, ptr_out, n * dim))
+            check(_lib.lib().duet_embed_with_flags(ptr, _c_array(encoded), n, p, ptr_out, n * dim, flags))
         if np is not None:
-            return buf[0] if single else buf
-        rows = [list(buf[i * dim:(i + 1) * dim]) for i in range(n)]
-        return rows[0] if single else rows
+            vectors = buf[0] if single else buf
+        else:
+            rows = [list(buf[i * dim:(i + 1) * dim]) for i in range(n)]
+            vectors = rows[0] if single else rows
+        if return_truncated:
+            truncated = [bool(flags[i]) for i in range(n)]
+            return vectors, (truncated[0] if single else truncated)
+        return vectors
 
     def rerank(self, query, passages, **params):
         """Scores each passage against ``query`` (higher is more relevant); a list of floats.
@@ -936,9 +946,11 @@ class CancelToken(_Handle):
 
 class Index(_Handle):
     """An in-memory search index of (id, text) embedded with a model: ``Index(model, **params)``
-    (params are used for embedding and reranking). ``add(id, text)``, ``remove(id)``,
-    ``search(query, k=5, rerank_top_n=0)`` -> [(id, score), ...] best first, ``save(path)``,
-    ``Index.load(model, path)``, ``len(index)``. Thread-safe."""
+    (params are used for embedding, searching and reranking). ``add(id, text)``,
+    ``add_many(ids, texts)``, ``remove(id)``, ``text(id)``,
+    ``search(query, k=5, rerank_top_n=0, mode=None)`` -> [(id, score), ...] best first,
+    ``save(path)``, ``Index.load(model, path)`` (IndexModelMismatch when another model made it),
+    ``len(index)``. Thread-safe."""
 
     _free_fn = "duet_index_free"
 
@@ -986,13 +998,40 @@ class Index(_Handle):
             check(_lib.lib().duet_index_len(ptr, ctypes.byref(out)))
         return out.value
 
-    def search(self, query, k=5, rerank_top_n=0):
+    def add_many(self, ids, texts):
+        """Adds ``texts`` under ``ids`` (int64s of your choosing), embedded in batches: all of
+        them or, when any fails, none."""
+        encoded = _text_list(texts, "texts")
+        ids = [_check_int(i, "id") for i in ids]
+        if len(ids) != len(encoded):
+            raise InvalidArgument(f"{len(ids)} ids for {len(encoded)} texts")
+        c_ids = (ctypes.c_int64 * max(len(ids), 1))(*ids)
+        with self._use() as ptr:
+            check(_lib.lib().duet_index_add_batch(ptr, c_ids, _c_array(encoded), len(encoded)))
+
+    def text(self, id):
+        """The stored text of ``id``; InvalidArgument when absent."""
+        id = _check_int(id, "id")
+        out = ctypes.c_void_p()
+        with self._use() as ptr:
+            check(_lib.lib().duet_index_text(ptr, id, ctypes.byref(out)))
+        return _lib.take_string(out.value)
+
+    def search(self, query, k=5, rerank_top_n=0, mode=None, **params):
         """The ``k`` best entries as (id, score) pairs, best first (fewer when the index is
-        smaller). Scores are cosine similarities, or rerank scores when ``rerank_top_n`` > 0."""
+        smaller). ``mode``: "vector" (cosine similarity, the default), "keyword" (BM25 over the
+        stored texts) or "hybrid" (reciprocal rank fusion of both; ``rrf_k``,
+        ``hybrid_candidates``). With ``rerank_top_n`` > 0 the best that many are rescored by the
+        decoder and come first with rerank scores; the rest keep their first-stage scores."""
         data = _encode(query, "query")
         k = _check_int(k, "k", 0, (1 << 63) - 1)
         rerank_top_n = _check_int(rerank_top_n, "rerank_top_n", 0, (1 << 63) - 1)
-        with self._use() as ptr:
+        call = dict(params)
+        if mode is not None:
+            call["search_mode"] = mode
+        if rerank_top_n:
+            call["rerank_top_n"] = rerank_top_n
+        with self._use() as ptr, _Params(call) as p:
             L = _lib.lib()
             size = ctypes.c_size_t()
             check(L.duet_index_len(ptr, ctypes.byref(size)))
@@ -1001,7 +1040,7 @@ class Index(_Handle):
             ids = (ctypes.c_int64 * room)()
             scores = (ctypes.c_double * room)()
             found = ctypes.c_size_t()
-            check(L.duet_index_search(ptr, data, min(k, room), rerank_top_n, ids, scores, ctypes.byref(found)))
+            check(L.duet_index_search_with(ptr, data, min(k, room), p, ids, scores, ctypes.byref(found)))
         n = min(found.value, room)
         return [(ids[i], scores[i]) for i in range(n)]
 

@@ -105,6 +105,13 @@ OPTIONAL_PROTOTYPES = {
     "duet_cancel_token_cancel": (_STATUS, [_P]),
     "duet_cancel_token_reset": (_STATUS, [_P]),
     "duet_cancel_token_free": (None, [_P]),
+    # ABI 1.1: embedding models, index model identity, keyword and hybrid search
+    "duet_embed_with_flags": (_STATUS, [_P, _STRS, ctypes.c_size_t, _P, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t,
+                                        ctypes.POINTER(ctypes.c_bool)]),
+    "duet_index_add_batch": (_STATUS, [_P, ctypes.POINTER(ctypes.c_int64), _STRS, ctypes.c_size_t]),
+    "duet_index_text": (_STATUS, [_P, ctypes.c_int64, _PP]),
+    "duet_index_search_with": (_STATUS, [_P, _S, ctypes.c_size_t, _P, ctypes.POINTER(ctypes.c_int64),
+                                         ctypes.POINTER(ctypes.c_double), c_size_p]),
 }
 
 _lock = threading.Lock()

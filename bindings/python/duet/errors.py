@@ -12,7 +12,7 @@ __all__ = [
     "Error", "InvalidArgument", "NullPointer", "InvalidUtf8", "UnknownParam", "InvalidParam",
     "RuntimeNotFound", "RuntimeVersion", "ModelFileMissing", "ModelInvalid", "TokenizerError",
     "InputTooLong", "OnnxRuntimeError", "ProviderUnavailable", "IoError", "InternalError",
-    "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
+    "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "Unsupported", "IndexModelMismatch", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
 ]
 
 # The numbers of duet_status in include/duet.h (part of the ABI, never renumbered).
@@ -37,6 +37,8 @@ STATUS_NAMES = {
     17: "DUET_STATUS_CANCELLED",
     18: "DUET_STATUS_DEADLINE_EXCEEDED",
     19: "DUET_STATUS_INVALID_HANDLE",
+    20: "DUET_STATUS_UNSUPPORTED",
+    21: "DUET_STATUS_INDEX_MODEL_MISMATCH",
     100: "DUET_STATUS_PANIC",
 }
 
@@ -168,6 +170,17 @@ class InvalidHandle(Error):
     status = 19
 
 
+class Unsupported(Error):
+    """The model cannot do this call (generation, summarize, chat or rerank on an embedding
+    model)."""
+    status = 20
+
+
+class IndexModelMismatch(Error):
+    """The index was embedded by another model (graph, tokenizer, pooling or width differ)."""
+    status = 21
+
+
 class PanicError(Error):
     """duet panicked; the process is unharmed, the object involved should be closed."""
     status = 100
@@ -196,7 +209,7 @@ _BY_STATUS = {
     for cls in (InvalidArgument, NullPointer, InvalidUtf8, UnknownParam, InvalidParam, RuntimeNotFound,
                 RuntimeVersion, ModelFileMissing, ModelInvalid, TokenizerError, InputTooLong,
                 OnnxRuntimeError, ProviderUnavailable, IoError, InternalError, IndexFileError, Cancelled,
-                DeadlineExceeded, InvalidHandle, PanicError)
+                DeadlineExceeded, InvalidHandle, Unsupported, IndexModelMismatch, PanicError)
 }
 
 

@@ -44,3 +44,12 @@ def bart():
 @pytest.fixture(scope="session")
 def models(t5, bart):
     return {"t5-tiny": t5, "bart-tiny": bart}
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The bundled embedder (`make embedder`; make test builds it first)."""
+    path = REPO / "models" / "all-MiniLM-L6-v2"
+    assert (path / "model.onnx").is_file(), f"{path} is missing: run `make embedder`"
+    with duet.Model(path) as model:
+        yield model

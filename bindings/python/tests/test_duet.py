@@ -610,3 +610,47 @@ def test_timeout(t5):
     with pytest.raises(duet.DeadlineExceeded) as e:
         t5.summarize(document(3000), summary_length="short", timeout_ms=1)
     assert e.value.status == 18 and isinstance(e.value, TimeoutError)
+
+
+# --- the bundled embedder, hybrid search ----------------------------------------------------
+
+def test_embedder_matches_sentence_transformers(minilm):
+    ref = json.loads((FIXTURES / "minilm_reference.json").read_text())
+    vectors, truncated = minilm.embed(ref["texts"], as_numpy=False, return_truncated=True, truncate_input=True, batch_size=8)
+    for got, want in zip(vectors, ref["vectors"]):
+        assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4
+    assert truncated == [t > ref["max_seq_length"] for t in ref["tokens_untruncated"]]
+    assert minilm.info["kind"] == "embedding" and minilm.embedding_dim == 384
+    with pytest.raises(duet.InputTooLong):
+        minilm.embed("word " * 400)
+    for call in (lambda: minilm.generate("hi"), lambda: minilm.summarize("A text. Another one."),
+                 lambda: minilm.rerank("q", ["p"])):
+        with pytest.raises(duet.Unsupported) as e:
+            call()
+        assert e.value.status == 20 and "embedding model" in str(e.value)
+
+
+def test_index_hybrid_search_on_real_descriptions(minilm, t5, tmp_path, repo):
+    lines = (repo / "examples" / "data" / "debian-packages.txt").read_text().splitlines()
+    with duet.Index(minilm, truncate_input=True, batch_size=16) as index:
+        index.add_many(range(1, len(lines) + 1), lines)
+        assert len(index) == len(lines)
+        package = lambda hit: index.text(hit[0]).split(":")[0]  # noqa: E731
+        for mode in ("vector", "hybrid"):
+            assert package(index.search("capture and inspect network packets", k=3, mode=mode)[0]) == "tcpdump"
+        assert package(index.search("pandoc markup converter", mode="keyword")[0]) == "pandoc"
+        assert index.search("zzzz qqqq", mode="keyword") == []
+        with pytest.raises(duet.InvalidParam):
+            index.search("x", mode="semantic")
+        with pytest.raises(duet.InvalidArgument):
+            index.add_many([1000, 1000], ["a", "b"])
+        assert len(index) == len(lines), "a failed batch adds nothing"
+        with pytest.raises(duet.InvalidArgument):
+            index.text(99999)
+        path = tmp_path / "packages.idx"
+        index.save(path)
+    with pytest.raises(duet.IndexModelMismatch) as e:
+        duet.Index.load(t5, path)
+    assert e.value.status == 21
+    with duet.Index.load(minilm, path) as loaded:
+        assert loaded.text(1).startswith("vim:")

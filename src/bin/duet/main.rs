@@ -5,16 +5,17 @@
 //!   duet summarize --model DIR [--set ...] [FILE|-]
 //!   duet chat --model DIR [--set ...]          (reads turns from standard input)
 //!   duet assist --model DIR [--set ...] QUESTION
-//!   duet embed --model DIR TEXT...
+//!   duet embed --model DIR TEXT...|-
 //!   duet rerank --model DIR --query Q [FILE|-]  (one passage per line)
-//!   duet index --model DIR --index F [FILE|-]   (adds one passage per line; ids are line numbers)
-//!   duet search --model DIR --index F --query Q [--k N] [--rerank N]
+//!   duet index --model DIR --index F [--first-id N] [FILE|-]   (one passage per non-blank line)
+//!   duet search --model DIR --index F --query Q [--k N] [--rerank N] [--mode vector|keyword|hybrid]
 //!   duet params        (every generation key with its meaning)
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
+use duet::generate::control::{guarded, Limits};
 use duet::generate::GENERATION_SPECS;
 use duet::model::MODEL_OPTION_SPECS;
 use duet::{Flow, Model, Settings};
@@ -27,10 +28,14 @@ const USAGE: &str = "usage:
   duet summarize --model DIR [--set KEY=VALUE ...] [--json] [FILE|-]
   duet chat --model DIR [--set KEY=VALUE ...]        one turn per line of standard input; /reset, /quit
   duet assist --model DIR [--set KEY=VALUE ...] QUESTION
-  duet embed --model DIR [--set KEY=VALUE ...] TEXT...
+  duet embed --model DIR [--set KEY=VALUE ...] [--json] TEXT...     TEXT '-': one text per line of standard input
   duet rerank --model DIR --query Q [--set KEY=VALUE ...] [FILE|-]     one passage per line
-  duet index --model DIR --index F [FILE|-]          add one passage per line (id = line number)
-  duet search --model DIR --index F --query Q [--k N] [--rerank N] [--set KEY=VALUE ...]
+  duet index --model DIR --index F [--first-id N] [FILE|-]
+      adds each non-blank line as an entry; its id is N + (line number - 1), so with the default N
+      (1 for a new index, else one past the largest id in it) the ids of a new index are the line
+      numbers of the file, blank lines counted. The index records the model; another is refused.
+  duet search --model DIR --index F --query Q [--k N] [--rerank N] [--mode vector|keyword|hybrid] [--json]
+      prints id, score and the stored text of each hit; --mode hybrid fuses BM25 and embeddings
   duet info --model DIR [--option KEY=VALUE ...]
   duet params     list the keys accepted by --set
   duet options    list the model options accepted by --option";
@@ -47,6 +52,8 @@ struct Args {
     index: Option<String>,
     k: usize,
     rerank: usize,
+    mode: Option<String>,
+    first_id: Option<i64>,
 }
 
 enum Failure {
@@ -79,6 +86,8 @@ fn parse_args(raw: Vec<OsString>) -> Result<Args, Failure> {
         index: None,
         k: 5,
         rerank: 0,
+        mode: None,
+        first_id: None,
     };
     let number = |flag: &str, v: Option<String>| -> Result<usize, Failure> {
         v.as_deref().and_then(|v| v.parse().ok()).ok_or_else(|| Failure::Usage(format!("{flag} needs a number")))
@@ -98,6 +107,12 @@ fn parse_args(raw: Vec<OsString>) -> Result<Args, Failure> {
             "--index" => args.index = Some(it.next().ok_or_else(|| Failure::Usage("--index needs a file".into()))?),
             "--k" => args.k = number("--k", it.next())?,
             "--rerank" => args.rerank = number("--rerank", it.next())?,
+            "--mode" => args.mode = Some(it.next().ok_or_else(|| Failure::Usage("--mode needs vector, keyword or hybrid".into()))?),
+            "--first-id" => {
+                let v = it.next();
+                args.first_id =
+                    Some(v.as_deref().and_then(|v| v.parse().ok()).ok_or_else(|| Failure::Usage("--first-id needs an integer".into()))?)
+            }
             "--stream" => args.stream = true,
             "--" => args.texts.extend(it.by_ref()),
             flag if flag.starts_with("--") => return Err(Failure::Usage(format!("unknown flag {flag}"))),
@@ -125,6 +140,9 @@ fn params(args: &Args) -> Result<Settings, Failure> {
     let mut params: Settings = duet::new_generation_settings();
     for (k, v) in &args.sets {
         params.set_str(k, v)?;
+    }
+    if let Some(mode) = &args.mode {
+        params.set_str("search_mode", mode)?;
     }
     Ok(params)
 }
@@ -157,7 +175,8 @@ fn generate(args: &Args) -> Result<(), Failure> {
         Flow::Continue
     };
     let observer: Option<&mut dyn duet::Observer> = if args.stream && !args.json { Some(&mut printer) } else { None };
-    let outputs = duet::generate(&model, &texts, &params, observer)?;
+    let limits = Limits::start(&params, None);
+    let outputs = guarded(&limits, observer, |obs| duet::generate(&model, &texts, &params, obs))?;
     if args.json {
         println!("{}", duet::ffi::results_json(&outputs, &texts));
     } else if args.stream {
@@ -219,6 +238,11 @@ fn run(raw: Vec<OsString>) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
+    // A closed pipe (`duet search ... | head -1`) ends the process quietly, as for other Unix
+    // tools, instead of a panic in println!. SAFETY: done first, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run(std::env::args_os().skip(1).collect()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(m)) => {

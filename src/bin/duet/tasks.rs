@@ -4,10 +4,12 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use duet::tasks::{assistant, embed as embedding, index::Index, rerank as reranking, summarize as summarizing, Progress};
+use duet::generate::control::{guarded, Limits};
+use duet::tasks::index::{Index, SearchOptions};
+use duet::tasks::{assistant, embed as embedding, rerank as reranking, summarize as summarizing, Progress};
 use duet::Flow;
 
-use super::{input_text, open_model, params, Args, Failure};
+use super::{input_text, open_model, params, read_stdin, Args, Failure};
 
 fn print_piece(_: usize, piece: &str, _: Option<u32>) -> Flow {
     let mut out = std::io::stdout().lock();
@@ -26,7 +28,8 @@ pub fn summarize(args: &Args) -> Result<(), Failure> {
         }
         Flow::Continue
     };
-    let s = summarizing::summarize(&model, &text, &params, Some(&mut progress), None)?;
+    let limits = Limits::start(&params, None);
+    let s = guarded(&limits, None, |obs| summarizing::summarize(&model, &text, &params, Some(&mut progress), obs))?;
     if args.json {
         let v = serde_json::json!({"summary": s.text, "chunks": s.chunks, "levels": s.levels, "summaries": s.summaries, "finish_reason": s.finish_reason.as_str()});
         println!("{v}");
@@ -58,7 +61,9 @@ pub fn chat(args: &Args) -> Result<(), Failure> {
                 eprintln!("duet: conversation reset");
             }
             text => {
-                let reply = chat.send(text, Some(&mut print_piece))?;
+                let limits = Limits::start(&params, None);
+                let mut printer = print_piece;
+                let reply = guarded(&limits, Some(&mut printer), |obs| chat.send(text, obs))?;
                 println!();
                 if reply.dropped_turns > 0 {
                     eprintln!("duet: note: {} old turn(s) dropped to fit the input limit", reply.dropped_turns);
@@ -74,20 +79,25 @@ pub fn assist(args: &Args) -> Result<(), Failure> {
     let question = args.texts.join(" ");
     let params = params(args)?;
     let model = Arc::new(open_model(args)?);
-    assistant::assist(model, &question, &params, Some(&mut print_piece))?;
+    let limits = Limits::start(&params, None);
+    let mut printer = print_piece;
+    guarded(&limits, Some(&mut printer), |obs| assistant::assist(model, &question, &params, obs))?;
     println!();
     Ok(())
 }
 
+/// `{"embeddings": [[...], ...], "truncated": [false, ...]}`; TEXT `-` reads one text per line.
 pub fn embed(args: &Args) -> Result<(), Failure> {
     if args.texts.is_empty() {
-        return Err(Failure::Usage("embed needs at least one TEXT".into()));
+        return Err(Failure::Usage("embed needs at least one TEXT (or - for one text per line of standard input)".into()));
     }
     let params = params(args)?;
     let model = open_model(args)?;
-    let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
-    let vectors = embedding::embed(&model, &texts, &params)?;
-    println!("{}", serde_json::json!({ "embeddings": vectors }));
+    let stdin = if args.texts.iter().any(|t| t == "-") { read_stdin()? } else { String::new() };
+    let texts: Vec<&str> = args.texts.iter().flat_map(|t| if t == "-" { lines(&stdin) } else { vec![t.as_str()] }).collect();
+    let kind = embedding::InputKind::from_params(&params);
+    let e = embedding::embed_with(&model, &texts, &params, kind, &Limits::start(&params, None))?;
+    println!("{}", serde_json::json!({ "embeddings": e.vectors, "truncated": e.truncated }));
     Ok(())
 }
 
@@ -119,19 +129,38 @@ fn index_path(args: &Args) -> Result<&Path, Failure> {
     args.index.as_deref().map(Path::new).ok_or_else(|| Failure::Usage("--index FILE is required".into()))
 }
 
+/// Adds each non-blank line under id `first + line - 1` (see the usage text).
 pub fn index(args: &Args) -> Result<(), Failure> {
     let path = index_path(args)?;
     let text = input_text(args)?;
     let params = params(args)?;
     let model = open_model(args)?;
-    let index = if path.exists() { Index::load(path)? } else { Index::for_model(&model)? };
-    let start = index.len() as i64;
-    let passages = lines(&text);
-    for (i, p) in passages.iter().enumerate() {
-        index.add(&model, start + i as i64 + 1, p, &params)?;
+    let index = if path.exists() { Index::load_for(&model, path)? } else { Index::for_model(&model)? };
+    let first = match args.first_id {
+        Some(n) => n,
+        None => index.ids().into_iter().max().map_or(Ok(1), |m| {
+            m.checked_add(1).ok_or_else(|| Failure::Usage("the index's largest id is i64::MAX: give --first-id".into()))
+        })?,
+    };
+    let mut ids = Vec::new();
+    let mut passages = Vec::new();
+    for (line, passage) in text.lines().enumerate() {
+        if passage.trim().is_empty() {
+            continue;
+        }
+        let id = i64::try_from(line)
+            .ok()
+            .and_then(|l| first.checked_add(l))
+            .ok_or_else(|| Failure::Usage(format!("line {}: the id overflows", line + 1)))?;
+        ids.push(id);
+        passages.push(passage);
     }
+    if passages.is_empty() {
+        return Err(Failure::Usage("no passages (one per line)".into()));
+    }
+    index.add_batch(&model, &ids, &passages, &params, &Limits::start(&params, None))?;
     index.save(path)?;
-    eprintln!("duet: {} passages added, {} in {}", passages.len(), index.len(), path.display());
+    eprintln!("duet: {} passages added (ids {}..={}), {} in {}", passages.len(), ids[0], ids[ids.len() - 1], index.len(), path.display());
     Ok(())
 }
 
@@ -140,14 +169,18 @@ pub fn search(args: &Args) -> Result<(), Failure> {
     let query = args.query.as_deref().ok_or_else(|| Failure::Usage("search needs --query".into()))?;
     let params = params(args)?;
     let model = open_model(args)?;
-    let index = Index::load(path)?;
-    let hits = index.search(&model, query, args.k, args.rerank, &params)?;
+    let index = Index::load_for(&model, path)?;
+    let options = SearchOptions::from_params(&params, args.k, args.rerank);
+    let hits = index.search_with(&model, query, &options, &params, &Limits::start(&params, None))?;
     if args.json {
-        let hits: Vec<_> = hits.iter().map(|h| serde_json::json!({"id": h.id, "score": h.score})).collect();
+        let hits: Vec<_> = hits
+            .iter()
+            .map(|h| serde_json::json!({"id": h.id, "score": h.score, "reranked": h.reranked, "text": index.text(h.id)}))
+            .collect();
         println!("{}", serde_json::json!({ "hits": hits }));
     } else {
         for h in hits {
-            println!("{}\t{:.6}", h.id, h.score);
+            println!("{}\t{:.6}\t{}", h.id, h.score, index.text(h.id).unwrap_or_default());
         }
     }
     Ok(())
