@@ -121,6 +121,7 @@ c-example: build
 	$(C_BUILD)/abi_checks tests/fixtures/t5-tiny
 	$(C_BUILD)/abi_checks tests/fixtures/bart-tiny
 	$(C_BUILD)/summarize tests/fixtures/t5-tiny
+	$(C_BUILD)/summarize tests/fixtures/bart-tiny
 	$(C_BUILD)/chat tests/fixtures/bart-tiny 50
 	$(C_BUILD)/search tests/fixtures/t5-tiny $(C_BUILD)/index.bin
 
@@ -189,6 +190,9 @@ install-check: embedder
 	  $$(PKG_CONFIG_PATH=$(INSTALL_CHECK_PREFIX)/lib/pkgconfig pkg-config --cflags --libs duet) -Wl,-rpath,$(INSTALL_CHECK_PREFIX)/lib
 	readelf -d $(INSTALL_CHECK_PREFIX)/lib/libduet.so.$(SOVERSION) | grep -q 'SONAME.*libduet.so.$(ABI_MAJOR)'
 	env -u DUET_ORT_LIBRARY -u ORT_DYLIB_PATH $(C_BUILD)/generate-installed tests/fixtures/t5-tiny --set max_new_tokens=6 "installed copy"
+	env -i PATH=/usr/bin:/bin $(INSTALL_CHECK_PREFIX)/bin/duet info --model tests/fixtures/t5-tiny | grep -q '"onnxruntime_library": "$(INSTALL_CHECK_PREFIX)/lib/'
+	env -i PATH=$(INSTALL_CHECK_PREFIX)/bin:/usr/bin:/bin duet embed --model $(EMBEDDER) "disk usage" | grep -q '"embeddings"'
+	@echo "installed CLI: finds ONNX Runtime in PREFIX/lib with a clean environment (by path and through PATH)"
 	cd $(INSTALL_CHECK_PREFIX)/lib && env -u DUET_ORT_LIBRARY -u ORT_DYLIB_PATH -u LD_LIBRARY_PATH sqlite3 -bail :memory: \
 	  ".load ./duet_sqlite" "SELECT json_extract(duet_open('$(CURDIR)/$(EMBEDDER)'), '$$.kind'), length(duet_embed('installed extension'));" \
 	  | grep -qx 'embedding|1536' && echo "installed SQLite extension: ok"

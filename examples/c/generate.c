@@ -41,7 +41,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s MODEL_DIR [--set KEY=VALUE ...] TEXT [TEXT ...]\n", argv[0]);
         return 2;
     }
-    printf("duet %s (ABI %d.%d)\n", duet_version(), DUET_VERSION_MAJOR, DUET_VERSION_MINOR);
+    printf("duet %s (ABI %d.%d)\n", duet_version(), DUET_ABI_MAJOR, DUET_ABI_MINOR);
 
     duet_params *params = NULL;
     duet_status st = duet_params_new(&params);

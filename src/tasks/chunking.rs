@@ -48,30 +48,52 @@ pub fn count_tokens(tokenizer: &Tokenizer, text: &str) -> Result<usize> {
     Ok(tokenizer.inner().encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?.len())
 }
 
-/// Pieces of one over-long sentence, each at most `budget` tokens, cut at token boundaries.
+/// Pieces of one over-long sentence, each at most `budget` tokens when tokenized alone, cut at
+/// token boundaries. A piece re-tokenized alone can take a token more than its window did (a
+/// merge at its edge), so over-budget pieces are cut again with a smaller window.
 fn split_long(tokenizer: &Tokenizer, sentence: &str, budget: usize) -> Result<Vec<String>> {
-    let enc = tokenizer.inner().encode(sentence, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    fn cut(tokenizer: &Tokenizer, text: &str, budget: usize, window: usize, out: &mut Vec<String>) -> Result<()> {
+        for piece in cut_at_tokens(tokenizer, text, window)? {
+            if window > 1 && count_tokens(tokenizer, &piece)? > budget {
+                cut(tokenizer, &piece, budget, window / 2, out)?;
+            } else {
+                out.push(piece);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    cut(tokenizer, sentence, budget, budget.max(1), &mut out)?;
+    Ok(out)
+}
+
+/// `text` cut into runs of `window` tokens.
+fn cut_at_tokens(tokenizer: &Tokenizer, text: &str, window: usize) -> Result<Vec<String>> {
+    let enc = tokenizer.inner().encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
     let offsets = enc.get_offsets();
     let mut pieces = Vec::new();
     let mut start_byte = 0;
-    for window in offsets.chunks(budget.max(1)) {
-        let end_byte = window.last().map_or(sentence.len(), |o| o.1).min(sentence.len());
-        let mut end = end_byte;
-        while end < sentence.len() && !sentence.is_char_boundary(end) {
+    for run in offsets.chunks(window) {
+        let mut end = run.last().map_or(text.len(), |o| o.1).min(text.len());
+        while end < text.len() && !text.is_char_boundary(end) {
             end += 1;
         }
         if end > start_byte {
-            pieces.push(sentence[start_byte..end].trim().to_string());
+            pieces.push(text[start_byte..end].trim().to_string());
             start_byte = end;
         }
     }
-    if start_byte < sentence.len() && !sentence[start_byte..].trim().is_empty() {
-        pieces.push(sentence[start_byte..].trim().to_string());
+    if start_byte < text.len() && !text[start_byte..].trim().is_empty() {
+        pieces.push(text[start_byte..].trim().to_string());
     }
     Ok(pieces.into_iter().filter(|p| !p.is_empty()).collect())
 }
 
 /// The sentences of `text` (long ones cut to fit) and the chunks covering all of them in order.
+/// Every chunk's text is at most `budget` tokens (a sentence that does not fit alone even after
+/// cutting is the only exception: it becomes a chunk by itself). A chunk starts with up to
+/// `overlap_tokens` of the previous chunk's last sentences, fewer when they would leave no room
+/// for its first new sentence.
 pub fn plan_chunks(tokenizer: &Tokenizer, text: &str, budget: usize, overlap_tokens: usize) -> Result<(Vec<String>, Vec<Chunk>)> {
     let mut sentences = Vec::new();
     for s in split_sentences(text) {
@@ -86,14 +108,20 @@ pub fn plan_chunks(tokenizer: &Tokenizer, text: &str, budget: usize, overlap_tok
     let mut first = 0;
     let mut next = 0;
     while next < sentences.len() {
-        let mut text = String::new();
-        let mut tokens = 0;
-        let mut i = first;
+        // The first new sentence must fit beside the overlap: drop overlap sentences until it does.
+        let (mut text, mut tokens) = loop {
+            let text = sentences[first..=next].join(" ");
+            let n = count_tokens(tokenizer, &text)?;
+            if n <= budget || first == next {
+                break (text, n);
+            }
+            first += 1;
+        };
+        let mut i = next + 1;
         while i < sentences.len() {
-            let candidate = if text.is_empty() { sentences[i].clone() } else { format!("{text} {}", sentences[i]) };
+            let candidate = format!("{text} {}", sentences[i]);
             let n = count_tokens(tokenizer, &candidate)?;
-            // A chunk always takes at least one new sentence, which fits alone by construction.
-            if n > budget && i > first && i > next {
+            if n > budget {
                 break;
             }
             text = candidate;

@@ -7,9 +7,10 @@ use crate::model::Model;
 use crate::settings::Settings;
 use crate::tasks::chunking::{count_tokens, plan_chunks};
 use crate::tasks::{nonblank, Progress};
+use crate::text::Encoded;
 
 /// Levels of map-reduce after which a document that still does not fit is an error.
-const MAX_LEVELS: usize = 12;
+const MAX_LEVELS: usize = 40;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SummaryOutput {
@@ -82,9 +83,11 @@ pub fn summarize(
     }
     let overlap = params.int("chunk_overlap_tokens").map_or(32, |v| v as usize).min(budget / 2);
     let batch = params.int("batch_size").map_or(8, |v| v as usize);
-    // Partial summaries must shrink the text, or reducing would never end.
+    // Partial summaries must shrink the text, or reducing would never end. Greedy packing puts
+    // more than `budget - overlap` new tokens in every two consecutive chunks, so a quarter of that
+    // per summary at least halves the text at each level.
     let mut map_params = gen.clone();
-    map_params.max_new_tokens = map_params.max_new_tokens.min(budget / 2).max(1);
+    map_params.max_new_tokens = map_params.max_new_tokens.min((budget - overlap) / 4).max(1);
     map_params.min_new_tokens = map_params.min_new_tokens.min(map_params.max_new_tokens);
 
     let mut current = text.trim().to_string();
@@ -105,23 +108,20 @@ pub fn summarize(
                 finish_reason: seq.finish_reason,
             });
         }
-        let (_, chunks) = plan_chunks(&model.tokenizer, &current, budget, overlap)?;
-        first_level_chunks.get_or_insert(chunks.len());
-        let mut parts = Vec::with_capacity(chunks.len());
-        for (b, group) in chunks.chunks(batch).enumerate() {
-            let at = Progress { done: b * batch, total: chunks.len(), level };
-            let inputs = group
-                .iter()
-                .map(|c| model.tokenizer.encode(&template.replace("{text}", &c.text), Some(limit), false, 0))
-                .collect::<Result<Vec<_>>>()?;
+        let prompts = chunk_prompts(model, &template, &current, limit, budget, overlap)?;
+        first_level_chunks.get_or_insert(prompts.len());
+        let mut parts = Vec::with_capacity(prompts.len());
+        let total = prompts.len();
+        for (b, inputs) in prompts.chunks(batch).enumerate() {
+            let at = Progress { done: b * batch, total, level };
             let mut step = StepProgress { progress: &mut *progress, at, inner: None };
-            let out = generate_encoded(model, &inputs, &map_params, Some(&mut step))?;
+            let out = generate_encoded(model, inputs, &map_params, Some(&mut step))?;
             if out.iter().any(|o| o.finish_reason() == FinishReason::Cancelled) {
                 return Ok(cancelled(parts, first_level_chunks, level, summaries));
             }
             summaries += out.len();
             parts.extend(out.into_iter().map(|o| o.sequences[0].text.trim().to_string()));
-            let done = Progress { done: (b * batch + group.len()).min(chunks.len()), total: chunks.len(), level };
+            let done = Progress { done: (b * batch + inputs.len()).min(total), total, level };
             if progress(done) == Flow::Stop {
                 return Ok(cancelled(parts, first_level_chunks, level, summaries));
             }
@@ -133,6 +133,33 @@ pub fn summarize(
         current = next;
     }
     Err(Error::InvalidArgument(format!("the text still does not fit after {MAX_LEVELS} levels of summaries")))
+}
+
+/// The encoded prompts of the chunks of `text`. The budget counts the chunk text alone; where a
+/// prompt still runs past `limit` (a merge where text meets template), the chunks are planned
+/// again with the budget cut by the excess.
+fn chunk_prompts(model: &Model, template: &str, text: &str, limit: usize, budget: usize, overlap: usize) -> Result<Vec<Encoded>> {
+    let mut budget = budget;
+    for _ in 0..8 {
+        let (_, chunks) = plan_chunks(&model.tokenizer, text, budget, overlap)?;
+        let mut excess = 0;
+        let mut prompts = Vec::with_capacity(chunks.len());
+        for c in &chunks {
+            match model.tokenizer.encode(&template.replace("{text}", &c.text), Some(limit), false, 0) {
+                Ok(e) => prompts.push(e),
+                Err(Error::InputTooLong { tokens, limit, .. }) => excess = excess.max(tokens - limit),
+                Err(e) => return Err(e),
+            }
+        }
+        if excess == 0 {
+            return Ok(prompts);
+        }
+        if budget <= excess + 1 {
+            break;
+        }
+        budget -= excess + 1;
+    }
+    Err(Error::Internal(format!("chunks of the text do not fit the {limit}-token input limit")))
 }
 
 fn cancelled(parts: Vec<String>, chunks: Option<usize>, level: usize, summaries: usize) -> SummaryOutput {
