@@ -47,7 +47,6 @@ fetch-ort-gpu:
 # What tools/gpu_check.sh runs on a GPU machine: the release CLI and bench binary, the golden and
 # precision test binaries, and (when `make bench` built them) the t5-small exports without weights.
 gpu-bundle: build
-	$(CARGO) build --release --bin duet-bench
 	$(CARGO) test --release --test golden --test precision --no-run
 	cp $$(ls -t target/release/deps/golden-* | grep -v '\.d$$' | head -1) target/release/golden-test
 	cp $$(ls -t target/release/deps/precision-* | grep -v '\.d$$' | head -1) target/release/precision-test
@@ -239,9 +238,9 @@ $(BENCH_VENV)/.installed: tools/requirements.txt tools/bench/requirements.txt
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/bench/requirements.txt
 	touch $@
 bench: $(BENCH_VENV)/.installed fetch-ort
-	$(CARGO) build --release --bin duet-bench
+	$(CARGO) build --release --bin duet
 	$(BENCH_VENV)/bin/python tools/bench/make_bench_models.py $(BENCH_MODELS)
-	$(BENCH_VENV)/bin/python tools/bench/run_bench.py --models $(BENCH_MODELS) --duet target/release/duet-bench --repeats $(BENCH_REPEATS)
+	$(BENCH_VENV)/bin/python tools/bench/run_bench.py --models $(BENCH_MODELS) --duet target/release/duet --repeats $(BENCH_REPEATS)
 
 header:
 	DUET_BLESS_HEADER=1 $(CARGO) test --release --test header

@@ -78,7 +78,7 @@ fn errors_are_one_line_and_non_zero() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("not valid UTF-8"), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("invalid UTF-8"), "{}", stderr(&bad));
 }
 
 #[test]
@@ -222,7 +222,7 @@ fn task_commands_work_from_pipes_and_files() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["hits"][0]["id"], 1, "{v}");
     // embed prints unit vectors
-    let out = duet(&["embed", "--model", model, "one", "two"]);
+    let out = duet(&["embed", "--model", model, "--json", "one", "two"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let first: Vec<f64> = v["embeddings"][0].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
     assert!((first.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-4);
@@ -258,4 +258,66 @@ fn the_cli_honours_timeout_ms() {
     let mut args = vec!["embed", "--model", model, "--set", "timeout_ms=1"];
     args.extend(texts.iter().map(String::as_str));
     assert_one_line_error(&duet(&args), "deadline exceeded after 1 ms");
+}
+
+/// The command line on clap: help with an example for every command, `--flag=value` forms, unknown
+/// flags and keys of other commands refused per command, plain output by default, --jsonl.
+#[test]
+fn commands_have_help_and_refuse_what_does_not_apply() {
+    let model = common::fixture("t5-tiny");
+    let model = model.to_str().unwrap();
+    for cmd in ["generate", "summarize", "chat", "assist", "embed", "rerank", "index", "search", "info", "params", "bench"] {
+        let out = duet(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd} --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Example"), "`duet {cmd} --help` shows an example: {help}");
+    }
+    let out = duet(&["generate", "--model", model, "--set", "summary_length=short", "hi"]);
+    assert_one_line_error(&out, "`summary_length` does not apply to `duet generate`");
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_line_error(&duet(&["embed", "--model", model, "--set", "num_beams=2", "hi"]), "does not apply to `duet embed`");
+    assert_one_line_error(&duet(&["generate", "--model", model, "--k", "3", "hi"]), "unexpected argument '--k'");
+    assert_one_line_error(&duet(&["generate", "--model", model, "--stream", "a", "b"]), "--stream takes one input");
+    // --model=DIR, plain text: one line per input; --jsonl: one object per line.
+    let model_flag = format!("--model={model}");
+    let plain = duet(&["generate", &model_flag, "--set=max_new_tokens=4", "a", "b"]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).lines().count(), 2);
+    let jsonl = duet(&["generate", "--model", model, "--set", "max_new_tokens=4", "--jsonl", "a", "b"]);
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&jsonl.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["input"], "b");
+    // duet params: every key with the commands it applies to and its default.
+    let params = String::from_utf8_lossy(&duet(&["params", "summarize"]).stdout).to_string();
+    assert!(params.lines().any(|l| l.starts_with("summary_length") && l.contains("medium (default)")), "{params}");
+    assert!(!params.contains("search_mode"), "search keys are not summarize's");
+    let all = String::from_utf8_lossy(&duet(&["params"]).stdout).to_string();
+    assert!(
+        all.lines().any(|l| l.starts_with("num_beams") && l.contains("generate,summarize,chat,assist") && l.contains("default 1")),
+        "{all}"
+    );
+}
+
+/// `duet index`: ids are line numbers, blank lines counted; a second file continues after the first.
+#[test]
+fn index_ids_are_line_numbers() {
+    let model = common::fixture("t5-tiny");
+    let model = model.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("duet-cli-ids-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b, index) = (dir.join("a.txt"), dir.join("b.txt"), dir.join("x.idx"));
+    std::fs::write(&a, "first line\n\n\nfourth line\n").unwrap();
+    std::fs::write(&b, "\nsecond of b\n").unwrap();
+    let out = duet(&["index", "--model", model, "--index", index.to_str().unwrap(), a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let search = |q: &str| {
+        let out = duet(&["search", "--model", model, "--index", index.to_str().unwrap(), "--mode", "keyword", "--json", "--query", q]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v["hits"][0]["id"].as_i64().unwrap(), v["hits"][0]["text"].as_str().unwrap().to_string())
+    };
+    assert_eq!(search("fourth"), (4, "fourth line".to_string()));
+    assert_eq!(search("second"), (6, "second of b".to_string()), "b's line 2 follows a's 4 lines");
+    let more = duet(&["index", "--model", model, "--index", index.to_str().unwrap(), "-"]);
+    assert!(!more.status.success(), "no passages from an empty standard input");
+    let _ = std::fs::remove_dir_all(&dir);
 }

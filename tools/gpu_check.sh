@@ -6,7 +6,7 @@
 #
 # Run from the repository root on a machine with an NVIDIA GPU and no network. It carries what
 # it needs from this checkout (`make gpu-bundle` on any x86-64 machine makes it):
-#   - target/release/{duet,duet-bench,golden-test,precision-test};
+#   - target/release/{duet,golden-test,precision-test};
 #   - .ort-gpu/lib: onnxruntime-gpu 1.31.1's libraries (make fetch-ort-gpu), or ORT_GPU_LIB_DIR
 #     naming a folder that holds them; they need CUDA 13 and cuDNN 9 (the nvidia-*-cu13 pip
 #     wheels work: their lib folders are added below) and TensorRT 10 for tensorrt;
@@ -78,7 +78,7 @@ echo "## Speed: t5-small architecture, 128 input tokens, 64 new tokens (tokens/s
 input_file=$bundle/input.txt  # make bench's input: 128 tokens with EOS for its tokenizer
 bench() { # label, model dir, batch, extra args...
   local label=$1 model=$2 b=$3; shift 3
-  step "$label batch $b" 100 target/release/duet-bench --model "$model" --input-file "$input_file" \
+  step "$label batch $b" 100 target/release/duet bench --model "$model" --input-file "$input_file" \
     --batch "$b" --new-tokens 64 --runs 3 "$@"
 }
 for variant in fp32 fp16; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where the time of a decoder step goes: sums ONNX Runtime profile events by operator type.
 
-    duet-bench --model DIR --input-file F --batch 1 --runs 1 --option profiling_prefix=/tmp/prof
+    duet bench --model DIR --input-file F --batch 1 --runs 1 --option profiling_prefix=/tmp/prof
     python tools/bench/profile_summary.py /tmp/prof_decoder_model_merged*.json [--steps N]
 
 Prints a Markdown table: operator type, total ms, share, ms per step (N = decoder runs counted

@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark of duet against transformers, an ONNX Runtime Python loop and CTranslate2.
 
-    python tools/bench/run_bench.py --models target/bench-models --duet target/release/duet-bench
+    python tools/bench/run_bench.py --models target/bench-models --duet target/release/duet
                                     [--repeats 5] [--out bench/RESULTS.md]
 
 Every (system, variant, batch in {1, 8}) configuration, plus duet with 8 concurrent batch-1 callers, is
-one fresh process (the runners in this directory; duet-bench for duet), each printing one JSON line.
+one fresh process (the runners in this directory; `duet bench` for duet), each printing one JSON line.
 The configurations run interleaved: round-robin over all of them, --repeats rounds (each round starts
 one configuration later, so none always runs first). Reports the median and min-max over rounds, the
 issue's targets, machine and versions in --out (markdown) and every raw line in results.jsonl next to
-it. duet-bench gets DUET_ORT_LIBRARY from the environment; when unset, the onnxruntime Python package's
+it. duet gets DUET_ORT_LIBRARY from the environment; when unset, the onnxruntime Python package's
 library. --duet none (or a missing binary with --allow-missing-duet) leaves duet out.
 """
 import argparse
@@ -69,12 +69,12 @@ def configurations(args, models, input_file):
         if args.duet and "duet" in systems:
             opts = [x for o in args.duet_option for x in ("--option", o)]
             for v in variants:
-                out.append(config("duet", v, b, [args.duet, "--model", str(models / v), *common, *bb, *opts]))
+                out.append(config("duet", v, b, [args.duet, "bench", "--model", str(models / v), *common, *bb, *opts]))
     if args.duet and "duet" in systems and args.concurrency > 1:
         opts = [x for o in args.duet_option for x in ("--option", o)]
         for v in [v for v in args.concurrency_variants.split(",") if v in variants]:
             batching = ["--option", f"batch_window_ms={args.batch_window_ms}"] if args.batch_window_ms else []
-            out.append(config("duet", v, 1, [args.duet, "--model", str(models / v), *common, "--batch", "1",
+            out.append(config("duet", v, 1, [args.duet, "bench", "--model", str(models / v), *common, "--batch", "1",
                                               "--concurrency", str(args.concurrency), *opts, *batching], args.concurrency))
     return out
 
@@ -314,13 +314,18 @@ def write_report(path, args, models, configs, rows, errors, started, elapsed, en
             "# each configuration (one process each, round-robin):",
             *[" ".join(shlex.quote(x) for x in c["cmd"]) for c in configs], "```", "",
             "Raw lines (one per process, with `round`): `results.jsonl` next to this file.", ""]
+    # Sections other benchmarks keep in the same file (tools/bench/search_bench.py) stay.
+    old = Path(path).read_text() if Path(path).exists() else ""
+    for start, end in [("<!-- search-bench:start -->", "<!-- search-bench:end -->")]:
+        if start in old and end in old:
+            out += [old[old.index(start):old.index(end) + len(end)], ""]
     Path(path).write_text("\n".join(out))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", required=True, help="directory made by make_bench_models.py")
-    ap.add_argument("--duet", help="duet-bench binary ('none': leave duet out)")
+    ap.add_argument("--duet", help="the duet CLI, run as `duet bench` ('none': leave duet out)")
     ap.add_argument("--allow-missing-duet", action="store_true", help="leave duet out if --duet does not exist")
     ap.add_argument("--repeats", type=int, default=5, help="rounds (default 5)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))

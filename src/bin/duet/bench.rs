@@ -1,7 +1,7 @@
-//! `duet-bench`: one benchmark configuration per process, printed as one JSON line (see
+//! `duet bench`: one benchmark configuration per process, printed as one JSON line (see
 //! tools/bench/run_bench.py, which runs every configuration interleaved and writes the table).
 //!
-//!   duet-bench --model DIR --input-file FILE [--batch B] [--new-tokens N] [--concurrency C]
+//!   duet bench --model DIR --input-file FILE [--batch B] [--new-tokens N] [--concurrency C]
 //!              [--runs R] [--option KEY=VALUE ...] [--set KEY=VALUE ...]
 //!
 //! Generation is greedy with exactly N new tokens (min = max). Batch B sends B copies of the
@@ -13,53 +13,38 @@ use std::time::Instant;
 
 use duet::{Model, Settings};
 
-struct Args {
+use crate::common::Failure;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// The model directory
+    #[arg(long)]
     model: String,
-    input: String,
+    /// A file whose text (trimmed) is the input
+    #[arg(long)]
+    input_file: String,
+    /// Copies of the input in one call
+    #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Exactly this many tokens are generated (min = max)
+    #[arg(long, default_value_t = 64)]
     new_tokens: usize,
+    /// Threads each sending batch-1 calls (0: one call of --batch)
+    #[arg(long, default_value_t = 0)]
     concurrency: usize,
+    /// Timed runs (the median is reported)
+    #[arg(long, default_value_t = 3)]
     runs: usize,
-    options: Vec<(String, String)>,
-    sets: Vec<(String, String)>,
+    /// A model option, KEY=VALUE; repeatable
+    #[arg(long = "option", value_name = "KEY=VALUE")]
+    options: Vec<String>,
+    /// A parameter, KEY=VALUE; repeatable
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut a = Args {
-        model: String::new(),
-        input: String::new(),
-        batch: 1,
-        new_tokens: 64,
-        concurrency: 0,
-        runs: 3,
-        options: vec![],
-        sets: vec![],
-    };
-    let mut it = std::env::args().skip(1);
-    let num = |v: Option<String>, f: &str| v.and_then(|v| v.parse().ok()).ok_or(format!("{f} needs a number"));
-    let kv = |v: Option<String>, f: &str| {
-        v.and_then(|v| v.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).ok_or(format!("{f} needs KEY=VALUE"))
-    };
-    while let Some(w) = it.next() {
-        match w.as_str() {
-            "--model" => a.model = it.next().ok_or("--model needs a directory")?,
-            "--input-file" => {
-                let path = it.next().ok_or("--input-file needs a file")?;
-                a.input = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?.trim().to_string();
-            }
-            "--batch" => a.batch = num(it.next(), "--batch")?,
-            "--new-tokens" => a.new_tokens = num(it.next(), "--new-tokens")?,
-            "--concurrency" => a.concurrency = num(it.next(), "--concurrency")?,
-            "--runs" => a.runs = num(it.next(), "--runs")?,
-            "--option" => a.options.push(kv(it.next(), "--option")?),
-            "--set" => a.sets.push(kv(it.next(), "--set")?),
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    if a.model.is_empty() || a.input.is_empty() {
-        return Err("--model and --input-file are required".into());
-    }
-    Ok(a)
+fn pair(s: &str) -> Result<(&str, &str), String> {
+    s.split_once('=').ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))
 }
 
 fn peak_rss_mib() -> f64 {
@@ -75,10 +60,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn run() -> Result<(), String> {
-    let a = parse()?;
+pub fn run(args: &BenchArgs) -> Result<(), Failure> {
+    measure(args).map_err(Failure::Usage)
+}
+
+fn measure(a: &BenchArgs) -> Result<(), String> {
+    let input = std::fs::read_to_string(&a.input_file).map_err(|e| format!("{}: {e}", a.input_file))?.trim().to_string();
+    if input.is_empty() || a.batch == 0 || a.runs == 0 {
+        return Err("an empty input, --batch 0 or --runs 0 measures nothing".into());
+    }
     let mut options = duet::new_model_options();
-    for (k, v) in &a.options {
+    for o in &a.options {
+        let (k, v) = pair(o)?;
         options.set_str(k, v).map_err(|e| e.to_string())?;
     }
     let model = Arc::new(Model::open_with(&a.model, &options).map_err(|e| e.to_string())?);
@@ -86,15 +79,16 @@ fn run() -> Result<(), String> {
     params.set_int("max_new_tokens", a.new_tokens as i64).map_err(|e| e.to_string())?;
     params.set_int("min_new_tokens", a.new_tokens as i64).map_err(|e| e.to_string())?;
     params.set_int("max_input_tokens", 1 << 20).map_err(|e| e.to_string())?;
-    for (k, v) in &a.sets {
+    for o in &a.sets {
+        let (k, v) = pair(o)?;
         params.set_str(k, v).map_err(|e| e.to_string())?;
     }
-    let encoded = model.tokenizer.encode(&a.input, None, false, 0).map_err(|e| e.to_string())?;
+    let encoded = model.tokenizer.encode(&input, None, false, 0).map_err(|e| e.to_string())?;
     let input_tokens = encoded.ids.len();
     let variant = std::path::Path::new(&a.model).file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
 
     let once = |batch: usize| -> Result<(f64, usize), String> {
-        let texts: Vec<&str> = vec![a.input.as_str(); batch];
+        let texts: Vec<&str> = vec![input.as_str(); batch];
         let start = Instant::now();
         let out = duet::generate(&model, &texts, &params, None).map_err(|e| e.to_string())?;
         let tokens: usize = out.iter().map(|o| o.sequences[0].token_ids.len()).sum();
@@ -142,14 +136,4 @@ fn run() -> Result<(), String> {
     };
     println!("{json}");
     Ok(())
-}
-
-fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("duet-bench: {e}");
-            std::process::ExitCode::from(1)
-        }
-    }
 }
