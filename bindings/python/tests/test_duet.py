@@ -342,6 +342,36 @@ def test_index(t5, tmp_path):
 
 # --- errors and misuse ------------------------------------------------------------------------
 
+def test_public_api():
+    assert duet.__version__ == "0.1.0"
+    assert duet.__all__[:15] == ["Model", "Chat", "ChatStream", "Index", "CancelToken", "Generation", "Sequence",
+                                 "Reply", "Summary", "ChatReply", "load_library", "library_path", "runtime_init",
+                                 "version", "status_name"]
+    assert all(hasattr(duet, name) for name in duet.__all__)
+    exceptions = list(duet.errors.__all__)
+    assert duet.__all__[15:] == exceptions
+    assert all(issubclass(getattr(duet, name), duet.Error) for name in exceptions)
+
+
+def test_file_errors_are_oserrors(t5, tmp_path):
+    with pytest.raises(OSError) as e:
+        duet.Model("/nonexistent")
+    assert isinstance(e.value, duet.ModelFileMissing) and isinstance(e.value, duet.Error)
+    assert e.value.status == 8 and e.value.status_name == "DUET_STATUS_MODEL_FILE_MISSING" and e.value.message
+    assert str(e.value) == f"DUET_STATUS_MODEL_FILE_MISSING (8): {e.value.message}"
+    with pytest.raises(duet.IoError) as e:
+        duet.Index.load(t5, tmp_path / "missing.bin")
+    assert isinstance(e.value, OSError) and isinstance(e.value, duet.Error)
+    assert e.value.status == 14 and e.value.message
+    assert str(e.value) == f"DUET_STATUS_IO (14): {e.value.message}"
+    # built in Python too (as error_for_status does), they keep duet's status, message and str()
+    for cls, status in ((duet.ModelFileMissing, 8), (duet.IoError, 14)):
+        err = duet.errors.error_for_status(status, "the reason")
+        assert type(err) is cls and isinstance(err, OSError)
+        assert (err.status, err.message, str(err)) == (status, "the reason", f"{err.status_name} ({status}): the reason")
+        assert str(cls()) == f"{err.status_name} ({status}): " and cls().message == ""
+
+
 def test_errors_carry_status(fixtures, t5):
     with pytest.raises(duet.UnknownParam) as e:
         t5.generate("hi", no_such_key=1)

@@ -144,19 +144,94 @@ pub struct ProgressArgs {
 }
 
 impl ProgressArgs {
-    /// A bar of `total` steps on stderr, hidden unless stderr is a terminal or --progress.
-    pub fn bar(&self, total: u64, what: &str) -> indicatif::ProgressBar {
-        let shown = !self.quiet && (self.progress || std::io::stderr().is_terminal());
-        let bar = if shown {
-            indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr())
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta} left)") {
-            bar.set_style(style.progress_chars("=> "));
+    /// Progress of `total` steps on stderr: a live bar at a terminal, one line per tenth of the
+    /// work with --progress elsewhere, nothing with --quiet or when stderr is not a terminal.
+    pub fn bar(&self, total: u64, what: &str) -> Bar {
+        if self.quiet {
+            return Bar::Hidden;
         }
-        bar.set_message(what.to_string());
-        bar
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta} left)") {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message(what.to_string());
+            return Bar::Live(bar);
+        }
+        if self.progress {
+            return Bar::Lines(std::cell::RefCell::new(LineProgress { what: what.to_string(), total, done: 0, told: 0 }));
+        }
+        Bar::Hidden
+    }
+}
+
+pub struct LineProgress {
+    what: String,
+    total: u64,
+    done: u64,
+    /// Tenths of the work already reported.
+    told: u64,
+}
+
+pub enum Bar {
+    Live(indicatif::ProgressBar),
+    Lines(std::cell::RefCell<LineProgress>),
+    Hidden,
+}
+
+impl Bar {
+    pub fn set_message(&self, what: &str) {
+        match self {
+            Bar::Live(b) => b.set_message(what.to_string()),
+            Bar::Lines(l) => l.borrow_mut().what = what.to_string(),
+            Bar::Hidden => {}
+        }
+    }
+
+    /// `done` of `total` steps.
+    pub fn set(&self, done: u64, total: u64) {
+        match self {
+            Bar::Live(b) => {
+                b.set_length(total);
+                b.set_position(done);
+            }
+            Bar::Lines(l) => {
+                let mut l = l.borrow_mut();
+                if total != l.total {
+                    l.told = 0;
+                }
+                (l.done, l.total) = (done, total.max(1));
+                let tenths = l.done * 10 / l.total;
+                if tenths > l.told || l.done == l.total {
+                    l.told = tenths;
+                    eprintln!("duet: {}: {}/{}", l.what, l.done, l.total);
+                    if l.done == l.total {
+                        l.told = 11;
+                    }
+                }
+            }
+            Bar::Hidden => {}
+        }
+    }
+
+    pub fn inc(&self, n: u64) {
+        match self {
+            Bar::Live(b) => b.inc(n),
+            Bar::Lines(l) => {
+                let (done, total) = {
+                    let l = l.borrow();
+                    (l.done + n, l.total)
+                };
+                self.set(done, total);
+            }
+            Bar::Hidden => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Bar::Live(b) = self {
+            b.finish_and_clear();
+        }
     }
 }
 

@@ -90,14 +90,13 @@ pub fn summarize(
     for (name, text) in &inputs {
         let bar = progress.bar(1, &format!("{name}: level 1"));
         let mut on_progress = |p: Progress| {
-            bar.set_length(p.total as u64);
-            bar.set_position(p.done as u64);
-            bar.set_message(format!("{name}: level {}", p.level));
+            bar.set_message(&format!("{name}: level {} chunks", p.level));
+            bar.set(p.done as u64, p.total as u64);
             Flow::Continue
         };
         let limits = Limits::start(params, None);
         let s = guarded(&limits, None, |obs| summarizing::summarize(&model, text, params, Some(&mut on_progress), obs))?;
-        bar.finish_and_clear();
+        bar.finish();
         let v = json!({"file": name, "summary": s.text, "chunks": s.chunks, "levels": s.levels, "summaries": s.summaries, "finish_reason": s.finish_reason.as_str()});
         if output.jsonl {
             print_line(&v.to_string())?;
@@ -232,7 +231,7 @@ pub fn embed(model: &ModelArgs, params: &Settings, output: &OutputArgs, progress
         vectors.extend(e.vectors);
         truncated.extend(e.truncated);
     }
-    bar.finish_and_clear();
+    bar.finish();
     if output.json {
         return print_line(&json!({ "embeddings": vectors, "truncated": truncated }).to_string());
     }
@@ -311,7 +310,7 @@ pub fn index(
         index.add_batch(&model, group_ids, group, params, &limits)?;
         bar.inc(group.len() as u64);
     }
-    bar.finish_and_clear();
+    bar.finish();
     index.save(path)?;
     eprintln!("duet: {} passages added (ids {}..={}), {} in {}", passages.len(), ids[0], ids[ids.len() - 1], index.len(), path.display());
     Ok(())

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every command of the README's Quickstart CLI block (the first ```sh block after
+# "## Quickstart"), in order, from the repository root; any failure fails the check. Run after
+# the build and `make embedder` (make test does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+block=$(awk '/^## Quickstart/{q=1} q && /^```sh/{on=1; next} on && /^```/{exit} on' README.md)
+[ -n "$block" ] || { echo "README.md: no sh block under ## Quickstart" >&2; exit 1; }
+n=0
+while IFS= read -r line; do
+    [ -z "$line" ] && continue
+    n=$((n + 1))
+    echo "README \$ $line"
+    if ! bash -o pipefail -c "$line" >/tmp/duet-readme-$$.out 2>&1; then
+        cat /tmp/duet-readme-$$.out >&2
+        echo "README quickstart: command $n failed: $line" >&2
+        rm -f /tmp/duet-readme-$$.out
+        exit 1
+    fi
+    head -c 300 /tmp/duet-readme-$$.out; echo
+done <<<"$block"
+rm -f /tmp/duet-readme-$$.out
+echo "README quickstart: $n commands ran"
