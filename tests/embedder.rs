@@ -251,3 +251,27 @@ fn semantic_keyword_and_hybrid_search_find_the_right_package() {
     assert!(matches!(e, Error::IndexModelMismatch { .. }), "{e}");
     let _ = std::fs::remove_file(&path);
 }
+
+/// The int8 variant (`make embedder` builds it beside fp32): its vectors stay close to
+/// sentence-transformers' (retrieval within 0.1 point of fp32 in bench/RESULTS.md); a drift in
+/// quantization shows here first.
+#[test]
+fn the_int8_variant_stays_close_to_the_reference() {
+    common::init_ort();
+    let dir = common::root().join("models/all-MiniLM-L6-v2-int8");
+    assert!(dir.join("model.onnx").is_file(), "{} is missing: run `make embedder`", dir.display());
+    let int8 = Model::open(&dir).unwrap();
+    assert_eq!(
+        int8.info_json()["export"]["quantization"]["method"].as_str().map(|m| m.starts_with("onnxruntime dynamic int8")),
+        Some(true)
+    );
+    let r = reference();
+    let texts: Vec<&str> = r.texts.iter().map(String::as_str).collect();
+    let got = embed_with(&int8, &texts, &params(&[("truncate_input", "true")]), InputKind::Document, &Default::default()).unwrap();
+    let cosines: Vec<f32> = got.vectors.iter().zip(&r.vectors).map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum()).collect();
+    let worst = cosines.iter().copied().fold(1.0, f32::min);
+    eprintln!("int8 vs sentence-transformers: cosine min {worst:.4}, mean {:.4}", cosines.iter().sum::<f32>() / cosines.len() as f32);
+    let mean = cosines.iter().sum::<f32>() / cosines.len() as f32;
+    assert!(worst > 0.95 && mean > 0.98, "cosines {cosines:?}");
+    assert_ne!(int8.embedding_identity().unwrap(), MODEL.embedding_identity().unwrap(), "an index tells the two apart");
+}

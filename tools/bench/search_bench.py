@@ -650,8 +650,8 @@ def throughput_lines(summary, errors, args):
     out = [f"Median [min-max] over {args.repeats} interleaved rounds, one fresh process per run; batch 32 times "
            f"all 1,000 passages, batch 1 the first {args.b1_texts or 1000} (to save time). Peak RSS = VmHWM "
            "of the process (load + warmup + timed pass). Tokenization is included. sentence-transformers and "
-           "Optimum take the texts sorted by length (longest first; sentence-transformers' own order), duet in "
-           "input order with its own batching.", "",
+           "Optimum take the texts sorted by length (longest first; sentence-transformers' own order), duet takes "
+           "them in input order and sorts them by length itself (shortest first) before batching.", "",
            "| system | batch | texts timed | texts/s median [min-max] | spread | peak RSS MiB median [min-max] | other CPU |",
            "|---|---|---|---|---|---|---|"]
     for b in BATCHES:
