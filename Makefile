@@ -213,7 +213,7 @@ install-check: embedder
 	readelf -d $(INSTALL_CHECK_PREFIX)/lib/libduet.so.$(SOVERSION) | grep -q 'SONAME.*libduet.so.$(ABI_MAJOR)'
 	env -u DUET_ORT_LIBRARY -u ORT_DYLIB_PATH $(C_BUILD)/generate-installed tests/fixtures/t5-tiny --set max_new_tokens=6 "installed copy"
 	env -i PATH=/usr/bin:/bin $(INSTALL_CHECK_PREFIX)/bin/duet info --model tests/fixtures/t5-tiny | grep -q '"onnxruntime_library": "$(INSTALL_CHECK_PREFIX)/lib/'
-	env -i PATH=$(INSTALL_CHECK_PREFIX)/bin:/usr/bin:/bin duet embed --model $(EMBEDDER) "disk usage" | grep -q '"embeddings"'
+	env -i PATH=$(INSTALL_CHECK_PREFIX)/bin:/usr/bin:/bin duet embed --model $(EMBEDDER) --json "disk usage" | grep -q '"embeddings"'
 	@echo "installed CLI: finds ONNX Runtime in PREFIX/lib with a clean environment (by path and through PATH)"
 	cd $(INSTALL_CHECK_PREFIX)/lib && env -u DUET_ORT_LIBRARY -u ORT_DYLIB_PATH -u LD_LIBRARY_PATH sqlite3 -bail :memory: \
 	  ".load ./duet_sqlite" "SELECT json_extract(duet_open('$(CURDIR)/$(EMBEDDER)'), '$$.kind'), length(duet_embed('installed extension'));" \

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 block=$(awk '/^## Quickstart/{q=1} q && /^```sh/{on=1; next} on && /^```/{exit} on' README.md)
 [ -n "$block" ] || { echo "README.md: no sh block under ## Quickstart" >&2; exit 1; }
+rm -f target/packages.idx  # the quickstart builds it afresh, as for a new user
 n=0
 while IFS= read -r line; do
     [ -z "$line" ] && continue
