@@ -212,6 +212,10 @@ install-check: embedder
 	  $$(PKG_CONFIG_PATH=$(INSTALL_CHECK_PREFIX)/lib/pkgconfig pkg-config --cflags --libs duet) -Wl,-rpath,$(INSTALL_CHECK_PREFIX)/lib
 	readelf -d $(INSTALL_CHECK_PREFIX)/lib/libduet.so.$(SOVERSION) | grep -q 'SONAME.*libduet.so.$(ABI_MAJOR)'
 	env -u DUET_ORT_LIBRARY -u ORT_DYLIB_PATH $(C_BUILD)/generate-installed tests/fixtures/t5-tiny --set max_new_tokens=6 "installed copy"
+	$(CC) -std=c11 -Wall -Wextra -Werror examples/c/generate.c -o $(C_BUILD)/generate-static -I$(INSTALL_CHECK_PREFIX)/include \
+	  $(INSTALL_CHECK_PREFIX)/lib/libduet.a $$(PKG_CONFIG_PATH=$(INSTALL_CHECK_PREFIX)/lib/pkgconfig pkg-config --static --libs-only-other --libs-only-l duet | sed 's/-lduet//')
+	env -i $(C_BUILD)/generate-static tests/fixtures/t5-tiny --set max_new_tokens=4 "statically linked"
+	@echo "libduet.a: a program linked with pkg-config's flags finds ONNX Runtime in PREFIX/lib (its rpath) with a clean environment"
 	env -i PATH=/usr/bin:/bin $(INSTALL_CHECK_PREFIX)/bin/duet info --model tests/fixtures/t5-tiny | grep -q '"onnxruntime_library": "$(INSTALL_CHECK_PREFIX)/lib/'
 	env -i PATH=$(INSTALL_CHECK_PREFIX)/bin:/usr/bin:/bin duet embed --model $(EMBEDDER) --json "disk usage" | grep -q '"embeddings"'
 	@echo "installed CLI: finds ONNX Runtime in PREFIX/lib with a clean environment (by path and through PATH)"
