@@ -15,6 +15,7 @@
 
 pub mod error;
 pub mod ffi;
+pub mod files;
 pub mod generate;
 pub mod model;
 pub mod runtime;

@@ -270,6 +270,24 @@ pub mod check {
         }
     }
 
+    /// A float that stays above 0 as a float32 (the engine's precision): 1e-300 would be 0.
+    pub fn positive_f32(v: &Value) -> Result<(), String> {
+        positive(v)?;
+        match v {
+            Value::Float(f) if (*f as f32) <= 0.0 || (*f as f32).is_infinite() => Err(format!("{f} is 0 or infinite in float32")),
+            _ => Ok(()),
+        }
+    }
+
+    /// A thread count: 0 (the runtime's choice) up to the cores this process may use.
+    pub fn thread_count(v: &Value) -> Result<(), String> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+        match v {
+            Value::Int(i) if *i > cores => Err(format!("{i} threads on a machine with {cores} usable cores")),
+            _ => int_in(v, 0, cores),
+        }
+    }
+
     /// A text value must be one of `words`.
     pub fn one_of(v: &Value, words: &[&str]) -> Result<(), String> {
         match v {

@@ -121,14 +121,7 @@ fn an_explicit_onnx_runtime_path_is_not_replaced() {
 fn a_closed_stdout_is_not_a_panic() {
     use std::io::Read;
     let model = common::fixture("t5-tiny");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_duet"))
-        .args(["rerank", "--model", model.to_str().unwrap(), "--query", "q", "-"])
-        .env("DUET_ORT_LIBRARY", ort_library())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(&["rerank", "--model", model.to_str().unwrap(), "--query", "q", "-"]);
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
@@ -174,16 +167,21 @@ fn too_old_onnx_runtime_is_refused() {
     assert!(stderr(&out).contains("1.16.0"), "{}", stderr(&out));
 }
 
-fn duet_stdin(args: &[&str], input: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_duet"))
+/// The CLI with standard input, output and error all piped.
+fn spawn_piped(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_duet"))
         .args(args)
         .env("DUET_ORT_LIBRARY", ort_library())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn duet_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = spawn_piped(args);
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
@@ -266,7 +264,7 @@ fn the_cli_honours_timeout_ms() {
 fn commands_have_help_and_refuse_what_does_not_apply() {
     let model = common::fixture("t5-tiny");
     let model = model.to_str().unwrap();
-    for cmd in ["generate", "summarize", "chat", "assist", "embed", "rerank", "index", "search", "info", "params", "bench"] {
+    for cmd in ["generate", "summarize", "chat", "assist", "embed", "rerank", "index", "search", "info", "params", "options", "bench"] {
         let out = duet(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd} --help");
         let help = String::from_utf8_lossy(&out.stdout);

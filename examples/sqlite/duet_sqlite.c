@@ -23,7 +23,8 @@
  *                                          json_params to use it instead of the default.
  *   duet_summarize(text [, json_params])   the summary (TEXT)
  *   duet_generate(text [, json_params])    the first sequence's text (TEXT)
- *   duet_embed(text [, json_params])       the L2-normalized embedding: a BLOB of
+ *   duet_embed(text [, json_params])       the embedding (pooled and normalised as the model
+ *                                          says; L2 for a seq2seq encoder): a BLOB of
  *                                          duet_model_embedding_dim() float32s in native byte
  *                                          order (little-endian on x86-64 and arm64)
  *   duet_rerank(query, text [, json_params]) the relevance of `text` to `query` (REAL, higher is
@@ -354,7 +355,7 @@ static void fn_register(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     char copy[MAX_MODEL_NAME + 1];
     memcpy(copy, name, strlen(name) + 1); /* argv[0] stays valid, but copy before opening */
     open_into(ctx, argc, argv, 1, &conn->named[slot].model);
-    if (conn->named[slot].model) memcpy(conn->named[slot].name, copy, sizeof copy);
+    if (conn->named[slot].model) memcpy(conn->named[slot].name, copy, strlen(copy) + 1);
 }
 
 /* The arguments shared by duet_generate, duet_summarize and duet_embed: the connection's model,

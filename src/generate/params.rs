@@ -37,7 +37,7 @@ pub static GENERATION_SPECS: &[Spec] = &[
     spec!("length_penalty", Kind::Float, check::finite, "beam score = sum log-probs / length^length_penalty (default 1.0)"),
     spec!("early_stopping", Kind::BoolOrWord(&["never"]), any, "beam search stopping: true, false or never (default false)"),
     spec!("do_sample", Kind::Bool, any, "sample instead of taking the most likely token (default false)"),
-    spec!("temperature", Kind::Float, check::positive, "divides the logits before sampling (default 1.0)"),
+    spec!("temperature", Kind::Float, check::positive_f32, "divides the logits before sampling (default 1.0)"),
     spec!("top_k", Kind::Int, |v| check::int_in(v, 0, i64::MAX), "sample among the k most likely tokens; 0 disables (default 50)"),
     spec!(
         "top_p",
@@ -49,7 +49,7 @@ pub static GENERATION_SPECS: &[Spec] = &[
         "nucleus sampling mass (default 1.0)"
     ),
     spec!("seed", Kind::Int, |v| check::int_in(v, 0, i64::MAX), "random seed for sampling (default: a random one)"),
-    spec!("repetition_penalty", Kind::Float, check::positive, "divides the scores of tokens already present (default 1.0: off)"),
+    spec!("repetition_penalty", Kind::Float, check::positive_f32, "divides the scores of tokens already present (default 1.0: off)"),
     spec!("no_repeat_ngram_size", Kind::Int, |v| check::int_in(v, 0, 1 << 16), "forbid repeating n-grams of this size (default 0: off)"),
     spec!("eos_token_id", Kind::IntList, check::token_ids, "end-of-sequence token id(s) (default: the model's)"),
     spec!("pad_token_id", Kind::Int, check::token_ids, "padding token id (default: the model's, else the first EOS)"),

@@ -30,8 +30,11 @@ pub struct ModelConfig {
 }
 
 fn read_json(path: &Path) -> Result<Json> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::ModelFileMissing { path: path.to_path_buf(), reason: format!("cannot read it: {e}") })?;
+    use crate::files::{read_text_limited, FileProblem, CONFIG_LIMIT};
+    let text = read_text_limited(path, CONFIG_LIMIT).map_err(|e| match e {
+        FileProblem::Missing(_) => Error::ModelFileMissing { path: path.to_path_buf(), reason: e.to_string() },
+        _ => Error::invalid_model(path, e.to_string()),
+    })?;
     serde_json::from_str(&text).map_err(|e| Error::invalid_model(path, format!("not valid JSON: {e}")))
 }
 
@@ -81,6 +84,9 @@ impl ModelConfig {
     pub fn load_encoder_only(dir: &Path) -> Result<Self> {
         let (config_path, config, model_type) = read_config(dir)?;
         let vocab_size = usize_field(&config, &["vocab_size"]).ok_or_else(|| Error::invalid_model(&config_path, "has no `vocab_size`"))?;
+        // RoBERTa's families count two positions for the padding offset (transformers: 514 → 512).
+        let offset = if ["roberta", "xlm-roberta", "camembert", "longformer"].contains(&model_type.as_str()) { 2 } else { 0 };
+        let max_input_tokens = usize_field(&config, &["max_position_embeddings", "n_positions"]).map(|m| m.saturating_sub(offset));
         let mut generation = new_generation_settings();
         if let Some(pad) = config.get("pad_token_id").and_then(Json::as_i64) {
             generation.set_int("pad_token_id", pad).map_err(|e| Error::invalid_model(&config_path, format!("pad_token_id: {e}")))?;
@@ -92,7 +98,7 @@ impl ModelConfig {
             head_dim: None,
             decoder_layers: None,
             d_model: usize_field(&config, &["hidden_size", "d_model", "dim"]),
-            max_input_tokens: usize_field(&config, &["max_position_embeddings", "n_positions"]),
+            max_input_tokens,
             summarization_prefix: None,
             generation,
         })

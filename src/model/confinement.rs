@@ -141,6 +141,11 @@ pub fn external_locations_in(bytes: &[u8]) -> std::io::Result<Vec<String>> {
 
 /// Refuses external data outside the directory holding `path`.
 pub fn check_external_data(path: &Path) -> Result<()> {
+    use crate::files::{regular_file, FileProblem, GRAPH_LIMIT};
+    regular_file(path, GRAPH_LIMIT).map_err(|e| match e {
+        FileProblem::Missing(_) => Error::ModelFileMissing { path: path.to_path_buf(), reason: e.to_string() },
+        other => Error::invalid_model(path, other.to_string()),
+    })?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     for location in external_locations(path)? {
@@ -166,6 +171,9 @@ pub fn check_external_data(path: &Path) -> Result<()> {
             if !real.starts_with(&root) {
                 return Err(refuse(&format!("resolves to {} through a link", real.display())));
             }
+        }
+        if let Err(FileProblem::NotRegular) = regular_file(&full, u64::MAX) {
+            return Err(Error::invalid_model(path, format!("external data `{location}` is not a regular file")));
         }
     }
     Ok(())

@@ -140,7 +140,7 @@ impl Model {
             providers_used.push((file.to_string(), opened.provider, growth));
             Ok((path, opened))
         };
-        if !dir.join(ENCODER_FILE).is_file() {
+        if !dir.join(ENCODER_FILE).exists() {
             return Err(Error::ModelFileMissing { path: dir.join(ENCODER_FILE), reason: "missing (every export has an encoder)".into() });
         }
         let (enc_path, enc) = open(ENCODER_FILE, GraphKind::Encoder)?;
@@ -402,7 +402,9 @@ fn tokenizer_within(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
 }
 
 fn read_export_manifest(dir: &Path) -> Option<serde_json::Value> {
-    std::fs::read_to_string(dir.join("duet_export.json")).ok().and_then(|t| serde_json::from_str(&t).ok())
+    crate::files::read_text_limited(&dir.join("duet_export.json"), crate::files::CONFIG_LIMIT)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
 }
 
 fn embedding_overrides(options: &Settings) -> Result<EmbeddingOverrides> {

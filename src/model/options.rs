@@ -35,7 +35,7 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "normalize", kind: Kind::Bool, check: any, help: "[embed] L2-normalise vectors (default: true, or what modules.json says)" },
     Spec { key: "query_prefix", kind: Kind::Str, check: any, help: "[embed] text put before every query (E5: `query: `; default: the prompts of config_sentence_transformers.json, else none)" },
     Spec { key: "document_prefix", kind: Kind::Str, check: any, help: "[embed] text put before every document (E5: `passage: `; default as query_prefix)" },
-    Spec { key: "intra_threads", kind: Kind::Int, check: |v| check::int_in(v, 0, 1024), help: "threads per operator; 0 = ONNX Runtime's choice" },
+    Spec { key: "intra_threads", kind: Kind::Int, check: check::thread_count, help: "threads per operator, at most the usable cores; 0 = ONNX Runtime's choice" },
 ];
 
 pub fn new_model_options() -> Settings {

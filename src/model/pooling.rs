@@ -72,7 +72,7 @@ fn read_json(path: &Path) -> Result<Option<Json>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = crate::files::read_text_limited(path, crate::files::CONFIG_LIMIT).map_err(|e| Error::invalid_model(path, e.to_string()))?;
     serde_json::from_str(&text).map(Some).map_err(|e| Error::invalid_model(path, format!("not valid JSON: {e}")))
 }
 

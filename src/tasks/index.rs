@@ -19,6 +19,8 @@ use crate::tasks::rerank;
 const MAGIC: &[u8; 8] = b"DUETIDX\0";
 /// Version 2 added the model identity; version 1 files are refused with a reason.
 const FORMAT_VERSION: u32 = 2;
+/// The largest index file read (16 GiB: some 10 million 384-wide entries).
+const INDEX_FILE_LIMIT: u64 = 16 << 30;
 
 #[derive(Default)]
 struct Entries {
@@ -54,8 +56,8 @@ pub struct Index {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hit {
     pub id: i64,
-    /// Cosine similarity (vector), BM25 (keyword), the fused reciprocal-rank score (hybrid), or the
-    /// rerank score for reranked hits.
+    /// Cosine similarity (vector; the dot product when the model's vectors are not normalised),
+    /// BM25 (keyword), the fused reciprocal-rank score (hybrid), or the rerank score for reranked hits.
     pub score: f32,
     /// Whether `score` is a rerank score (the best `rerank_top_n` hits) or the first stage's.
     pub reranked: bool,
@@ -288,13 +290,17 @@ impl Index {
             }
         };
         limits.check()?;
-        let mut hits: Vec<Hit> = first.into_iter().map(|(id, score)| Hit { id, score, reranked: false }).collect();
+        let hits: Vec<Hit> = first.into_iter().map(|(id, score)| Hit { id, score, reranked: false }).collect();
+        // Entries removed by another thread since the first stage are left out.
+        let texts: Vec<Option<String>> = {
+            let e = self.read();
+            hits.iter().map(|h| e.position.get(&h.id).map(|&at| e.texts[at].clone())).collect()
+        };
+        let mut hits: Vec<Hit> = hits.into_iter().zip(&texts).filter(|(_, t)| t.is_some()).map(|(h, _)| h).collect();
+        let texts: Vec<String> = texts.into_iter().flatten().collect();
         let n = o.rerank_top_n.min(hits.len());
         if n > 0 {
-            let texts: Vec<String> = {
-                let e = self.read();
-                hits[..n].iter().map(|h| e.position.get(&h.id).map(|&at| e.texts[at].clone()).unwrap_or_default()).collect()
-            };
+            let texts = &texts[..n];
             let passages: Vec<&str> = texts.iter().map(String::as_str).collect();
             let scores = rerank::rerank(model, query, &passages, params)?;
             for (h, s) in hits.iter_mut().zip(scores) {
@@ -332,8 +338,18 @@ impl Index {
         out.extend_from_slice(&sum.to_le_bytes());
         let io = |source| Error::Io { path: path.to_path_buf(), source };
         let name = path.file_name().ok_or_else(|| Error::InvalidArgument(format!("{}: not a file path", path.display())))?;
-        let tmp = path.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-        let written = std::fs::write(&tmp, &out).and_then(|()| std::fs::rename(&tmp, path));
+        // A name of this save's own (concurrent saves to one path never share a temporary), made
+        // durable before it replaces the old file.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_file_name(format!(".{}.tmp-{}-{n}", name.to_string_lossy(), std::process::id()));
+        let written = (|| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(&out)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -343,7 +359,12 @@ impl Index {
     /// Reads an index file; every declared size is checked against the bytes actually there
     /// before anything is allocated. See [`Index::load_for`] to also check the model.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        use crate::files::{read_limited, FileProblem};
+        // An index is held in memory whole: no file larger than the memory it would take is read.
+        let bytes = read_limited(path, INDEX_FILE_LIMIT).map_err(|e| match e {
+            FileProblem::Missing(source) | FileProblem::Read(source) => Error::Io { path: path.to_path_buf(), source },
+            other => Error::IndexFile { path: path.to_path_buf(), reason: other.to_string() },
+        })?;
         Self::from_bytes(&bytes, path)
     }
 
@@ -401,8 +422,9 @@ impl Index {
     }
 }
 
+/// The first 19 characters of an identity (`sha256:` and 12 hex digits), for messages.
 fn short(identity: &str) -> &str {
-    &identity[..identity.len().min(19)]
+    identity.char_indices().nth(19).map_or(identity, |(at, _)| &identity[..at])
 }
 
 struct Reader<'a> {
@@ -436,4 +458,42 @@ impl Reader<'_> {
 /// FNV-1a, 64 bits: enough to tell a damaged file from a good one.
 fn fnv1a(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_identities_cut_at_a_character() {
+        assert_eq!(short("sha256:0123456789abcdef"), "sha256:0123456789ab");
+        assert_eq!(short("sha256:0123456789ééé"), "sha256:0123456789éé", "a forged identity with multi-byte characters");
+        assert_eq!(short("x"), "x");
+    }
+
+    #[test]
+    fn concurrent_saves_to_one_path_leave_a_whole_file() {
+        let stamp = ModelStamp { identity: "sha256:test".into(), description: "test".into() };
+        let index = Index::new(2, stamp);
+        {
+            let mut e = index.write();
+            for id in 0..50 {
+                index.insert_into(&mut e, id, format!("entry {id}"), vec![id as f32, 1.0]).unwrap();
+            }
+        }
+        let path = std::env::temp_dir().join(format!("duet-saves-{}.idx", std::process::id()));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| (0..10).for_each(|_| index.save(&path).unwrap()));
+            }
+        });
+        assert_eq!(Index::load(&path).unwrap().len(), 50);
+        let leftovers = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&format!(".duet-saves-{}.idx.tmp", std::process::id())))
+            .count();
+        assert_eq!(leftovers, 0, "no temporary file is left behind");
+        let _ = std::fs::remove_file(&path);
+    }
 }

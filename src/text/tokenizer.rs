@@ -33,8 +33,11 @@ impl Tokenizer {
                 reason: "missing; export the tokenizer with the model (tools/export_model.py converts slow tokenizers)".into(),
             });
         }
+        let bytes =
+            crate::files::read_limited(&path, crate::files::TOKENIZER_LIMIT).map_err(|e| Error::invalid_model(&path, e.to_string()))?;
         let mut inner =
-            tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::invalid_model(&path, format!("not a valid tokenizer: {e}")))?;
+            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::invalid_model(&path, format!("not a valid tokenizer: {e}")))?;
+        drop(bytes);
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| Error::invalid_model(&path, format!("cannot disable truncation: {e}")))?;
         let id_bound = inner.get_vocab(true).values().max().map_or(0, |m| *m as usize + 1);
@@ -112,7 +115,7 @@ fn prefix_at_space(text: &str, max: usize) -> &str {
 
 /// `clean_up_tokenization_spaces` from tokenizer_config.json (transformers applies it in Python).
 fn read_clean_up_flag(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("tokenizer_config.json"))
+    crate::files::read_text_limited(&dir.join("tokenizer_config.json"), crate::files::CONFIG_LIMIT)
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v.get("clean_up_tokenization_spaces").and_then(|b| b.as_bool()))

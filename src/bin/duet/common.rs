@@ -242,15 +242,17 @@ pub fn read_stdin() -> Result<String, Failure> {
 }
 
 /// The text of each named file, standard input for `-`, or standard input alone for no names.
+/// Standard input is read once, whatever the number of `-`.
 pub fn read_inputs(files: &[String]) -> Result<Vec<(String, String)>, Failure> {
     if files.is_empty() {
         return Ok(vec![("-".into(), read_stdin()?)]);
     }
+    let stdin = if files.iter().any(|f| f == "-") { read_stdin()? } else { String::new() };
     files
         .iter()
         .map(|f| {
             let text = if f == "-" {
-                read_stdin()?
+                stdin.clone()
             } else {
                 std::fs::read_to_string(f).map_err(|e| Failure::Usage(format!("reading {f}: {e}")))?
             };

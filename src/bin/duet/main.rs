@@ -173,6 +173,9 @@ enum Command {
         command: Option<String>,
     },
     /// The --option keys (how a model is opened)
+    #[command(
+        after_help = "Example:\n  duet options\n  duet info --model models/all-MiniLM-L6-v2 --option pooling=cls --option intra_threads=2"
+    )]
     Options,
     /// One benchmark configuration, printed as one JSON line (tools/bench/run_bench.py runs many)
     #[command(after_help = "Example:\n  duet bench --model target/bench-models/fp32 --input-file target/bench-models/input.txt --batch 8")]

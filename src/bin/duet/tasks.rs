@@ -124,6 +124,27 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
+/// Prints the reply and stops it at the next decoding step after Ctrl-C (beam search writes its
+/// text only at the end, so the step is where it must be heard).
+struct Interruptible;
+
+impl duet::Observer for Interruptible {
+    fn on_text(&mut self, input: usize, piece: &str, token_id: Option<u32>) -> Flow {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Flow::Stop;
+        }
+        print_piece(input, piece, token_id)
+    }
+
+    fn on_step(&mut self) -> Flow {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+}
+
 const CHAT_HELP: &str = "/help this text, /reset forget the conversation, /quit (or Ctrl-D) leave; Ctrl-C stops a reply";
 
 pub fn chat(model: &ModelArgs, params: &Settings) -> Result<(), Failure> {
@@ -132,12 +153,7 @@ pub fn chat(model: &ModelArgs, params: &Settings) -> Result<(), Failure> {
     let interactive = std::io::stdin().is_terminal();
     let turn = |chat: &mut assistant::Chat, text: &str| -> Result<(), Failure> {
         INTERRUPTED.store(false, Ordering::SeqCst);
-        let mut printer = |i: usize, piece: &str, id: Option<u32>| {
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                return Flow::Stop;
-            }
-            print_piece(i, piece, id)
-        };
+        let mut printer = Interruptible;
         let limits = Limits::start(params, None);
         match guarded(&limits, Some(&mut printer), |obs| chat.send(text, obs)) {
             Ok(reply) => {
@@ -287,19 +303,21 @@ pub fn index(
     };
     let (mut ids, mut passages) = (Vec::new(), Vec::new());
     for (name, text) in &inputs {
-        let mut last = base - 1;
+        let mut last = None;
         for (line, passage) in text.lines().enumerate() {
             let id = i64::try_from(line)
                 .ok()
                 .and_then(|l| base.checked_add(l))
                 .ok_or_else(|| Failure::Usage(format!("{name} line {}: the id overflows", line + 1)))?;
-            last = id;
+            last = Some(id);
             if !passage.trim().is_empty() {
                 ids.push(id);
                 passages.push(passage);
             }
         }
-        base = last.checked_add(1).ok_or_else(|| Failure::Usage("ids overflow".into()))?;
+        if let Some(last) = last {
+            base = last.checked_add(1).ok_or_else(|| Failure::Usage("ids overflow".into()))?;
+        }
     }
     if passages.is_empty() {
         return Err(Failure::Usage("no passages (one per line)".into()));
@@ -328,6 +346,8 @@ pub fn search(
     let path = Path::new(path);
     let model = model.open()?;
     let index = Index::load_for(&model, path)?;
+    // --rerank, else the params' rerank_top_n.
+    let rerank = if rerank > 0 { rerank } else { params.int("rerank_top_n").unwrap_or(0) as usize };
     let options = SearchOptions::from_params(params, k, rerank);
     let hits = index.search_with(&model, query, &options, params, &Limits::start(params, None))?;
     let as_json = |h: &duet::tasks::index::Hit| json!({"id": h.id, "score": h.score, "reranked": h.reranked, "text": index.text(h.id)});
