@@ -6,11 +6,11 @@ use std::io::Read;
 use std::path::Path;
 
 /// config.json, generation_config.json, tokenizer_config.json, the sentence-transformers files.
-pub const CONFIG_LIMIT: u64 = 16 << 20;
+pub(crate) const CONFIG_LIMIT: u64 = 16 << 20;
 /// tokenizer.json (NLLB-200's is about 30 MB).
-pub const TOKENIZER_LIMIT: u64 = 1 << 30;
+pub(crate) const TOKENIZER_LIMIT: u64 = 1 << 30;
 /// An ONNX graph file (protobuf caps one message at 2 GiB; weights beyond go to external data).
-pub const GRAPH_LIMIT: u64 = 2 << 30;
+pub(crate) const GRAPH_LIMIT: u64 = 2 << 30;
 
 /// Why a file could not be read, for the caller to turn into its own status.
 #[derive(Debug)]
