@@ -111,3 +111,33 @@ fn parameters_no_machine_can_honour_are_refused() {
     let e = o.set_int("intra_threads", cores + 1).unwrap_err();
     assert!(e.to_string().contains("usable cores"), "{e}");
 }
+
+/// Nothing after a run of white space is dropped silently: the text either fits whole (white
+/// space makes no tokens) or is refused / reported as truncated.
+#[test]
+fn a_long_run_of_white_space_drops_nothing_silently() {
+    common::init_ort();
+    for fixture in ["t5-tiny", "bart-tiny"] {
+        let model = duet::Model::open(common::fixture(fixture)).unwrap();
+        let tok = &model.tokenizer;
+        let text = format!("start{}the end of the text", " ".repeat(200_000));
+        let tail = tok.encode("the end of the text", None, false, 0).unwrap().ids;
+        let tail_core: Vec<u32> = tail.iter().copied().filter(|t| tok.decode(&[*t]).map_or(false, |s| !s.trim().is_empty())).collect();
+        match tok.encode(&text, Some(512), false, 0) {
+            Ok(e) => {
+                assert!(!e.truncated);
+                let found = tail_core.iter().all(|t| e.ids.contains(t));
+                assert!(found, "{fixture}: the words after the white space are in the ids");
+            }
+            Err(duet::Error::InputTooLong { .. }) => {}
+            Err(e) => panic!("{fixture}: {e}"),
+        }
+        let cut = tok.encode(&text, Some(512), true, 0).unwrap();
+        assert!(cut.ids.len() <= 512);
+        // A limit that leaves no room beside the special tokens is an error, not an over-long input.
+        let e = tok.encode("hello world", Some(1), true, 0).err();
+        if fixture == "bart-tiny" {
+            assert!(matches!(e, Some(duet::Error::InvalidParam { .. })), "{fixture}: {e:?}");
+        }
+    }
+}

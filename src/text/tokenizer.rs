@@ -67,13 +67,21 @@ impl Tokenizer {
     /// Encodes with the model's special tokens. Inputs longer than `limit` are an error unless
     /// `truncate` is set; truncation keeps the special tokens, as `transformers` does.
     pub fn encode(&self, text: &str, limit: Option<usize>, truncate: bool, index: usize) -> Result<Encoded> {
-        // Far longer than any limit: only a prefix needs tokenizing (no token spans 64 bytes).
-        let text = match limit {
+        let original = text;
+        // Far longer than any limit: a prefix is tokenized first. When it still fits (a run of white
+        // space, which makes no tokens, or very long tokens), the whole text is: nothing after the
+        // prefix may be dropped without a word.
+        let mut text = match limit {
             Some(limit) if text.len() > limit * 64 + 4096 => prefix_at_space(text, limit * 64 + 4096),
             _ => text,
         };
-        let encode = |special| self.inner.encode(text, special).map_err(|e| Error::Tokenizer(e.to_string()));
-        let full = encode(true)?;
+        let whole = |t: &str, special| self.inner.encode(t, special).map_err(|e| Error::Tokenizer(e.to_string()));
+        let mut full = whole(text, true)?;
+        if text.len() < original.len() && limit.is_some_and(|l| full.get_ids().len() <= l) {
+            text = original;
+            full = whole(text, true)?;
+        }
+        let encode = |special| whole(text, special);
         let original_len = full.get_ids().len();
         match limit {
             Some(limit) if original_len > limit => {
@@ -84,6 +92,12 @@ impl Tokenizer {
                 let specials = original_len - plain.get_ids().len();
                 plain.truncate(limit.saturating_sub(specials), 0, TruncationDirection::Right);
                 let processed = self.inner.post_process(plain, None, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+                if processed.get_ids().len() > limit {
+                    return Err(Error::invalid_param(
+                        "max_input_tokens",
+                        format!("{limit} tokens leave no room for the input beside the model's {specials} special tokens"),
+                    ));
+                }
                 Ok(Encoded { ids: processed.get_ids().to_vec(), original_len, truncated: true })
             }
             _ => Ok(Encoded { ids: full.get_ids().to_vec(), original_len, truncated: false }),
