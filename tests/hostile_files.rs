@@ -122,7 +122,7 @@ fn a_long_run_of_white_space_drops_nothing_silently() {
         let tok = &model.tokenizer;
         let text = format!("start{}the end of the text", " ".repeat(200_000));
         let tail = tok.encode("the end of the text", None, false, 0).unwrap().ids;
-        let tail_core: Vec<u32> = tail.iter().copied().filter(|t| tok.decode(&[*t]).map_or(false, |s| !s.trim().is_empty())).collect();
+        let tail_core: Vec<u32> = tail.iter().copied().filter(|t| tok.decode(&[*t]).is_ok_and(|s| !s.trim().is_empty())).collect();
         match tok.encode(&text, Some(512), false, 0) {
             Ok(e) => {
                 assert!(!e.truncated);
