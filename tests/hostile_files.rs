@@ -141,3 +141,44 @@ fn a_long_run_of_white_space_drops_nothing_silently() {
         }
     }
 }
+
+/// Every token suppressed: greedy, beam search, summarize and chat say so (INVALID_ARGUMENT)
+/// instead of returning no sequence, tokens at -inf, or a panic; the CLI exits 1, never 101.
+#[test]
+fn a_vocabulary_with_nothing_left_is_an_error() {
+    common::init_ort();
+    let model = duet::Model::open(common::fixture("t5-tiny")).unwrap();
+    let all: Vec<String> = (0..model.vocab_size()).map(|i| i.to_string()).collect();
+    let list = format!("[{}]", all.join(","));
+    for beams in ["1", "3"] {
+        let mut p = duet::new_generation_settings();
+        p.set_str("suppress_tokens", &list).unwrap();
+        p.set_str("num_beams", beams).unwrap();
+        p.set_int("max_new_tokens", 4).unwrap();
+        let Err(e) = duet::generate(&model, &["hello"], &p, None) else { panic!("beams {beams}: generated with nothing to generate") };
+        assert!(matches!(e, duet::Error::InvalidArgument(_)) && e.to_string().contains("every token is forbidden"), "beams {beams}: {e}");
+        let Err(e) = duet::tasks::summarize::summarize(&model, "A text. Another sentence.", &p, None, None) else {
+            panic!("beams {beams}: summarized with nothing to generate")
+        };
+        assert!(matches!(e, duet::Error::InvalidArgument(_)), "{e}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args([
+            "summarize",
+            "--model",
+            common::fixture("t5-tiny").to_str().unwrap(),
+            "--set",
+            &format!("suppress_tokens={list}"),
+            common::root().join("README.md").to_str().unwrap(),
+        ])
+        .env(
+            "DUET_ORT_LIBRARY",
+            std::env::var("DUET_ORT_LIBRARY")
+                .unwrap_or_else(|_| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").display().to_string()),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("every token is forbidden") && !err.contains("panicked") && err.lines().count() == 1, "{err}");
+}

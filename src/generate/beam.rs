@@ -89,6 +89,9 @@ pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<S
                 scores.extend(lp.iter().map(|&l| l + beam.score));
                 processed.push(lp);
             }
+            if item.improvable && processed.iter().all(|lp| lp.iter().all(|l| *l == f32::NEG_INFINITY)) {
+                return Err(super::nothing_to_generate(b, step));
+            }
             let mut candidates = Vec::with_capacity(keep);
             for idx in top_k(&scores, keep) {
                 let (beam, token) = (idx / vocab, (idx % vocab) as u32);

@@ -40,6 +40,14 @@ pub fn generate(model: &Model, texts: &[&str], settings: &Settings, observer: Op
     }
 }
 
+/// Every token is forbidden (suppress_tokens, bad_words_ids, forced tokens together): there is
+/// nothing to generate, which is the caller's error, not an empty success.
+pub(crate) fn nothing_to_generate(input: usize, step: usize) -> Error {
+    Error::InvalidArgument(format!(
+        "input {input}: every token is forbidden at step {step} (suppress_tokens, bad_words_ids and the forced tokens leave nothing to generate)"
+    ))
+}
+
 pub fn resolve_params(model: &Model, settings: &Settings) -> Result<GenerationParams> {
     model.decoder()?;
     GenerationParams::resolve(&model.config.generation, settings, model.vocab_size())

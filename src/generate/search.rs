@@ -43,6 +43,9 @@ pub(crate) fn run(req: &mut Request, mut encoder: EncoderOutput) -> Result<Vec<V
             let mut scores = logits.row(j).to_vec();
             let ctx = RowContext { decoder_ids: &row.ids, generated: row.ids.len() - 1 };
             req.pipeline.process(&ctx, &mut scores);
+            if scores.iter().all(|s| *s == f32::NEG_INFINITY) {
+                return Err(super::nothing_to_generate(i, row.ids.len() - 1));
+            }
             let token = if p.do_sample {
                 req.pipeline.warp(&ctx, &mut scores);
                 sample(&scores, &mut rng)
