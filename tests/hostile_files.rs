@@ -29,6 +29,13 @@ fn mkfifo(path: &Path) {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
 
+/// The CLI with the ONNX Runtime the tests use.
+fn cli(args: &[&str]) -> std::process::Output {
+    let ort = std::env::var("DUET_ORT_LIBRARY")
+        .unwrap_or_else(|_| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").display().to_string());
+    std::process::Command::new(env!("CARGO_BIN_EXE_duet")).args(args).env("DUET_ORT_LIBRARY", ort).output().unwrap()
+}
+
 fn open_status(dir: &Path) -> (duet_status, String) {
     let c = CString::new(dir.to_str().unwrap()).unwrap();
     let mut m = null_mut();
@@ -85,15 +92,7 @@ fn index_paths_that_are_not_files_are_refused() {
         assert!(matches!(e, duet::Error::IndexFile { .. }) && e.to_string().contains("not a regular file"), "{e}");
     }
     // The CLI, the same.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duet"))
-        .args(["search", "--model", common::fixture("t5-tiny").to_str().unwrap(), "--index", fifo.to_str().unwrap(), "--query", "q"])
-        .env(
-            "DUET_ORT_LIBRARY",
-            std::env::var("DUET_ORT_LIBRARY")
-                .unwrap_or_else(|_| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").display().to_string()),
-        )
-        .output()
-        .unwrap();
+    let out = cli(&["search", "--model", common::fixture("t5-tiny").to_str().unwrap(), "--index", fifo.to_str().unwrap(), "--query", "q"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -162,22 +161,14 @@ fn a_vocabulary_with_nothing_left_is_an_error() {
         };
         assert!(matches!(e, duet::Error::InvalidArgument(_)), "{e}");
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duet"))
-        .args([
-            "summarize",
-            "--model",
-            common::fixture("t5-tiny").to_str().unwrap(),
-            "--set",
-            &format!("suppress_tokens={list}"),
-            common::root().join("README.md").to_str().unwrap(),
-        ])
-        .env(
-            "DUET_ORT_LIBRARY",
-            std::env::var("DUET_ORT_LIBRARY")
-                .unwrap_or_else(|_| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").display().to_string()),
-        )
-        .output()
-        .unwrap();
+    let out = cli(&[
+        "summarize",
+        "--model",
+        common::fixture("t5-tiny").to_str().unwrap(),
+        "--set",
+        &format!("suppress_tokens={list}"),
+        common::root().join("README.md").to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("every token is forbidden") && !err.contains("panicked") && err.lines().count() == 1, "{err}");

@@ -73,6 +73,8 @@ pub struct Model {
     pub embedding: EmbeddingSpec,
     /// Computed on first use: hashing the weights takes a moment.
     identity: once_cell::sync::OnceCell<String>,
+    /// Width of the encoder's hidden states, read from one probe run on first use.
+    hidden_width: once_cell::sync::OnceCell<usize>,
     encoder_file: &'static str,
     provider: ExecutionProviderKind,
     provider_notes: Vec<String>,
@@ -131,12 +133,7 @@ impl Model {
         let mut open = |file: &str, kind: GraphKind| -> Result<(PathBuf, runtime::OpenedSession)> {
             let path = dir.join(file);
             let profile = profile_shape.map(|s| trt_profile(kind, &s)).unwrap_or_default();
-            let before = resident_bytes();
-            let opened = open_session(&path, &session_options, &profile)?;
-            let growth = match (before, resident_bytes()) {
-                (Some(b), Some(a)) => a.saturating_sub(b),
-                _ => 0,
-            };
+            let (opened, growth) = open_measured(&path, &session_options, &profile)?;
             providers_used.push((file.to_string(), opened.provider, growth));
             Ok((path, opened))
         };
@@ -212,6 +209,7 @@ impl Model {
             kind: ModelKind::Seq2Seq,
             embedding,
             identity: Default::default(),
+            hidden_width: Default::default(),
             encoder_file: ENCODER_FILE,
             provider,
             provider_notes,
@@ -236,12 +234,7 @@ impl Model {
         let embedding = EmbeddingSpec::read(dir, &embedding_overrides(options)?, true, config.max_input_tokens)?;
         let session_options = session_options(options)?;
         let path = dir.join(EMBEDDING_FILE);
-        let before = resident_bytes();
-        let opened = open_session(&path, &session_options, &[])?;
-        let growth = match (before, resident_bytes()) {
-            (Some(b), Some(a)) => a.saturating_sub(b),
-            _ => 0,
-        };
+        let (opened, growth) = open_measured(&path, &session_options, &[])?;
         let provider = opened.provider;
         let provider_notes = opened.skipped_providers.clone();
         let encoder = Encoder::new(&path, opened.session)?;
@@ -256,6 +249,7 @@ impl Model {
             kind: ModelKind::Embedding,
             embedding,
             identity: Default::default(),
+            hidden_width: Default::default(),
             encoder_file: EMBEDDING_FILE,
             provider,
             provider_notes,
@@ -288,6 +282,11 @@ impl Model {
                 )
             })
             .map(String::as_str)
+    }
+
+    /// Width of the encoder's hidden states (what `embed` returns): one probe run, then cached.
+    pub fn hidden_width(&self) -> Result<usize> {
+        self.hidden_width.get_or_try_init(|| Ok(self.encoder.run(&[vec![0]], 0)?.hidden_states()?.1)).copied()
     }
 
     /// The dynamic batcher, when `batch_window_ms` is set.
@@ -384,6 +383,17 @@ impl Model {
             })
             .collect()
     }
+}
+
+/// Opens a graph's session, with the resident memory the process gained meanwhile.
+fn open_measured(path: &Path, options: &SessionOptions, profile: &[(String, String)]) -> Result<(runtime::OpenedSession, u64)> {
+    let before = resident_bytes();
+    let opened = open_session(path, options, profile)?;
+    let growth = match (before, resident_bytes()) {
+        (Some(b), Some(a)) => a.saturating_sub(b),
+        _ => 0,
+    };
+    Ok((opened, growth))
 }
 
 /// The directory's tokenizer, refused when it has ids past the model's vocabulary.

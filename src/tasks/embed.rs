@@ -35,8 +35,7 @@ pub struct Embeddings {
 
 /// Width of the vectors `embed` returns (the encoder's hidden size).
 pub fn embedding_dim(model: &Model) -> Result<usize> {
-    let probe = model.encoder.run(&[vec![0]], 0)?;
-    Ok(probe.hidden_states()?.1)
+    model.hidden_width()
 }
 
 /// Embeds `texts` as `input_kind` in `params` says (documents by default).

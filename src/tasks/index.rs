@@ -143,8 +143,9 @@ impl Index {
 
     /// Refuses a model other than the one whose vectors the index holds (`where_` names the index).
     pub fn check_model(&self, model: &Model, where_: &Path) -> Result<()> {
-        let theirs = ModelStamp::of(model)?;
-        if theirs.identity != self.stamp.identity {
+        // The identity is cached in the model: a search compares two strings.
+        if model.embedding_identity()? != self.stamp.identity {
+            let theirs = ModelStamp::of(model)?;
             return Err(Error::IndexModelMismatch {
                 path: where_.to_path_buf(),
                 reason: format!(
