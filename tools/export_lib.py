@@ -604,11 +604,12 @@ def verify(candidate, reference, max_new=VERIFY_NEW_TOKENS):
                          str(e).split(":")[-1].strip()[:160] + "); tools/gpu_check.sh measures it on a GPU"}
     result = {}
     cross = {d: has_cross_cache(d) for d in (reference, candidate)}
-    layouts = [True, False] + (["with_past"] if cross[candidate] else [])
+    has_merged = all((Path(d) / MERGED).exists() for d in (reference, candidate))
+    layouts = ([True] if has_merged else []) + [False] + (["with_past"] if cross[candidate] else [])
     for merged in layouts:
         gens = []
         for d in (reference, candidate):  # a reference without the cross cache runs merged instead
-            m = OrtSeq2Seq(d, merged=merged if cross[d] or merged != "with_past" else True)
+            m = OrtSeq2Seq(d, merged=merged if cross[d] or merged != "with_past" else has_merged)
             gens.append([strip(m.generate(np.array([s], np.int64), max_new)[0][0], m.eos) for s in samples])
         pairs = [agreement(r, c) for r, c in zip(*gens)]
         result[{True: "merged", False: "split"}.get(merged, merged)] = {
@@ -616,9 +617,9 @@ def verify(candidate, reference, max_new=VERIFY_NEW_TOKENS):
             "identical_sequences": sum(r == c for r, c in zip(*gens)),
             "tokens": sum(p[1] for p in pairs),
         }
-        if merged is True:  # teacher forcing on the reference's sequences: argmax agreement at every position
+        if merged is has_merged:  # teacher forcing on the reference's sequences: argmax agreement at every position
             ref_gen = gens[0]
-            forced = [OrtSeq2Seq(d, merged=True).forced_argmax(samples, ref_gen) for d in (reference, candidate)]
+            forced = [OrtSeq2Seq(d, merged=has_merged).forced_argmax(samples, ref_gen) for d in (reference, candidate)]
             same = sum(int((a == b).sum()) for a, b in zip(*forced))
             result["teacher_forced_agreement"] = round(same / sum(len(a) for a in forced[0]), 4)
     return samples, result
@@ -650,11 +651,14 @@ def write_manifest(out, source, optimized, quant, verified, graphs, dtype="fp32"
 
 
 def copy_export(src, dst):
-    """Copies an existing export (graphs and tokenizer/config files, not its manifest) into dst."""
+    """Copies an existing export (graphs, tokenizer/config files and folders such as sentence-transformers'
+    1_Pooling; not its manifest) into dst."""
     dst.mkdir(parents=True, exist_ok=True)
     for p in Path(src).iterdir():
         if p.is_file() and p.name != "duet_export.json":
             shutil.copy2(p, dst / p.name)
+        elif p.is_dir():
+            shutil.copytree(p, dst / p.name, dirs_exist_ok=True)
 
 
 def reference_copy(out):

@@ -25,6 +25,10 @@ pub struct ModelConfig {
     pub max_input_tokens: Option<usize>,
     /// `task_specific_params.summarization.prefix` ("summarize: " for T5).
     pub summarization_prefix: Option<String>,
+    /// `task_specific_params.rerank.template`: the encoder input around `{passage}` that the model
+    /// scores `log p(query | input)` on (likelihood reranking), when it was trained on another form
+    /// than the generic question-writing prompt.
+    pub rerank_template: Option<String>,
     /// Generation defaults: `generation_config.json`, else the generation keys of `config.json`.
     pub generation: Settings,
 }
@@ -100,6 +104,7 @@ impl ModelConfig {
             d_model: usize_field(&config, &["hidden_size", "d_model", "dim"]),
             max_input_tokens,
             summarization_prefix: None,
+            rerank_template: None,
             generation,
         })
     }
@@ -118,6 +123,16 @@ impl ModelConfig {
         });
         let max_input_tokens = usize_field(&config, &["max_position_embeddings", "n_positions"]);
         let summarization_prefix = config.pointer("/task_specific_params/summarization/prefix").and_then(Json::as_str).map(str::to_string);
+        let rerank_template = match config.pointer("/task_specific_params/rerank/template") {
+            None => None,
+            Some(Json::String(t)) if t.contains("{passage}") => Some(t.clone()),
+            Some(_) => {
+                return Err(Error::invalid_model(
+                    &config_path,
+                    "`task_specific_params.rerank.template` must be a string containing {passage}",
+                ))
+            }
+        };
 
         // transformers falls back to the generation keys of config.json when there is no
         // generation_config.json; token ids missing from the latter also come from config.json.
@@ -147,6 +162,7 @@ impl ModelConfig {
             d_model,
             max_input_tokens,
             summarization_prefix,
+            rerank_template,
             generation,
         })
     }

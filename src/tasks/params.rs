@@ -28,7 +28,7 @@ pub static TASK_SPECS: &[Spec] = &[
     Spec { key: "rrf_k", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), help: "[search] the constant k of reciprocal rank fusion, score = sum of 1 / (k + rank) (default 60)" },
     Spec { key: "hybrid_candidates", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), help: "[search] hits taken from each of BM25 and the embeddings before fusing (default 100, at least k)" },
     Spec { key: "rerank_mode", kind: Kind::Str, check: |v| check::one_of(v, &["likelihood", "relevance"]), help: "[rerank, search] likelihood: mean log p(query | passage); relevance: log p(yes) - log p(no)" },
-    Spec { key: "rerank_template", kind: Kind::Str, check: |v| has_placeholders(v, &["{passage}"]), help: "[rerank, search] encoder input; {passage} and (relevance mode) {query}" },
+    Spec { key: "rerank_template", kind: Kind::Str, check: |v| has_placeholders(v, &["{passage}"]), help: "[rerank, search] encoder input; {passage} and (relevance mode) {query} (default: the model's task_specific_params.rerank.template, else a question-writing prompt)" },
     Spec { key: "relevance_tokens", kind: Kind::StrList, check: |v| match v {
         Value::StrList(l) if l.len() != 2 => Err("give exactly two words: the relevant and the irrelevant one".into()),
         _ => Ok(()),

@@ -21,7 +21,9 @@ pub fn rerank(model: &Model, query: &str, passages: &[&str], params: &Settings) 
     model.decoder()?;
     let gen = GenerationParams::resolve(&model.config.generation, params, model.vocab_size())?;
     let relevance = params.str("rerank_mode") == Some("relevance");
-    let template = params.str("rerank_template").unwrap_or(if relevance { RELEVANCE_TEMPLATE } else { LIKELIHOOD_TEMPLATE });
+    let model_default = if relevance { None } else { model.config.rerank_template.as_deref() };
+    let template =
+        params.str("rerank_template").or(model_default).unwrap_or(if relevance { RELEVANCE_TEMPLATE } else { LIKELIHOOD_TEMPLATE });
     let limit = gen.max_input_tokens.or(model.config.max_input_tokens);
     let batch = params.int("batch_size").map_or(8, |v| v as usize);
 

@@ -64,14 +64,14 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 from run_bench import machine, ratio_check  # noqa: E402
 
+sys.path.insert(0, str(HERE.parent))
+from debian_data import MIN_LONG, clean_records, ensure_translations, parse_records, read_translations, split_of  # noqa: E402,F401
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-APT_LISTS = "/var/lib/apt/lists"
-TRANSLATION_GLOB = "*_dists_bookworm_main_i18n_Translation-en*"
 START, END = "<!-- search-bench:start -->", "<!-- search-bench:end -->"
-MIN_LONG = 40
 K = 10
 THREADS = 2
 MAX_LENGTH = 256
@@ -84,96 +84,6 @@ NO_RERANKER = "not measured: no trained seq2seq reranker yet"
 
 def log(msg):
     print(f"[search-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# Data: Debian package descriptions
-# --------------------------------------------------------------------------------------------------
-def find_translations(lists=APT_LISTS):
-    """The bookworm main Translation-en file in apt's lists (not -updates/-security), or None."""
-    hits = [p for p in sorted(glob.glob(os.path.join(lists, TRANSLATION_GLOB))) if os.path.isfile(p)]
-    return hits[0] if hits else None
-
-
-def ensure_translations(lists=APT_LISTS):
-    path = find_translations(lists)
-    if path is None:
-        log("Translation-en missing: apt-get -o Acquire::Languages=en update")
-        subprocess.run(["apt-get", "-o", "Acquire::Languages=en", "update"], check=True,
-                       stdout=subprocess.DEVNULL)
-        path = find_translations(lists)
-    if path is None:
-        sys.exit(f"no {TRANSLATION_GLOB} in {lists} after apt-get update")
-    return path
-
-
-def read_translations(path):
-    """The decompressed text of a Translation-en file (plain, .gz, .xz, .lz4...)."""
-    helper = "/usr/lib/apt/apt-helper"
-    if os.path.exists(helper):
-        p = subprocess.run([helper, "cat-file", path], capture_output=True)
-        if p.returncode == 0:
-            return p.stdout.decode("utf-8", "replace")
-    opener = {".gz": gzip.open, ".xz": lzma.open}.get(Path(path).suffix, open)
-    with opener(path, "rb") as f:
-        return f.read().decode("utf-8", "replace")
-
-
-def parse_records(text):
-    """[(package, synopsis, long description)] from Translation-en text. The long description is the
-    indented lines, each stripped, joined with spaces within a paragraph; " ." starts a new paragraph
-    (a newline)."""
-    out = []
-    for block in re.split(r"\n\s*\n", text):
-        package = synopsis = None
-        paragraphs, current, in_desc = [], [], False
-        for line in block.split("\n"):
-            if line.startswith(" "):
-                if in_desc:
-                    if line.strip() == ".":
-                        paragraphs.append(" ".join(current))
-                        current = []
-                    else:
-                        current.append(line.strip())
-                continue
-            key, _, value = line.partition(":")
-            in_desc = key == "Description-en"
-            if key == "Package":
-                package = value.strip()
-            elif in_desc:
-                synopsis = value.strip()
-        if package and synopsis is not None:
-            paragraphs.append(" ".join(current))
-            out.append((package, synopsis, "\n".join(p for p in paragraphs if p).strip()))
-    return out
-
-
-def _norm(s):
-    return " ".join(s.casefold().split()).rstrip(".")
-
-
-def clean_records(records, min_long=MIN_LONG):
-    """Dedup by long description, then by synopsis (first kept); drop short long descriptions and those
-    equal to their synopsis. Returns (records, counts)."""
-    seen_long, seen_syn, out = set(), set(), []
-    counts = {"parsed": len(records), "duplicate_long": 0, "short_long": 0, "long_is_synopsis": 0,
-              "duplicate_synopsis": 0}
-    for pkg, syn, long in records:
-        if long in seen_long:
-            counts["duplicate_long"] += 1
-            continue
-        seen_long.add(long)
-        if len(long) < min_long:
-            counts["short_long"] += 1
-        elif _norm(long) == _norm(syn):
-            counts["long_is_synopsis"] += 1
-        elif _norm(syn) in seen_syn:
-            counts["duplicate_synopsis"] += 1
-        else:
-            seen_syn.add(_norm(syn))
-            out.append((pkg, syn, long))
-    counts["kept"] = len(out)
-    return out, counts
 
 
 def build_pools(records, pools, pool_size, queries_per_pool, seed):
@@ -748,13 +658,15 @@ def render(args, started, elapsed, counts, pools, path, token_stats, results, ag
     return "\n".join(out)
 
 
-def write_section(path, section):
-    """Replaces the marked section of path, or appends it; the rest of the file is kept."""
+def write_section(path, section, start=None, end=None):
+    """Replaces the section of path between the markers (default: this benchmark's), or appends it;
+    the rest of the file is kept."""
+    start, end = start or START, end or END
     path = Path(path)
     text = path.read_text() if path.exists() else ""
-    s, e = text.find(START), text.find(END)
+    s, e = text.find(start), text.find(end)
     if s != -1 and e > s:
-        text = text[:s] + section + text[e + len(END):]
+        text = text[:s] + section + text[e + len(end):]
     else:
         text = text + ("\n" if text and not text.endswith("\n") else "") + ("\n" if text else "") + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -789,6 +701,10 @@ def parse_args(argv=None):
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--translations", help="a Translation-en file (default: apt's bookworm main one)")
+    ap.add_argument("--split", choices=["all", "train", "valid", "test"], default="all",
+                    help="records of one split only (tools/debian_data.py; the summarizer never trained on 'test')")
+    ap.add_argument("--section", help="write the section under markers search-bench-SECTION (and "
+                    "search_results-SECTION.jsonl) instead of the default ones")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per throughput process")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     return ap.parse_args(argv)
@@ -808,6 +724,9 @@ def main(argv=None):
         path = args.translations or ensure_translations()
         log(f"reading {path}")
         records, counts = clean_records(parse_records(read_translations(path)))
+        if args.split != "all":
+            records = [r for r in records if split_of(r[0]) == args.split]
+            counts["split"], counts["kept"] = args.split, len(records)
         pools = build_pools(records, args.pools, args.pool_size, args.queries_per_pool, args.seed)
         log(f"{counts['kept']} records kept of {counts['parsed']}; {len(pools)} pools of {args.pool_size}")
         raw = [{"kind": "data", "source": str(path), **counts, "pools": len(pools), "pool_size": args.pool_size,
@@ -827,8 +746,13 @@ def main(argv=None):
         section = render(args, started, elapsed, counts, pools, path, stats, results, agreement, summary, errors,
                          configs)
     out = Path(args.out)
-    write_section(out, section)
-    jsonl = out.parent / "search_results.jsonl"
+    if args.section:
+        section = section.replace(START, f"<!-- search-bench-{args.section}:start -->").replace(
+            END, f"<!-- search-bench-{args.section}:end -->")
+        write_section(out, section, f"<!-- search-bench-{args.section}:start -->", f"<!-- search-bench-{args.section}:end -->")
+    else:
+        write_section(out, section)
+    jsonl = out.parent / (f"search_results-{args.section}.jsonl" if args.section else "search_results.jsonl")
     jsonl.write_text("".join(json.dumps(r, default=float) + "\n" for r in raw))
     log(f"wrote {out} and {jsonl} ({elapsed / 60:.1f} min)")
     return 0
