@@ -152,6 +152,8 @@ def run_transformers(checkpoint, texts, gen):
     with torch.inference_mode():
         for t in texts:
             ids = tok.encode(t).ids
+            if len(ids) > model.config.max_position_embeddings:  # as duet's truncate_input: keep the final [SEP]
+                ids = ids[:model.config.max_position_embeddings - 1] + ids[-1:]
             out = model.generate(torch.tensor([ids]), num_beams=gen["num_beams"], max_length=gen["max_length"],
                                  no_repeat_ngram_size=gen["no_repeat_ngram_size"], early_stopping=gen.get("early_stopping", False))
             outs.append(out[0].tolist())
@@ -211,11 +213,17 @@ def main():
             "duet int8 greedy": (int8_dir, {"num_beams": 1, "no_repeat_ngram_size": 0}),
             "duet int4 greedy": (int4_dir, {"num_beams": 1, "no_repeat_ngram_size": 0})}
     for name, (d, params) in runs.items():
+        cache = work / f"outputs-{name.replace(' ', '-')}-{len(texts)}.json"
+        if cache.exists():  # a rerun after a failure later on reuses what was decoded (same model, same inputs)
+            saved = json.loads(cache.read_text())
+            systems[name], outputs[name], speed[name] = saved["texts"], saved["tokens"], saved["examples_per_s"]
+            continue
         log(f"{name} ...")
         outs, secs = run_duet(duet, d, texts, **params)
-        outputs[name] = outs
+        outputs[name] = [gen_tokens(g) for g in outs]
         systems[name] = [gen_text(g) for g in outs]
         speed[name] = len(texts) / secs
+        cache.write_text(json.dumps({"texts": systems[name], "tokens": outputs[name], "examples_per_s": speed[name]}))
     if not args.skip_ct2:
         log("CTranslate2 int8 ...")
         systems["CTranslate2 int8"], secs = run_ct2(ct2_dir, checkpoint / "tokenizer.json", texts, gen)
@@ -226,8 +234,8 @@ def main():
                     "examples_per_s": speed.get(name)})
 
     start, eos = gen["decoder_start_token_id"], gen["eos_token_id"]
-    greedy = {k: [strip_special(gen_tokens(g), start, eos) for g in outputs[f"duet {k} greedy"]] for k in ("fp32", "int8", "int4")}
-    beams = {k: [strip_special(gen_tokens(g), start, eos) for g in outputs[f"duet {k}"]] for k in ("fp32", "int8", "int4")}
+    greedy = {k: [strip_special(t, start, eos) for t in outputs[f"duet {k} greedy"]] for k in ("fp32", "int8", "int4")}
+    beams = {k: [strip_special(t, start, eos) for t in outputs[f"duet {k}"]] for k in ("fp32", "int8", "int4")}
     agree = {}
     for k in ("int8", "int4"):
         agree[k] = {"greedy": token_agreement(greedy["fp32"], greedy[k]), "beam": token_agreement(beams["fp32"], beams[k])}
