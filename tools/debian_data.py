@@ -141,6 +141,11 @@ def source_packages(lists=APT_LISTS):
     return mapping
 
 
+def source_text(description):
+    """A long description as a model's input: its paragraphs and lines joined by single spaces."""
+    return " ".join(description.split())
+
+
 def split_of_source(source):
     bucket = int.from_bytes(hashlib.sha256(source.encode()).digest()[:4], "big") % 1000
     if bucket < TEST_PER_MILLE:

@@ -24,7 +24,7 @@ def main():
     splits, _ = debian_data.load_splits()
     pool = [r for r in splits["test"] if 60 <= len(r[2].split()) <= 120 and "\t" not in r[1] + r[2]]
     for pkg, syn, desc in random.Random(args.seed).sample(pool, args.n):
-        print(f"{pkg}\t{syn}\t{' '.join(desc.split())}")
+        print(f"{pkg}\t{syn}\t{debian_data.source_text(desc)}")
 
 
 if __name__ == "__main__":

@@ -45,12 +45,12 @@ def main():
     tok.no_truncation()
     tok.no_padding()
     splits, _ = debian_data.load_splits()
-    test = [r for r in splits["test"] if len(tok.encode(" ".join(r[2].split())).ids) <= 200]
+    test = [r for r in splits["test"] if len(tok.encode(debian_data.source_text(r[2])).ids) <= 200]
     picked = random.Random(args.seed).sample(test, args.n)
     cases = []
     with torch.inference_mode():
         for pkg, syn, desc in picked:
-            text = " ".join(desc.split())
+            text = debian_data.source_text(desc)
             ids = torch.tensor([tok.encode(text).ids])
             greedy = model.generate(ids, num_beams=1, do_sample=False, max_length=gen["max_length"], no_repeat_ngram_size=0)
             beam = model.generate(ids, num_beams=gen["num_beams"], max_length=gen["max_length"],

