@@ -145,7 +145,7 @@ c-example: build
 	@mkdir -p $(C_BUILD)
 	$(CC) $(C_FLAGS) examples/c/generate.c -o $(C_BUILD)/generate $(C_LINK)
 	$(CC) $(C_FLAGS) tests/c/abi_checks.c -o $(C_BUILD)/abi_checks $(C_LINK)
-	for x in summarize chat search; do $(CC) $(C_FLAGS) examples/c/$$x.c -o $(C_BUILD)/$$x $(C_LINK) -lm || exit 1; done
+	for x in summarize chat search generator; do $(CC) $(C_FLAGS) examples/c/$$x.c -o $(C_BUILD)/$$x $(C_LINK) -lm || exit 1; done
 	$(C_BUILD)/generate tests/fixtures/t5-tiny --set max_new_tokens=12 "translate English to German: Hello." "你好，世界 🙂" | tee $(C_BUILD)/generate.out
 	grep -q "(ABI $(ABI_MAJOR).$(ABI_MINOR))" $(C_BUILD)/generate.out
 	$(C_BUILD)/generate tests/fixtures/bart-tiny --set num_beams=3 --set max_new_tokens=8 "Hello world"
@@ -155,6 +155,9 @@ c-example: build
 	$(C_BUILD)/summarize tests/fixtures/bart-tiny
 	$(C_BUILD)/chat tests/fixtures/bart-tiny 50
 	$(C_BUILD)/search tests/fixtures/t5-tiny $(C_BUILD)/index.bin
+	$(C_BUILD)/generator tests/fixtures/t5-tiny
+	$(C_BUILD)/generator tests/fixtures/t5-tiny scheduling=off 3
+	$(C_BUILD)/generator tests/fixtures/bart-tiny scheduling=on 1
 
 CXX ?= g++
 CXX_FLAGS := -std=c++17 -Wall -Wextra -Werror -pedantic -Iinclude -Ibindings/cpp
@@ -190,6 +193,8 @@ python-test: build embedder
 	$(PY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall ./bindings/python
 	DUET_LIBRARY=$(CURDIR)/target/release/libduet.so DUET_CLI=$(CURDIR)/target/release/duet \
 	  $(PY_VENV)/bin/python -m pytest -q -p no:cacheprovider bindings/python/tests
+	DUET_LIBRARY=$(CURDIR)/target/release/libduet.so DUET_ORT_LIBRARY=$(ORT_LIB) \
+	  $(PY_VENV)/bin/python examples/python/generator.py tests/fixtures/t5-tiny 3
 
 # The self-contained wheel `duet-runtime` (import name `duet`): libduet.so and ONNX Runtime inside
 # the package. wheel-test installs it into a fresh virtualenv and runs it with a clean environment.

@@ -28,7 +28,7 @@
 #define DUET_ABI_MAJOR 1
 
 // Compatible additions (new members at the end of the table) raise this.
-#define DUET_ABI_MINOR 1
+#define DUET_ABI_MINOR 2
 
 // Result of every fallible call. Numbers are part of the ABI and never change meaning.
 typedef enum {
@@ -75,6 +75,8 @@ typedef enum {
   DUET_STATUS_UNSUPPORTED = 20,
   // An index was built with another model (graph, tokenizer, pooling or width differ).
   DUET_STATUS_INDEX_MODEL_MISMATCH = 21,
+  // The model's scheduler already holds `max_requests` requests; retry later.
+  DUET_STATUS_BUSY = 22,
   // duet panicked; the host is unharmed, the object involved should be freed.
   DUET_STATUS_PANIC = 100,
 } duet_status;
@@ -91,6 +93,17 @@ typedef enum {
   DUET_FINISH_REASON_CANCELLED = 3,
 } duet_finish_reason;
 
+// What `duet_generator_next` returned.
+typedef enum {
+  // New text of input `input_index`: `piece` / `piece_len`, `token_id` the token that
+  // completed it (-1 for a final flush, and for beam search's one piece per input).
+  DUET_EVENT_KIND_TEXT = 0,
+  // Input `input_index` is finished, for `finish_reason`.
+  DUET_EVENT_KIND_FINISHED = 1,
+  // The generation is over: `duet_generator_result` has every input's sequences.
+  DUET_EVENT_KIND_DONE = 2,
+} duet_event_kind;
+
 // A flag that cancels every call whose params carry it, from any thread (opaque).
 typedef struct duet_cancel_token duet_cancel_token;
 
@@ -98,12 +111,16 @@ typedef struct duet_cancel_token duet_cancel_token;
 // at a time; it keeps its model alive.
 typedef struct duet_chat duet_chat;
 
+// A generation in progress (opaque), from `duet_generator_new`.
+typedef struct duet_generator duet_generator;
+
 // An in-memory index (opaque): ids and texts with their embeddings. Searches may run on many
 // threads at once, also while others add or remove. It keeps its model alive.
 typedef struct duet_index duet_index;
 
 // A loaded model (opaque). Thread-safe: one `const duet_model *` may be used by any number of
-// threads at once; requests interleave step by step.
+// threads at once. With `scheduling` on (the default) its scheduler thread decodes every
+// caller's request, batched a step at a time; with it off, requests interleave step by step.
 typedef struct duet_model duet_model;
 
 // Options for opening a model (opaque).
@@ -130,6 +147,17 @@ typedef int32_t (*duet_token_callback)(void *user_data,
                                        const char *piece,
                                        size_t piece_len,
                                        int32_t token_id);
+
+// One event. `piece` is NUL-terminated UTF-8 owned by the generator, valid until the next
+// call on it (NULL when `kind` is not TEXT).
+typedef struct {
+  duet_event_kind kind;
+  size_t input_index;
+  const char *piece;
+  size_t piece_len;
+  int32_t token_id;
+  duet_finish_reason finish_reason;
+} duet_event;
 
 // Hears how far a long task is: `done` of `total` chunks at map-reduce `level` (from 1).
 // Called after every batch of chunks and at every decoding step (then with unchanged counts),
@@ -255,6 +283,15 @@ typedef struct {
                                    int64_t*,
                                    double*,
                                    size_t*);
+  duet_status (*generator_new)(const duet_model*,
+                               const char*const *,
+                               size_t,
+                               const duet_params*,
+                               duet_generator**);
+  duet_status (*generator_next)(duet_generator*, duet_event*);
+  duet_status (*generator_cancel)(const duet_generator*);
+  duet_status (*generator_result)(const duet_generator*, duet_result**);
+  void (*generator_free)(duet_generator*);
 } duet_api_v1;
 
 #ifdef __cplusplus
@@ -273,7 +310,8 @@ const char *duet_version(void);
 // Generates for `n_inputs` UTF-8 texts decoded together as one batch. `params` may be NULL
 // (the model's generation_config.json defaults); `callback` may be NULL. On success `*out`
 // receives a result to free with `duet_result_free`. Thread-safe: many threads may call this
-// on the same model at once.
+// on the same model at once; the model's scheduler batches their requests. The callback always
+// runs on the calling thread.
 duet_status duet_generate(const duet_model *model,
                           const char *const *inputs,
                           size_t n_inputs,
@@ -341,6 +379,41 @@ duet_status duet_result_input_info(const duet_result *result,
 duet_status duet_result_to_json(const duet_result *result,
                                 char **out);
 
+// Starts generating for `n_inputs` UTF-8 texts (one batch, as `duet_generate`); `params` may
+// be NULL. Nothing is decoded yet: each `duet_generator_next` hands over the next event. On a
+// model opened with `scheduling` on (the default) the request joins the model's scheduler and
+// is decoded there, batched with other callers' requests, while the host is not looking; with
+// `scheduling=off` each `next` that finds no event waiting runs one decoder step on the calling
+// thread. `timeout_ms` and a cancel token in `params` apply. Free with `duet_generator_free`.
+// Thread-safe (many generators on one model at once).
+duet_status duet_generator_new(const duet_model *model,
+                               const char *const *inputs,
+                               size_t n_inputs,
+                               const duet_params *params,
+                               duet_generator **out);
+
+// Writes the next event to `*event`, waiting for it (or decoding it) when none is ready:
+// TEXT and FINISHED events in the order they were decided, then DONE, then DONE again on
+// every later call. A generation that failed (a deadline, the cancel token of its params, a
+// model error) returns that status instead, on this call and every later one. After
+// `duet_generator_cancel` the events not yet taken are dropped and the next call says DONE.
+// One thread at a time per generator.
+duet_status duet_generator_next(duet_generator *generator, duet_event *event);
+
+// Stops the generation at its next step boundary; other requests on the model go on
+// undisturbed. The result then says DUET_FINISH_REASON_CANCELLED for inputs not finished.
+// Thread-safe: may be called from any thread, also while another is in `duet_generator_next`.
+duet_status duet_generator_cancel(const duet_generator *generator);
+
+// Every input's sequences, once `duet_generator_next` said DONE (DUET_STATUS_INVALID_ARGUMENT
+// before). `*out` is a new result to free with `duet_result_free`. One thread at a time.
+duet_status duet_generator_result(const duet_generator *generator, duet_result **out);
+
+// Frees a generator; NULL is a no-op. A generation not done is cancelled: on the scheduler it
+// leaves at the next step boundary, and this returns once it has (its place is free). No
+// other thread may be using it.
+void duet_generator_free(duet_generator *generator);
+
 // Loads libonnxruntime once for the process, from `ort_library` when not NULL, else from
 // `$DUET_ORT_LIBRARY`, `$ORT_DYLIB_PATH`, the folder of libduet, then the system loader.
 // Optional: `duet_model_open` does it on first use. Later calls do nothing. Thread-safe.
@@ -352,7 +425,8 @@ duet_status duet_runtime_init(const char *ort_library);
 duet_status duet_model_open(const char *dir, const duet_model_options *options, duet_model **out);
 
 // Frees a model; NULL is a no-op. No other thread may be using it. Chats and indexes made
-// from it keep what they need alive until they are freed themselves.
+// from it keep what they need alive until they are freed themselves; a generator still running
+// on its scheduler ends with DUET_STATUS_CANCELLED.
 void duet_model_free(duet_model *model);
 
 // What was detected, as a JSON object: architecture, layout ("merged"/"split"), vocab_size,

@@ -48,6 +48,39 @@ pub enum Error {
     Unsupported(String),
     #[error("index {}: {reason}", path.display())]
     IndexModelMismatch { path: PathBuf, reason: String },
+    #[error("busy: {0}; retry later")]
+    Busy(String),
+}
+
+impl Clone for Error {
+    /// The same error again (one failed batch run fails each request in it); an I/O error is
+    /// copied by kind and message.
+    fn clone(&self) -> Self {
+        match self {
+            Error::Io { path, source } => Error::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) },
+            Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+            Error::NullPointer(m) => Error::NullPointer(m),
+            Error::InvalidUtf8(m) => Error::InvalidUtf8(m.clone()),
+            Error::UnknownParam { key, valid } => Error::UnknownParam { key: key.clone(), valid: valid.clone() },
+            Error::InvalidParam { key, reason } => Error::InvalidParam { key: key.clone(), reason: reason.clone() },
+            Error::RuntimeNotFound { tried } => Error::RuntimeNotFound { tried: tried.clone() },
+            Error::RuntimeVersion { path, reason } => Error::RuntimeVersion { path: path.clone(), reason: reason.clone() },
+            Error::ModelFileMissing { path, reason } => Error::ModelFileMissing { path: path.clone(), reason: reason.clone() },
+            Error::ModelInvalid { path, reason } => Error::ModelInvalid { path: path.clone(), reason: reason.clone() },
+            Error::Tokenizer(m) => Error::Tokenizer(m.clone()),
+            Error::InputTooLong { index, tokens, limit } => Error::InputTooLong { index: *index, tokens: *tokens, limit: *limit },
+            Error::Onnx(m) => Error::Onnx(m.clone()),
+            Error::ProviderUnavailable(m) => Error::ProviderUnavailable(m.clone()),
+            Error::Internal(m) => Error::Internal(m.clone()),
+            Error::IndexFile { path, reason } => Error::IndexFile { path: path.clone(), reason: reason.clone() },
+            Error::Cancelled => Error::Cancelled,
+            Error::DeadlineExceeded(ms) => Error::DeadlineExceeded(*ms),
+            Error::InvalidHandle(m) => Error::InvalidHandle(m.clone()),
+            Error::Unsupported(m) => Error::Unsupported(m.clone()),
+            Error::IndexModelMismatch { path, reason } => Error::IndexModelMismatch { path: path.clone(), reason: reason.clone() },
+            Error::Busy(m) => Error::Busy(m.clone()),
+        }
+    }
 }
 
 /// A field-less mirror of [`Error`], 1:1 with the C status codes.
@@ -74,6 +107,7 @@ pub enum ErrorKind {
     InvalidHandle,
     Unsupported,
     IndexModelMismatch,
+    Busy,
 }
 
 impl Error {
@@ -100,6 +134,7 @@ impl Error {
             Error::InvalidHandle(_) => ErrorKind::InvalidHandle,
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::IndexModelMismatch { .. } => ErrorKind::IndexModelMismatch,
+            Error::Busy(_) => ErrorKind::Busy,
         }
     }
 

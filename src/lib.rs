@@ -25,7 +25,8 @@ pub mod text;
 
 pub use error::{Error, ErrorKind, Result};
 pub use generate::{
-    generate, generate_encoded, new_generation_settings, FinishReason, Flow, GenerationOutput, GenerationParams, Observer, Sequence,
+    encode_inputs, generate, generate_encoded, new_generation_settings, resolve_params, Event, FinishReason, Flow, Generation,
+    GenerationOutput, GenerationParams, Observer, Scheduler, SchedulerOptions, Sequence,
 };
 pub use model::{new_model_options, Layout, Model};
 pub use settings::Settings;

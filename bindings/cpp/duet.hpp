@@ -16,7 +16,7 @@
 //    DUET_STATUS_NULL_POINTER; a string holding a NUL byte throws DUET_STATUS_INVALID_ARGUMENT.
 //  * Strings go in as std::string_view (copied to NUL-terminated storage before the C call) and
 //    come out as std::string (copies; nothing returned refers to duet's memory).
-//  * Handles (Model, Params, Chat, Index, Reply, CancelToken) are move-only RAII owners.
+//  * Handles (Model, Params, Chat, Index, Reply, CancelToken, Generator) are move-only RAII owners.
 //  * Cancelling: a callback returning Flow::Stop (the result/reply says FinishReason::Cancelled);
 //    a CancelToken set on the Params, from any thread, or the `timeout_ms` param (the call throws
 //    duet::Error with DUET_STATUS_CANCELLED / DUET_STATUS_DEADLINE_EXCEEDED).
@@ -35,7 +35,9 @@
 #include <exception>
 #include <functional>
 #include <limits>
+#include <iterator>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -630,6 +632,10 @@ public:
         return assist_impl(question, nullptr, on_text);
     }
 
+    /// A generation driven by hand, event by event (defined below).
+    class Generator generator(const std::vector<std::string> &inputs, const Params &params) const;
+    class Generator generator(const std::vector<std::string> &inputs) const;
+
     /// A conversation (defined below).
     Chat chat() const;
     Chat chat(const Params &params) const;
@@ -786,6 +792,104 @@ private:
 
 inline Chat Model::chat() const { return Chat(*this); }
 inline Chat Model::chat(const Params &params) const { return Chat(*this, params); }
+
+// ---------------------------------------------------------------------------------------------
+// Generator
+
+/// What one step decided: new text of an input, or that an input finished.
+struct Event {
+    enum class Kind { Text, Finished };
+    Kind kind = Kind::Text;
+    std::size_t input = 0;
+    /// Text events: the new piece (a copy).
+    std::string piece;
+    /// Text events: the token that completed the piece, -1 for a final flush / beam result.
+    int32_t token_id = -1;
+    /// Finished events: why.
+    FinishReason finish_reason = FinishReason::Length;
+};
+
+/// A generation the caller drives (duet_generator_*): `for (const duet::Event &e : gen)` pulls
+/// events until the generation ends; `cancel()` (any thread) stops it at its next step and the
+/// loop then ends; `result()` has every input's sequences after the loop. Destroying it before
+/// the end cancels it. Used by one thread at a time (but for cancel); move-only.
+class Generator {
+public:
+    Generator(const Model &model, const std::vector<std::string> &inputs, const Params *params) {
+        const detail::CStrings in(inputs, "inputs");
+        duet_generator *g = nullptr;
+        detail::check(duet_generator_new(model.raw(), in.pointers.data(), in.size(), detail::raw_or_null(params), &g));
+        h_ = decltype(h_)(g);
+    }
+
+    /// The next event, or nothing once the generation is over.
+    std::optional<Event> next() {
+        duet_event ev{};
+        detail::check(duet_generator_next(raw(), &ev));
+        if (ev.kind == DUET_EVENT_KIND_DONE) return std::nullopt;
+        Event out;
+        out.input = ev.input_index;
+        if (ev.kind == DUET_EVENT_KIND_TEXT) {
+            out.piece.assign(ev.piece, ev.piece_len);
+            out.token_id = ev.token_id;
+        } else {
+            out.kind = Event::Kind::Finished;
+            out.finish_reason = static_cast<FinishReason>(ev.finish_reason);
+        }
+        return out;
+    }
+
+    /// Stops at the next step boundary; other requests on the model go on. Thread-safe.
+    void cancel() const { detail::check(duet_generator_cancel(raw())); }
+
+    /// Every input's sequences, once next() said the generation is over.
+    std::vector<Output> result() const {
+        duet_result *r = nullptr;
+        detail::check(duet_generator_result(raw(), &r));
+        detail::Handle<duet_result, duet_result_free> owned(r);
+        return detail::read_result(owned.get());
+    }
+
+    /// Input iterator over the events (one pass).
+    class iterator {
+    public:
+        using iterator_category = std::input_iterator_tag;
+        using value_type = Event;
+        using difference_type = std::ptrdiff_t;
+        using pointer = const Event *;
+        using reference = const Event &;
+        iterator() = default;
+        explicit iterator(Generator *g) : g_(g) { ++*this; }
+        reference operator*() const { return *current_; }
+        pointer operator->() const { return &*current_; }
+        iterator &operator++() {
+            current_ = g_->next();
+            if (!current_) g_ = nullptr;
+            return *this;
+        }
+        bool operator==(const iterator &o) const { return g_ == o.g_; }
+        bool operator!=(const iterator &o) const { return g_ != o.g_; }
+
+    private:
+        Generator *g_ = nullptr;
+        std::optional<Event> current_;
+    };
+    iterator begin() { return iterator(this); }
+    iterator end() { return iterator(); }
+
+    duet_generator *raw() const {
+        if (!h_) detail::moved_from("Generator");
+        return h_.get();
+    }
+
+private:
+    detail::Handle<duet_generator, duet_generator_free> h_;
+};
+
+inline Generator Model::generator(const std::vector<std::string> &inputs, const Params &params) const {
+    return Generator(*this, inputs, &params);
+}
+inline Generator Model::generator(const std::vector<std::string> &inputs) const { return Generator(*this, inputs, nullptr); }
 
 // ---------------------------------------------------------------------------------------------
 // Index

@@ -428,6 +428,45 @@ int main(int argc, char **argv) {
         expect(i2.search("x", 1).size() == 1, "index outlives its model");
     }
 
+    // -- Generator: a range of events; pieces add up to generate()'s text; stop early -------------
+    {
+        duet::Model model(dir);
+        duet::Params gp;
+        gp.set("max_new_tokens", 12);
+        const std::vector<std::string> two{"The weather is nice today.", "Hello world"};
+        const std::vector<duet::Output> want = model.generate(two, gp);
+        duet::Generator gen = model.generator(two, gp);
+        std::vector<std::string> pieces(two.size());
+        std::size_t finished = 0;
+        for (const duet::Event &e : gen) {
+            if (e.kind == duet::Event::Kind::Text) pieces.at(e.input) += e.piece;
+            else finished++;
+        }
+        const std::vector<duet::Output> got = gen.result();
+        for (std::size_t i = 0; i < two.size(); i++) {
+            expect(pieces[i] == want[i].sequences[0].text, "generator pieces add up to generate()'s text");
+            expect(got[i].sequences[0].token_ids == want[i].sequences[0].token_ids, "generator result equals generate()");
+        }
+        expect(finished == two.size(), "one Finished event per input");
+
+        duet::Generator early = model.generator(two, gp);
+        std::size_t texts = 0;
+        for (const duet::Event &e : early) {
+            if (e.kind == duet::Event::Kind::Text && ++texts == 1) early.cancel();
+        }
+        expect(texts == 1, "no event after cancel");
+        expect(early.result()[0].sequences[0].finish_reason == duet::FinishReason::Cancelled ||
+                   early.result()[1].sequences[0].finish_reason == duet::FinishReason::Cancelled,
+               "a cancelled generator says Cancelled");
+        expect_error("result before the end", DUET_STATUS_INVALID_ARGUMENT, [&] {
+            duet::Generator fresh = model.generator(two, gp);
+            fresh.result();
+        });
+        duet::Generator moved = model.generator(two, gp);
+        duet::Generator to = std::move(moved);
+        expect_error("moved-from Generator", DUET_STATUS_NULL_POINTER, [&] { moved.next(); });
+    }
+
     std::cout << passed << " passed, " << failed << " failed\n";
     return failed != 0;
 }

@@ -9,7 +9,7 @@ use super::params::duet_params;
 use super::status::duet_status;
 use crate::error::{Error, Result};
 use crate::generate::control::{guarded, Limits};
-use crate::generate::{generate, new_generation_settings, FinishReason, Flow, GenerationOutput, Observer};
+use crate::generate::{encode_inputs, generate, new_generation_settings, resolve_params, FinishReason, Flow, GenerationOutput, Observer};
 
 /// Why a sequence ended.
 #[repr(C)]
@@ -84,7 +84,7 @@ pub struct duet_result {
 }
 
 impl duet_result {
-    fn new(outputs: &[GenerationOutput], texts: &[&str]) -> Self {
+    pub(crate) fn new(outputs: &[GenerationOutput], texts: &[&str]) -> Self {
         let json = results_json(outputs, texts);
         let inputs = outputs
             .iter()
@@ -147,7 +147,8 @@ pub fn results_json(outputs: &[GenerationOutput], texts: &[&str]) -> serde_json:
 /// Generates for `n_inputs` UTF-8 texts decoded together as one batch. `params` may be NULL
 /// (the model's generation_config.json defaults); `callback` may be NULL. On success `*out`
 /// receives a result to free with `duet_result_free`. Thread-safe: many threads may call this
-/// on the same model at once.
+/// on the same model at once; the model's scheduler batches their requests. The callback always
+/// runs on the calling thread.
 #[no_mangle]
 pub unsafe extern "C" fn duet_generate(
     model: *const duet_model,
@@ -160,7 +161,7 @@ pub unsafe extern "C" fn duet_generate(
 ) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        let model = &handle(model, "model")?.model;
+        let model = handle(model, "model")?;
         if inputs.is_null() {
             return Err(Error::NullPointer("inputs"));
         }
@@ -170,11 +171,13 @@ pub unsafe extern "C" fn duet_generate(
         let texts = str_array(inputs, n_inputs, "inputs")?;
         let (settings, limits) = call_params(params)?;
         let mut observer = callback.map(|callback| CallbackObserver { callback, user_data });
-        let outputs = if observer.is_none() && limits.is_unlimited() {
-            // No observer at all: eligible for dynamic batching.
-            generate(model, &texts, &settings, None)?
-        } else {
-            guarded(&limits, observer.as_mut().map(|o| o as &mut dyn Observer), |obs| generate(model, &texts, &settings, obs))?
+        let observer = observer.as_mut().map(|o| o as &mut dyn Observer);
+        let outputs = match &model.scheduler {
+            Some(scheduler) => {
+                let params = resolve_params(&model.model, &settings)?;
+                scheduler.generate(encode_inputs(&model.model, &texts, &params)?, &params, limits, observer)?
+            }
+            None => guarded(&limits, observer, |obs| generate(&model.model, &texts, &settings, obs))?,
         };
         *out = new_handle(duet_result::new(&outputs, &texts));
         Ok(())

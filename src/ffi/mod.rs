@@ -11,6 +11,7 @@
 
 mod boundary;
 mod generate;
+mod generator;
 mod handles;
 mod model;
 mod params;
@@ -21,6 +22,7 @@ mod tasks;
 
 pub use boundary::*;
 pub use generate::*;
+pub use generator::*;
 pub use model::*;
 pub use params::*;
 pub use plugin::*;

@@ -7,12 +7,29 @@ use super::boundary::{boundary, c_string, out_arg, str_arg};
 use super::handles::{free_handle, handle, new_handle, new_string};
 use super::params::duet_model_options;
 use super::status::duet_status;
-use crate::model::{new_model_options, Model};
+use crate::generate::{Scheduler, SchedulerOptions};
+use crate::model::{new_model_options, Model, ModelKind};
 
 /// A loaded model (opaque). Thread-safe: one `const duet_model *` may be used by any number of
-/// threads at once; requests interleave step by step.
+/// threads at once. With `scheduling` on (the default) its scheduler thread decodes every
+/// caller's request, batched a step at a time; with it off, requests interleave step by step.
 pub struct duet_model {
     pub(crate) model: std::sync::Arc<Model>,
+    /// Batches every generate call and generator on the model (option `scheduling`, on by default).
+    pub(crate) scheduler: Option<Scheduler>,
+}
+
+/// The scheduler the options ask for, if any (`scheduling`, `max_batch_rows`, `max_requests`).
+fn scheduler_for(model: &std::sync::Arc<Model>, options: &crate::Settings) -> Option<Scheduler> {
+    if options.str("scheduling") == Some("off") || model.kind != ModelKind::Seq2Seq {
+        return None;
+    }
+    let defaults = SchedulerOptions::default();
+    let bounds = SchedulerOptions {
+        max_batch_rows: options.int("max_batch_rows").map_or(defaults.max_batch_rows, |v| v as usize),
+        max_requests: options.int("max_requests").map_or(defaults.max_requests, |v| v as usize),
+    };
+    Some(Scheduler::new(model.clone(), bounds))
 }
 
 /// Loads libonnxruntime once for the process, from `ort_library` when not NULL, else from
@@ -36,14 +53,16 @@ pub unsafe extern "C" fn duet_model_open(dir: *const c_char, options: *const due
         let dir = str_arg(dir, "dir")?;
         let defaults = new_model_options();
         let options = if options.is_null() { &defaults } else { &handle(options, "options")?.settings };
-        let model = Model::open_with(dir, options)?;
-        *out = new_handle(duet_model { model: std::sync::Arc::new(model) });
+        let model = std::sync::Arc::new(Model::open_with(dir, options)?);
+        let scheduler = scheduler_for(&model, options);
+        *out = new_handle(duet_model { model, scheduler });
         Ok(())
     })
 }
 
 /// Frees a model; NULL is a no-op. No other thread may be using it. Chats and indexes made
-/// from it keep what they need alive until they are freed themselves.
+/// from it keep what they need alive until they are freed themselves; a generator still running
+/// on its scheduler ends with DUET_STATUS_CANCELLED.
 #[no_mangle]
 pub unsafe extern "C" fn duet_model_free(model: *mut duet_model) {
     free_handle(model, "model")

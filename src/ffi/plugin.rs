@@ -8,7 +8,7 @@ use super::*;
 /// Incompatible changes to the table or to any function in it raise this.
 pub const DUET_ABI_MAJOR: u32 = 1;
 /// Compatible additions (new members at the end of the table) raise this.
-pub const DUET_ABI_MINOR: u32 = 1;
+pub const DUET_ABI_MINOR: u32 = 2;
 
 /// Every function of duet.h, as pointers. Members are only ever added at the end.
 #[rustfmt::skip] // written by tools/gen_plugin_table.py, one member a line
@@ -80,6 +80,11 @@ pub struct duet_api_v1 {
     pub index_add_batch: unsafe extern "C" fn(*const duet_index, *const i64, *const *const c_char, usize) -> duet_status,
     pub index_text: unsafe extern "C" fn(*const duet_index, i64, *mut *mut c_char) -> duet_status,
     pub index_search_with: unsafe extern "C" fn(*const duet_index, *const c_char, usize, *const duet_params, *mut i64, *mut f64, *mut usize) -> duet_status,
+    pub generator_new: unsafe extern "C" fn(*const duet_model, *const *const c_char, usize, *const duet_params, *mut *mut duet_generator) -> duet_status,
+    pub generator_next: unsafe extern "C" fn(*mut duet_generator, *mut duet_event) -> duet_status,
+    pub generator_cancel: unsafe extern "C" fn(*const duet_generator) -> duet_status,
+    pub generator_result: unsafe extern "C" fn(*const duet_generator, *mut *mut duet_result) -> duet_status,
+    pub generator_free: unsafe extern "C" fn(*mut duet_generator),
 }
 
 #[rustfmt::skip]
@@ -149,6 +154,11 @@ static PLUGIN_V1: duet_api_v1 = duet_api_v1 {
     index_add_batch: duet_index_add_batch,
     index_text: duet_index_text,
     index_search_with: duet_index_search_with,
+    generator_new: duet_generator_new,
+    generator_next: duet_generator_next,
+    generator_cancel: duet_generator_cancel,
+    generator_result: duet_generator_result,
+    generator_free: duet_generator_free,
 };
 
 /// The function table for a host built against ABI major `host_abi_major` (pass

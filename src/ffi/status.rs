@@ -52,6 +52,8 @@ pub enum duet_status {
     Unsupported = 20,
     /// An index was built with another model (graph, tokenizer, pooling or width differ).
     IndexModelMismatch = 21,
+    /// The model's scheduler already holds `max_requests` requests; retry later.
+    Busy = 22,
     /// duet panicked; the host is unharmed, the object involved should be freed.
     Panic = 100,
 }
@@ -80,6 +82,7 @@ impl From<ErrorKind> for duet_status {
             ErrorKind::InvalidHandle => duet_status::InvalidHandle,
             ErrorKind::Unsupported => duet_status::Unsupported,
             ErrorKind::IndexModelMismatch => duet_status::IndexModelMismatch,
+            ErrorKind::Busy => duet_status::Busy,
         }
     }
 }
@@ -109,11 +112,12 @@ impl duet_status {
             duet_status::InvalidHandle => "DUET_STATUS_INVALID_HANDLE",
             duet_status::Unsupported => "DUET_STATUS_UNSUPPORTED",
             duet_status::IndexModelMismatch => "DUET_STATUS_INDEX_MODEL_MISMATCH",
+            duet_status::Busy => "DUET_STATUS_BUSY",
             duet_status::Panic => "DUET_STATUS_PANIC",
         }
     }
 
-    const ALL: [duet_status; 23] = [
+    const ALL: [duet_status; 24] = [
         duet_status::Ok,
         duet_status::InvalidArgument,
         duet_status::NullPointer,
@@ -136,6 +140,7 @@ impl duet_status {
         duet_status::InvalidHandle,
         duet_status::Unsupported,
         duet_status::IndexModelMismatch,
+        duet_status::Busy,
         duet_status::Panic,
     ];
 }
@@ -182,6 +187,6 @@ mod tests {
     fn codes_are_stable() {
         // These numbers are ABI: this test changes only when a code is added.
         let numbers: Vec<i32> = duet_status::ALL.iter().map(|s| *s as i32).collect();
-        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 100]);
+        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 100]);
     }
 }

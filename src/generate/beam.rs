@@ -4,12 +4,13 @@
 //! hypothesis scored `sum / generated_len ** length_penalty`, and `early_stopping` decides when
 //! running beams can no longer beat the finished ones.
 
-use super::output::{FinishReason, Flow, Sequence};
+use super::output::{FinishReason, Sequence};
 use super::params::EarlyStopping;
 use super::processors::{log_softmax, RowContext};
-use super::Request;
+use super::search::{Event, RowChange, Rules, Search};
 use crate::error::Result;
-use crate::model::{EncoderOutput, KvCache};
+use crate::model::Logits;
+use crate::text::Tokenizer;
 
 /// transformers' stand-in for "no score".
 const NONE: f32 = -1.0e9;
@@ -49,53 +50,77 @@ impl Item {
     }
 }
 
-pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<Sequence>>> {
-    let p = req.params;
-    let nb = p.num_beams;
-    let items_count = encoder.rows;
-    let encoder = encoder.repeat_rows(nb, &req.model.decoder()?.rows)?;
-    let vocab = req.model.vocab_size();
-    let keep = (nb * 2.max(1 + p.eos_token_ids.len())).min(nb * vocab);
-    let mut items: Vec<Item> = (0..items_count)
-        .map(|_| Item {
-            running: (0..nb)
-                .map(|j| Beam { ids: vec![p.decoder_start_token_id], token_scores: vec![], score: if j == 0 { 0.0 } else { NONE } })
-                .collect(),
-            slots: vec![Slot { score: NONE, hypothesis: None }; nb],
-            improvable: true,
-        })
-        .collect();
-    let mut cache = KvCache::default();
-    let mut cancelled = false;
+pub(crate) struct BeamSearch {
+    rules: Rules,
+    items: Vec<Item>,
+    vocab: usize,
+    /// Continuations looked at per item and step.
+    keep: usize,
+    step: usize,
+}
 
-    for step in 0..p.max_new_tokens {
-        if req.observer.on_step() == Flow::Stop {
-            cancelled = true;
-            break;
+impl BeamSearch {
+    pub fn new(rules: Rules, inputs: usize, vocab: usize) -> Self {
+        let p = &rules.params;
+        let nb = p.num_beams;
+        let keep = (nb * 2.max(1 + p.eos_token_ids.len())).min(nb * vocab);
+        let items = (0..inputs)
+            .map(|_| Item {
+                running: (0..nb)
+                    .map(|j| Beam { ids: vec![p.decoder_start_token_id], token_scores: vec![], score: if j == 0 { 0.0 } else { NONE } })
+                    .collect(),
+                slots: vec![Slot { score: NONE, hypothesis: None }; nb],
+                improvable: true,
+            })
+            .collect();
+        Self { rules, items, vocab, keep, step: 0 }
+    }
+
+    fn ends_with_stop(&self, tokenizer: &Tokenizer, ids: &[u32], token: u32) -> Result<bool> {
+        if self.rules.stops.is_empty() {
+            return Ok(false);
         }
-        let tokens: Vec<u32> = items.iter().flat_map(|it| it.running.iter().map(|b| *b.ids.last().unwrap_or(&0))).collect();
-        let logits = req.model.decoder()?.step(&tokens, &encoder, &mut cache)?;
+        let mut generated = ids[1..].to_vec();
+        generated.push(token);
+        Ok(self.rules.stops.find(&tokenizer.decode(&generated)?).is_some())
+    }
+}
+
+impl Search for BeamSearch {
+    fn encoder_rows(&self) -> Option<Vec<usize>> {
+        let nb = self.rules.params.num_beams;
+        Some((0..self.items.len()).flat_map(|r| std::iter::repeat_n(r, nb)).collect())
+    }
+
+    fn next_tokens(&self) -> Vec<u32> {
+        self.items.iter().flat_map(|it| it.running.iter().map(|b| *b.ids.last().unwrap_or(&0))).collect()
+    }
+
+    fn advance(&mut self, tokenizer: &Tokenizer, logits: &Logits, first: usize, _: &mut Vec<Event>) -> Result<RowChange> {
+        let p = &self.rules.params;
+        let (nb, vocab, step) = (p.num_beams, self.vocab, self.step);
         let generated = step + 1;
         let at_limit = generated == p.max_new_tokens;
-        let mut reorder = Vec::with_capacity(items_count * nb);
+        let mut reorder = Vec::with_capacity(self.items.len() * nb);
         let mut any_continuation = false;
 
-        for (b, item) in items.iter_mut().enumerate() {
+        for b in 0..self.items.len() {
+            let item = &self.items[b];
             let mut scores = Vec::with_capacity(nb * vocab);
             let mut processed = Vec::with_capacity(nb);
             for (j, beam) in item.running.iter().enumerate() {
-                let mut lp = log_softmax(logits.row(b * nb + j));
-                req.pipeline.process(&RowContext { decoder_ids: &beam.ids, generated: step }, &mut lp);
+                let mut lp = log_softmax(logits.row(first + b * nb + j));
+                self.rules.pipeline.process(&RowContext { decoder_ids: &beam.ids, generated: step }, &mut lp);
                 scores.extend(lp.iter().map(|&l| l + beam.score));
                 processed.push(lp);
             }
             if item.improvable && processed.iter().all(|lp| lp.iter().all(|l| *l == f32::NEG_INFINITY)) {
                 return Err(super::nothing_to_generate(b, step));
             }
-            let mut candidates = Vec::with_capacity(keep);
-            for idx in top_k(&scores, keep) {
+            let mut candidates = Vec::with_capacity(self.keep);
+            for idx in top_k(&scores, self.keep) {
                 let (beam, token) = (idx / vocab, (idx % vocab) as u32);
-                let hits_stop = req.is_eos(token) || at_limit || ends_with_stop(req, &item.running[beam].ids, token)?;
+                let hits_stop = p.is_eos(token) || at_limit || self.ends_with_stop(tokenizer, &item.running[beam].ids, token)?;
                 any_continuation |= !hits_stop;
                 candidates.push(Candidate { beam, token, score: scores[idx], token_score: processed[beam][token as usize], hits_stop });
             }
@@ -127,6 +152,7 @@ pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<S
             order.sort_by(|a, b| b.1.total_cmp(&a.1));
             let running: Vec<Beam> = order.iter().take(nb).map(|&(k, s)| extend(&candidates[k], s)).collect();
             reorder.extend(order.iter().take(nb).map(|&(k, _)| b * nb + candidates[k].beam));
+            let item = &mut self.items[b];
             item.running = running;
             item.slots = new_slots;
 
@@ -138,53 +164,47 @@ pub(crate) fn run(req: &mut Request, encoder: EncoderOutput) -> Result<Vec<Vec<S
                 item.improvable = item.slots.iter().any(|s| best > if s.hypothesis.is_some() { worst } else { NONE });
             }
         }
+        self.step += 1;
 
-        let improvement_possible = items.iter().any(|it| it.improvable);
-        let all_done = p.early_stopping == EarlyStopping::True && items.iter().all(Item::all_finished);
-        if !improvement_possible || all_done || !any_continuation {
-            break;
+        let improvement_possible = self.items.iter().any(|it| it.improvable);
+        let all_done = p.early_stopping == EarlyStopping::True && self.items.iter().all(Item::all_finished);
+        if !improvement_possible || all_done || !any_continuation || self.step >= p.max_new_tokens {
+            return Ok(RowChange::Done);
         }
-        cache.reorder_rows(&reorder, &req.model.decoder()?.rows)?;
+        Ok(if reorder.iter().enumerate().all(|(i, &j)| i == j) { RowChange::Same } else { RowChange::Reorder(reorder) })
     }
 
-    let mut out = Vec::with_capacity(items_count);
-    for (b, item) in items.into_iter().enumerate() {
-        let mut sequences = Vec::with_capacity(p.num_return_sequences);
-        let running = item.running.iter().map(|beam| Slot { score: beam.score, hypothesis: Some(beam.clone()) });
-        let chosen: Vec<Slot> = if cancelled {
-            item.slots.iter().filter(|s| s.hypothesis.is_some()).cloned().chain(running).take(p.num_return_sequences).collect()
-        } else {
-            item.slots.into_iter().take(p.num_return_sequences).collect()
-        };
-        for slot in chosen {
-            let Some(beam) = slot.hypothesis else { continue };
-            let token_ids = beam.ids[1..].to_vec();
-            let (text, stopped) = req.final_text(&token_ids)?;
-            let finish_reason = match token_ids.last() {
-                _ if cancelled => FinishReason::Cancelled,
-                Some(&t) if req.is_eos(t) => FinishReason::Eos,
-                _ if stopped => FinishReason::StopString,
-                _ => FinishReason::Length,
+    fn finish(self: Box<Self>, tokenizer: &Tokenizer, cancelled: bool, events: &mut Vec<Event>) -> Result<Vec<Vec<Sequence>>> {
+        let p = &self.rules.params;
+        let mut out = Vec::with_capacity(self.items.len());
+        for (b, item) in self.items.into_iter().enumerate() {
+            let mut sequences = Vec::with_capacity(p.num_return_sequences);
+            let running = item.running.iter().map(|beam| Slot { score: beam.score, hypothesis: Some(beam.clone()) });
+            let chosen: Vec<Slot> = if cancelled {
+                item.slots.iter().filter(|s| s.hypothesis.is_some()).cloned().chain(running).take(p.num_return_sequences).collect()
+            } else {
+                item.slots.into_iter().take(p.num_return_sequences).collect()
             };
-            sequences.push(Sequence { token_ids, text, score: slot.score, token_scores: beam.token_scores, finish_reason });
-        }
-        if let Some(best) = sequences.first() {
-            if !cancelled && req.observer.on_text(b, &best.text, None) == Flow::Stop {
-                cancelled = true;
+            for slot in chosen {
+                let Some(beam) = slot.hypothesis else { continue };
+                let token_ids = beam.ids[1..].to_vec();
+                let (text, stopped) = self.rules.final_text(tokenizer, &token_ids)?;
+                let finish_reason = match token_ids.last() {
+                    _ if cancelled => FinishReason::Cancelled,
+                    Some(&t) if p.is_eos(t) => FinishReason::Eos,
+                    _ if stopped => FinishReason::StopString,
+                    _ => FinishReason::Length,
+                };
+                sequences.push(Sequence { token_ids, text, score: slot.score, token_scores: beam.token_scores, finish_reason });
             }
+            if let (Some(best), false) = (sequences.first(), cancelled) {
+                events.push(Event::Text { input: b, piece: best.text.clone(), token: None });
+                events.push(Event::Finished { input: b, reason: best.finish_reason });
+            }
+            out.push(sequences);
         }
-        out.push(sequences);
+        Ok(out)
     }
-    Ok(out)
-}
-
-fn ends_with_stop(req: &Request, ids: &[u32], token: u32) -> Result<bool> {
-    if req.stops.is_empty() {
-        return Ok(false);
-    }
-    let mut generated = ids[1..].to_vec();
-    generated.push(token);
-    Ok(req.stops.find(&req.model.tokenizer.decode(&generated)?).is_some())
 }
 
 /// Indices of the `k` largest scores, best first (lower index first among equals).

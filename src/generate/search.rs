@@ -1,152 +1,79 @@
-//! Greedy decoding and sampling: one token per row per step, rows decoded together.
+//! What every search strategy is to the engine: the rows it decodes, the tokens it feeds next,
+//! and what it does with one step's logits. The decoder run itself is not the strategy's: a
+//! [`super::Generation`] runs it for one request, the scheduler for many requests at once.
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-use super::output::{FinishReason, Flow, Sequence};
-use super::processors::{log_softmax, softmax, RowContext};
-use super::Request;
+use super::output::{FinishReason, Sequence};
+use super::params::GenerationParams;
+use super::processors::Pipeline;
 use crate::error::Result;
-use crate::model::{EncoderOutput, KvCache};
-use crate::text::TextStream;
+use crate::model::Logits;
+use crate::text::{StopMatcher, Tokenizer};
 
-struct Row {
-    /// Decoder start token, then the generated tokens.
-    ids: Vec<u32>,
-    token_scores: Vec<f32>,
-    finished: Option<FinishReason>,
-    stream: TextStream,
+/// One thing a step decided, for input `input` of the request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// New text. Greedy/sampling: each new piece as it is decided (whole UTF-8 characters, never
+    /// part of a stop string), `token` the id that completed it (`None` for the final flush).
+    /// Beam search: the input's best sequence, once, when it is final.
+    Text { input: usize, piece: String, token: Option<u32> },
+    /// The input's generation ended (greedy/sampling: at once; beam search: when the request ends).
+    Finished { input: usize, reason: FinishReason },
 }
 
-pub(crate) fn run(req: &mut Request, mut encoder: EncoderOutput) -> Result<Vec<Vec<Sequence>>> {
-    let p = req.params;
-    let tokenizer = &req.model.tokenizer;
-    let mut rng = StdRng::seed_from_u64(p.seed.unwrap_or_else(rand::random));
-    let mut rows: Vec<Row> = (0..encoder.rows)
-        .map(|_| Row { ids: vec![p.decoder_start_token_id], token_scores: Vec::new(), finished: None, stream: TextStream::new() })
-        .collect();
-    let mut cache = KvCache::default();
-    let mut cancelled = false;
-    // The rows still decoding, in batch order: finished rows leave the batch (transformers keeps
-    // them, fed with padding; every row's own computation is the same either way).
-    let mut active: Vec<usize> = (0..rows.len()).collect();
-
-    for _ in 0..p.max_new_tokens {
-        if req.observer.on_step() == Flow::Stop {
-            cancelled = true;
-            break;
-        }
-        let next: Vec<u32> = active.iter().map(|&r| *rows[r].ids.last().unwrap_or(&p.decoder_start_token_id)).collect();
-        let logits = req.model.decoder()?.step(&next, &encoder, &mut cache)?;
-        for (j, &i) in active.iter().enumerate() {
-            let row = &mut rows[i];
-            let mut scores = logits.row(j).to_vec();
-            let ctx = RowContext { decoder_ids: &row.ids, generated: row.ids.len() - 1 };
-            req.pipeline.process(&ctx, &mut scores);
-            if scores.iter().all(|s| *s == f32::NEG_INFINITY) {
-                return Err(super::nothing_to_generate(i, row.ids.len() - 1));
-            }
-            let token = if p.do_sample {
-                req.pipeline.warp(&ctx, &mut scores);
-                sample(&scores, &mut rng)
-            } else {
-                argmax(&scores)
-            };
-            row.token_scores.push(log_softmax(&scores)[token as usize]);
-            row.ids.push(token);
-            let stop = row.stream.push(tokenizer, token, &req.stops)?;
-            if req.is_eos(token) {
-                row.finished = Some(FinishReason::Eos);
-            } else if stop.is_some() {
-                row.finished = Some(FinishReason::StopString);
-            }
-            if let Some(piece) = row.stream.take_piece(&req.stops) {
-                if req.observer.on_text(i, &piece, Some(token)) == Flow::Stop {
-                    cancelled = true;
-                    break;
-                }
-            }
-        }
-        let keep: Vec<usize> = (0..active.len()).filter(|&j| rows[active[j]].finished.is_none()).collect();
-        if cancelled || keep.is_empty() {
-            break;
-        }
-        if keep.len() < active.len() {
-            encoder = encoder.select_rows(&keep, &req.model.decoder()?.rows)?;
-            cache.select_rows(&keep, &req.model.decoder()?.rows)?;
-            active = keep.iter().map(|&j| active[j]).collect();
-        }
-    }
-
-    let mut out = Vec::with_capacity(rows.len());
-    for (i, mut row) in rows.into_iter().enumerate() {
-        let reason = row.finished.unwrap_or(if cancelled { FinishReason::Cancelled } else { FinishReason::Length });
-        let generated = row.token_scores.len();
-        let token_ids = row.ids[1..=generated].to_vec();
-        let (text, _) = req.final_text(&token_ids)?;
-        if !cancelled {
-            if let Some(piece) = row.stream.finish(&text) {
-                req.observer.on_text(i, &piece, None);
-            }
-        }
-        out.push(vec![Sequence {
-            score: row.token_scores.iter().sum(),
-            token_ids,
-            text,
-            token_scores: row.token_scores,
-            finish_reason: reason,
-        }]);
-    }
-    Ok(out)
+/// How a step changed the request's rows, for its encoder output and KV cache.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RowChange {
+    Same,
+    /// Row `i` continues row `index[i]` of the same input: only the self-attention cache moves.
+    Reorder(Vec<usize>),
+    /// Only rows `index` go on (finished rows leave): encoder rows and both caches follow.
+    Select(Vec<usize>),
+    /// Nothing goes on.
+    Done,
 }
 
-/// The first index of the largest score, as `torch.argmax`.
-pub(crate) fn argmax(scores: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &s) in scores.iter().enumerate() {
-        if s > scores[best] {
-            best = i;
-        }
-    }
-    best as u32
+/// The per-request settings every strategy applies.
+pub(crate) struct Rules {
+    pub params: GenerationParams,
+    pub pipeline: Pipeline,
+    pub stops: StopMatcher,
 }
 
-fn sample(scores: &[f32], rng: &mut StdRng) -> u32 {
-    let probs = softmax(scores);
-    let mut target: f32 = rng.random::<f32>();
-    let mut last_possible = 0;
-    for (i, &pr) in probs.iter().enumerate() {
-        if pr > 0.0 {
-            last_possible = i;
-            if target < pr {
-                return i as u32;
-            }
-            target -= pr;
-        }
+impl Rules {
+    pub fn new(params: &GenerationParams) -> Self {
+        Self { params: params.clone(), pipeline: Pipeline::new(params), stops: StopMatcher::new(&params.stop_strings) }
     }
-    last_possible as u32
+
+    /// Text of a finished sequence, cut before a stop string, and whether one cut it.
+    pub fn final_text(&self, tokenizer: &Tokenizer, token_ids: &[u32]) -> Result<(String, bool)> {
+        let text = tokenizer.decode(token_ids)?;
+        Ok(match self.stops.find(&text) {
+            Some(at) => (text[..at].to_string(), true),
+            None => (text, false),
+        })
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) trait Search: Send {
+    /// Which encoder row each decoder row reads, by input index (`None`: one row per input).
+    fn encoder_rows(&self) -> Option<Vec<usize>>;
 
-    #[test]
-    fn argmax_takes_the_first_maximum() {
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
-    }
+    /// The token each row feeds to the decoder next, in row order.
+    fn next_tokens(&self) -> Vec<u32>;
 
-    #[test]
-    fn sampling_never_picks_masked_tokens_and_is_seeded() {
-        let scores = [f32::NEG_INFINITY, 0.0, 1.0, f32::NEG_INFINITY];
-        let draw = |seed| {
-            let mut rng = StdRng::seed_from_u64(seed);
-            (0..200).map(|_| sample(&scores, &mut rng)).collect::<Vec<_>>()
-        };
-        let a = draw(7);
-        assert_eq!(a, draw(7));
-        assert!(a.iter().all(|&t| t == 1 || t == 2));
-        let twos = a.iter().filter(|&&t| t == 2).count() as f32 / 200.0;
-        assert!((twos - 0.731).abs() < 0.1, "{twos}");
+    /// Takes this step's logits (rows `first..first + next_tokens().len()` of `logits`).
+    fn advance(&mut self, tokenizer: &Tokenizer, logits: &Logits, first: usize, events: &mut Vec<Event>) -> Result<RowChange>;
+
+    /// The sequences of every input, after `advance` said `Done` or when the request is cancelled.
+    fn finish(self: Box<Self>, tokenizer: &Tokenizer, cancelled: bool, events: &mut Vec<Event>) -> Result<Vec<Vec<Sequence>>>;
+}
+
+/// The strategy `params` ask for, over `inputs` inputs.
+pub(crate) fn new_search(params: &GenerationParams, inputs: usize, vocab: usize) -> Box<dyn Search> {
+    let rules = Rules::new(params);
+    if params.num_beams > 1 {
+        Box::new(super::beam::BeamSearch::new(rules, inputs, vocab))
+    } else {
+        Box::new(super::greedy::Greedy::new(rules, inputs))
     }
 }

@@ -86,7 +86,6 @@ pub struct Model {
     layout_note: Option<String>,
     /// `duet_export.json`, written by tools/export_model.py (optimizations, quantization).
     export_manifest: Option<serde_json::Value>,
-    batcher: Option<crate::generate::Batcher>,
 }
 
 impl Model {
@@ -217,13 +216,6 @@ impl Model {
             graphs,
             layout_note,
             export_manifest,
-            batcher: match options.int("batch_window_ms") {
-                Some(ms) if ms > 0 => Some(crate::generate::Batcher::new(
-                    std::time::Duration::from_millis(ms as u64),
-                    options.int("max_batch").unwrap_or(8) as usize,
-                )),
-                _ => None,
-            },
         })
     }
 
@@ -256,7 +248,6 @@ impl Model {
             graphs: vec![(EMBEDDING_FILE.to_string(), footprint, provider)],
             layout_note: None,
             export_manifest: read_export_manifest(dir),
-            batcher: None,
         })
     }
 
@@ -287,11 +278,6 @@ impl Model {
     /// Width of the encoder's hidden states (what `embed` returns): one probe run, then cached.
     pub fn hidden_width(&self) -> Result<usize> {
         self.hidden_width.get_or_try_init(|| Ok(self.encoder.run(&[vec![0]], 0)?.hidden_states()?.1)).copied()
-    }
-
-    /// The dynamic batcher, when `batch_window_ms` is set.
-    pub fn batcher(&self) -> Option<&crate::generate::Batcher> {
-        self.batcher.as_ref()
     }
 
     pub fn dir(&self) -> &Path {

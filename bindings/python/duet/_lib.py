@@ -43,6 +43,11 @@ PROTOTYPES = {
     # generate and its result
     "duet_generate": (_STATUS, [_P, _STRS, ctypes.c_size_t, _P, TOKEN_CALLBACK, ctypes.c_void_p, _PP]),
     "duet_result_free": (None, [_P]),
+    "duet_generator_new": (_STATUS, [_P, _STRS, ctypes.c_size_t, _P, _PP]),
+    "duet_generator_next": (_STATUS, [_P, ctypes.c_void_p]),
+    "duet_generator_cancel": (_STATUS, [_P]),
+    "duet_generator_result": (_STATUS, [_P, _PP]),
+    "duet_generator_free": (None, [_P]),
     "duet_result_num_inputs": (_STATUS, [_P, c_size_p]),
     "duet_result_num_sequences": (_STATUS, [_P, ctypes.c_size_t, c_size_p]),
     "duet_result_text": (_STATUS, [_P, ctypes.c_size_t, ctypes.c_size_t, ctypes.POINTER(ctypes.c_char_p)]),

@@ -17,7 +17,7 @@ __all__ = [
     "Error", "InvalidArgument", "NullPointer", "InvalidUtf8", "UnknownParam", "InvalidParam",
     "RuntimeNotFound", "RuntimeVersion", "ModelFileMissing", "ModelInvalid", "TokenizerError",
     "InputTooLong", "OnnxRuntimeError", "ProviderUnavailable", "IoError", "InternalError",
-    "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "Unsupported", "IndexModelMismatch", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
+    "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "Unsupported", "IndexModelMismatch", "ModelBusy", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
 ]
 
 # The numbers of duet_status in include/duet.h (part of the ABI, never renumbered).
@@ -44,6 +44,7 @@ STATUS_NAMES: Dict[int, str] = {
     19: "DUET_STATUS_INVALID_HANDLE",
     20: "DUET_STATUS_UNSUPPORTED",
     21: "DUET_STATUS_INDEX_MODEL_MISMATCH",
+    22: "DUET_STATUS_BUSY",
     100: "DUET_STATUS_PANIC",
 }
 
@@ -205,6 +206,12 @@ class ClosedError(NullPointer, ValueError):
     """The handle (Model, Chat, Index, ...) was closed; status NullPointer (2)."""
 
 
+class ModelBusy(Error):
+    """The model's scheduler already holds ``max_requests`` requests (a model option); retry
+    later."""
+    status = 22
+
+
 class BusyError(InvalidArgument):
     """A Chat was used again from inside one of its own callbacks (a Chat serves one call at
     a time); status InvalidArgument (1)."""
@@ -224,7 +231,7 @@ _BY_STATUS: Dict[Optional[int], Type[Error]] = {
     for cls in (InvalidArgument, NullPointer, InvalidUtf8, UnknownParam, InvalidParam, RuntimeNotFound,
                 RuntimeVersion, ModelFileMissing, ModelInvalid, TokenizerError, InputTooLong,
                 OnnxRuntimeError, ProviderUnavailable, IoError, InternalError, IndexFileError, Cancelled,
-                DeadlineExceeded, InvalidHandle, Unsupported, IndexModelMismatch, PanicError)
+                DeadlineExceeded, InvalidHandle, Unsupported, IndexModelMismatch, ModelBusy, PanicError)
 }
 
 

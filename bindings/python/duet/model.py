@@ -17,6 +17,7 @@ from .results import ChatReply, Generation, Reply, Summary, _read_result
 
 if TYPE_CHECKING:
     from .chat import Chat
+    from .generator import Generator
 
 _R = TypeVar("_R", bound=Reply)
 
@@ -132,6 +133,17 @@ class Model(_Handle):
         finally:
             _lib.lib().duet_result_free(out.value)
         return result[0] if single else result
+
+    def generator(self, inputs: Union[Text, Iterable[Text]], **params: Any) -> "Generator":
+        """A generation to drive by hand: iterate over it for Events ("text" pieces and
+        "finished" inputs), stop early with ``cancel()`` or by closing it; ``result`` then holds
+        the Generation (or the list of them). See duet.Generator."""
+        from .generator import Generator  # noqa: PLC0415 - generator imports results, as we do
+
+        single = isinstance(inputs, (str, bytes, bytearray, memoryview))
+        encoded = [_encode(inputs, "inputs")] if single else _text_list(inputs, "inputs")
+        with self._use() as ptr, _Params(self._merged(params)) as p:
+            return Generator(ptr, _c_array(encoded), [e.decode("utf-8") for e in encoded], p, single)
 
     def summarize(self, text: Text, progress: Optional[ProgressCallback] = None,
                   stream: Optional[Callable[[str], Any]] = None, **params: Any) -> Summary:

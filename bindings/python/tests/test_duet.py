@@ -146,6 +146,44 @@ def test_generate_stream_and_cancel(t5):
     assert g.finish_reason != "cancelled"
 
 
+def test_generator_is_a_plain_iterator_equal_to_generate(t5, bart, fixtures):
+    texts = ["The weather is nice today.", "Hello world"]
+    for model, params in ((t5, {}), (bart, {"num_beams": 3})):
+        want = model.generate(texts, max_new_tokens=10, **params)
+        threads = threading.active_count()
+        gen = model.generator(texts, max_new_tokens=10, **params)
+        events = list(gen)
+        assert threading.active_count() == threads
+        assert [g.as_dict() for g in gen.result] == [g.as_dict() for g in want]
+        for i, g in enumerate(want):
+            assert "".join(e.piece for e in events if e.kind == "text" and e.input == i) == g.text
+            finished = [e for e in events if e.kind == "finished" and e.input == i]
+            assert [e.finish_reason for e in finished] == [g.finish_reason]
+        assert list(gen) == []  # exhausted
+        gen.close()
+
+
+def test_generator_cancel_and_close_and_busy(fixtures):
+    with duet.Model(fixtures / "t5-tiny", options={"max_requests": 1}) as model:
+        full = model.generate("The weather is nice today.", max_new_tokens=24, min_new_tokens=24)
+        gen = model.generator("The weather is nice today.", max_new_tokens=24, min_new_tokens=24)
+        first = next(gen)
+        assert first.kind == "text"
+        with pytest.raises(duet.ModelBusy) as e:
+            model.generate("Hello", max_new_tokens=4)
+        assert e.value.status == 22
+        gen.cancel()
+        rest = list(gen)
+        assert rest == []
+        assert gen.result.finish_reason == "cancelled" and full.text.startswith(gen.result.text)
+        with model.generator("Hello", max_new_tokens=30) as g2:
+            next(g2)
+        # closed mid-way: its place is free again
+        assert model.generate("Hello", max_new_tokens=4).text is not None
+        with pytest.raises(duet.ClosedError):
+            next(g2)
+
+
 def test_truncation_and_input_too_long(t5):
     with pytest.raises(duet.InputTooLong) as e:
         t5.generate("The weather is nice today.", max_input_tokens=3)
@@ -344,12 +382,12 @@ def test_index(t5, tmp_path):
 
 def test_public_api():
     assert duet.__version__ == "0.1.0"
-    assert duet.__all__[:15] == ["Model", "Chat", "ChatStream", "Index", "CancelToken", "Generation", "Sequence",
+    assert duet.__all__[:17] == ["Model", "Chat", "ChatStream", "Index", "CancelToken", "Generation", "Sequence",
                                  "Reply", "Summary", "ChatReply", "load_library", "library_path", "runtime_init",
-                                 "version", "status_name"]
+                                 "version", "status_name", "Generator", "Event"]
     assert all(hasattr(duet, name) for name in duet.__all__)
     exceptions = list(duet.errors.__all__)
-    assert duet.__all__[15:] == exceptions
+    assert duet.__all__[17:] == exceptions
     assert all(issubclass(getattr(duet, name), duet.Error) for name in exceptions)
 
 

@@ -1,0 +1,511 @@
+//! Continuous batching: one scheduler thread per model runs the decoder for the rows of many
+//! requests together, a step at a time. A request joins at the next step boundary (its encoder
+//! runs then, with every other request that arrived meanwhile), each row keeps its own strategy,
+//! processors, seed, stop strings and limits, and a finished or cancelled request leaves at once.
+//!
+//! Rows share one decoder run only when they are at the same decoding position: Optimum's decoder
+//! graphs take neither a self-attention mask nor position ids, so rows whose caches differ in
+//! length cannot be padded into one batch without changing their outputs. The requests that join
+//! at one step boundary form a *cohort* that decodes together until its last member leaves; the
+//! scheduler steps every cohort in turn, so a request never waits for another to finish.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use super::control::Limits;
+use super::generation::{check_inputs, outputs, Batch};
+use super::output::{Flow, GenerationOutput, Observer, Sequence};
+use super::params::GenerationParams;
+use super::search::{new_search, Event, RowChange, Search};
+use crate::error::{Error, Result};
+use crate::model::{KvCache, Model};
+use crate::text::Encoded;
+
+/// Bounds of one model's scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerOptions {
+    /// Most decoder rows (inputs × beams) a cohort admits; a larger request runs in a cohort alone.
+    pub max_batch_rows: usize,
+    /// Most requests waiting or running; beyond it a submission is refused with `Error::Busy`.
+    pub max_requests: usize,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self { max_batch_rows: 32, max_requests: 256 }
+    }
+}
+
+/// What the scheduler tells a request's caller.
+pub enum Message {
+    /// What one step decided (possibly nothing).
+    Step(Vec<Event>),
+    /// The outputs, or why there are none. The last message.
+    Done(Result<Vec<GenerationOutput>>),
+}
+
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the scheduler did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    /// Decoder runs.
+    pub steps: u64,
+    /// Decoder runs that served more than one request.
+    pub shared_steps: u64,
+    /// The most rows one decoder run served.
+    pub max_rows: u64,
+}
+
+struct Shared {
+    model: Arc<Model>,
+    options: SchedulerOptions,
+    stats: Mutex<SchedulerStats>,
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Pending>,
+    /// Requests in cohorts.
+    running: usize,
+    shutdown: bool,
+}
+
+struct Pending {
+    inputs: Vec<Encoded>,
+    params: GenerationParams,
+    link: Link,
+}
+
+/// The scheduler's end of one request.
+struct Link {
+    limits: Limits,
+    cancel: Arc<AtomicBool>,
+    tx: Sender<Message>,
+}
+
+impl Link {
+    fn send(&self, message: Message) {
+        // The caller may have gone (a generator freed early): nothing is left to tell.
+        let _ = self.tx.send(message);
+    }
+}
+
+/// The caller's end of one request.
+pub struct Ticket {
+    rx: Receiver<Message>,
+    cancel: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl Ticket {
+    /// Stops the request at the next step boundary; `Done` then carries what was generated,
+    /// with `FinishReason::Cancelled`. Any thread; other requests are not disturbed.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+    }
+
+    /// Waits for the outputs, telling `observer` every step and piece on this thread. The
+    /// observer's `Flow::Stop` cancels the request (the outputs then say `Cancelled`).
+    pub fn wait(mut self, mut observer: Option<&mut dyn Observer>) -> Result<Vec<GenerationOutput>> {
+        let mut stopped = false;
+        while let Some(message) = self.next() {
+            match message {
+                Message::Done(result) => return result,
+                Message::Step(_) if stopped => {}
+                Message::Step(events) => {
+                    let Some(observer) = observer.as_deref_mut() else { continue };
+                    stopped = observer.on_step() == Flow::Stop;
+                    for event in events {
+                        if let (false, Event::Text { input, piece, token }) = (stopped, event) {
+                            stopped = observer.on_text(input, &piece, token) == Flow::Stop;
+                        }
+                    }
+                    if stopped {
+                        self.cancel();
+                    }
+                }
+            }
+        }
+        Err(Error::Internal("the scheduler ended a request without an outcome".into()))
+    }
+}
+
+/// The messages of the request, up to and including `Done`.
+impl Iterator for Ticket {
+    type Item = Message;
+
+    /// The next message; `None` after `Done` was received.
+    fn next(&mut self) -> Option<Message> {
+        if self.done {
+            return None;
+        }
+        let message = self.rx.recv().unwrap_or_else(|_| Message::Done(Err(Error::Internal("the scheduler stopped".into()))));
+        self.done = matches!(message, Message::Done(_));
+        Some(message)
+    }
+}
+
+impl Drop for Ticket {
+    /// A request dropped before its end is cancelled, and has left the scheduler (its place
+    /// free) when this returns: at most one step's wait.
+    fn drop(&mut self) {
+        if !self.done {
+            self.cancel();
+            while self.next().is_some() {}
+        }
+    }
+}
+
+impl Scheduler {
+    pub fn new(model: Arc<Model>, options: SchedulerOptions) -> Self {
+        let options = SchedulerOptions { max_batch_rows: options.max_batch_rows.max(1), max_requests: options.max_requests.max(1) };
+        let shared =
+            Arc::new(Shared { model, options, stats: Mutex::default(), state: Mutex::new(State::default()), wake: Condvar::new() });
+        Self { shared, thread: Mutex::new(None) }
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.shared.model
+    }
+
+    pub fn stats(&self) -> SchedulerStats {
+        *self.shared.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a request; it joins the next step boundary. Refused with `Error::Busy` when
+    /// `max_requests` are already waiting or running.
+    pub fn submit(&self, inputs: Vec<Encoded>, params: &GenerationParams, limits: Limits) -> Result<Ticket> {
+        check_inputs(&inputs)?;
+        self.shared.model.decoder()?;
+        limits.check()?;
+        self.start_thread()?;
+        let (tx, rx) = channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let link = Link { limits, cancel: cancel.clone(), tx };
+        {
+            let mut state = self.shared.lock();
+            let load = state.queue.len() + state.running;
+            if load >= self.shared.options.max_requests {
+                return Err(Error::Busy(format!(
+                    "{load} requests are waiting or running on this model (max_requests {})",
+                    self.shared.options.max_requests
+                )));
+            }
+            state.queue.push_back(Pending { inputs, params: params.clone(), link });
+        }
+        self.shared.wake.notify_all();
+        Ok(Ticket { rx, cancel, shared: self.shared.clone(), done: false })
+    }
+
+    /// Generates through the scheduler and waits, as [`super::generate_encoded`] does alone.
+    pub fn generate(
+        &self,
+        inputs: Vec<Encoded>,
+        params: &GenerationParams,
+        limits: Limits,
+        observer: Option<&mut dyn Observer>,
+    ) -> Result<Vec<GenerationOutput>> {
+        self.submit(inputs, params, limits)?.wait(observer)
+    }
+
+    fn start_thread(&self) -> Result<()> {
+        let mut thread = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if thread.as_ref().is_none_or(|t| t.is_finished()) {
+            let shared = self.shared.clone();
+            let handle = std::thread::Builder::new()
+                .name("duet-scheduler".into())
+                .spawn(move || shared.run())
+                .map_err(|e| Error::Internal(format!("cannot start the scheduler thread: {e}")))?;
+            *thread = Some(handle);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.wake.notify_all();
+        if let Some(handle) = self.thread.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// A request in a cohort.
+struct Member {
+    search: Box<dyn Search>,
+    link: Link,
+    inputs: Vec<(usize, bool)>,
+    /// Its rows in the cohort's batch.
+    rows: usize,
+}
+
+/// Requests that joined at one step boundary and decode together.
+struct Cohort {
+    batch: Batch,
+    members: Vec<Member>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&self) {
+        let mut cohorts: Vec<Cohort> = Vec::new();
+        loop {
+            let joiners = {
+                let mut state = self.lock();
+                while state.queue.is_empty() && cohorts.is_empty() && !state.shutdown {
+                    state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                }
+                if state.shutdown {
+                    for pending in state.queue.drain(..) {
+                        pending.link.send(Message::Done(Err(Error::Cancelled)));
+                    }
+                    for member in cohorts.drain(..).flat_map(|c| c.members) {
+                        member.link.send(Message::Done(Err(Error::Cancelled)));
+                    }
+                    return;
+                }
+                let joiners = self.admit(&mut state.queue);
+                state.running += joiners.len();
+                joiners
+            };
+            if !joiners.is_empty() {
+                // The joiners' links survive a panic in `form`: their callers hear of it.
+                let links: Vec<Sender<Message>> = joiners.iter().map(|p| p.link.tx.clone()).collect();
+                match catch_unwind(AssertUnwindSafe(|| self.form(joiners))) {
+                    Ok(formed) => cohorts.extend(formed),
+                    Err(payload) => {
+                        for tx in links {
+                            {
+                                let mut state = self.lock();
+                                state.running = state.running.saturating_sub(1);
+                            }
+                            let _ = tx.send(Message::Done(Err(panicked(&payload))));
+                        }
+                    }
+                }
+            }
+            for cohort in &mut cohorts {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.step(cohort))) {
+                    self.fail(cohort, panicked(&payload));
+                }
+            }
+            cohorts.retain(|c| !c.members.is_empty());
+            // Recounted, so that requests lost to a panic mid-step free their places too.
+            self.lock().running = cohorts.iter().map(|c| c.members.len()).sum();
+        }
+    }
+
+    /// The queued requests that start a cohort now: in order, while their rows fit
+    /// `max_batch_rows` (the first always does) and they share the first one's padding token.
+    fn admit(&self, queue: &mut VecDeque<Pending>) -> Vec<Pending> {
+        let mut joiners: Vec<Pending> = Vec::new();
+        let mut rows = 0;
+        while let Some(next) = queue.front() {
+            let wanted = next.inputs.len() * next.params.num_beams;
+            let fits = joiners.is_empty()
+                || (rows + wanted <= self.options.max_batch_rows && next.params.pad_token_id == joiners[0].params.pad_token_id);
+            if !fits {
+                break;
+            }
+            rows += wanted;
+            joiners.extend(queue.pop_front());
+        }
+        joiners
+    }
+
+    /// The request's last message; its place is free before its caller hears it.
+    fn leave(&self, link: &Link, message: Message) {
+        {
+            let mut state = self.lock();
+            state.running = state.running.saturating_sub(1);
+        }
+        link.send(message);
+    }
+
+    /// Runs the joiners' encoders together and starts their cohort. A joint encoder run that
+    /// fails is retried per request, so that one request's error stays its own.
+    fn form(&self, joiners: Vec<Pending>) -> Vec<Cohort> {
+        let model = &*self.model;
+        let ids: Vec<Vec<u32>> = joiners.iter().flat_map(|p| p.inputs.iter().map(|e| e.ids.clone())).collect();
+        let pad = joiners[0].params.pad_token_id;
+        match model.encoder.run(&ids, pad) {
+            Ok(encoder) => {
+                let mut members = Vec::with_capacity(joiners.len());
+                let mut index = Vec::new();
+                let mut first_input = 0;
+                for pending in joiners {
+                    let search = new_search(&pending.params, pending.inputs.len(), model.vocab_size());
+                    let rows = search.encoder_rows().unwrap_or_else(|| (0..pending.inputs.len()).collect());
+                    index.extend(rows.iter().map(|r| first_input + r));
+                    first_input += pending.inputs.len();
+                    members.push(Member {
+                        rows: rows.len(),
+                        inputs: pending.inputs.iter().map(|e| (e.ids.len(), e.truncated)).collect(),
+                        search,
+                        link: pending.link,
+                    });
+                }
+                let identity = index.iter().enumerate().all(|(i, &r)| i == r) && index.len() == encoder.rows;
+                let encoder = if identity { Ok(encoder) } else { model.decoder().and_then(|d| encoder.select_rows(&index, &d.rows)) };
+                match encoder {
+                    Ok(encoder) => vec![Cohort { batch: Batch { encoder, cache: KvCache::default() }, members }],
+                    Err(e) => {
+                        for member in members {
+                            self.leave(&member.link, Message::Done(Err(e.clone())));
+                        }
+                        Vec::new()
+                    }
+                }
+            }
+            // Each on its own then: a cohort each (rare, not worth merging their batches).
+            Err(_) if joiners.len() > 1 => joiners.into_iter().flat_map(|p| self.form(vec![p])).collect(),
+            Err(e) => {
+                self.leave(&joiners[0].link, Message::Done(Err(e)));
+                Vec::new()
+            }
+        }
+    }
+
+    /// One decoder step for the cohort; members that finish, fail or are cancelled leave.
+    fn step(&self, cohort: &mut Cohort) {
+        let model = &*self.model;
+        let tokenizer = &model.tokenizer;
+        // Members stopped from outside leave before the step.
+        let mut index = Vec::new();
+        let mut offset = 0;
+        let mut staying = Vec::with_capacity(cohort.members.len());
+        let mut left = false;
+        for member in cohort.members.drain(..) {
+            let outside = if member.link.cancel.load(Ordering::SeqCst) { Some(Ok(())) } else { member.link.limits.check().err().map(Err) };
+            let rows = member.rows;
+            match outside {
+                None => {
+                    index.extend(offset..offset + rows);
+                    staying.push(member);
+                }
+                Some(how) => {
+                    left = true;
+                    let message = match how {
+                        Ok(()) => Message::Done(finish(member.search, tokenizer, true, &member.inputs, None)),
+                        Err(e) => Message::Done(Err(e)),
+                    };
+                    self.leave(&member.link, message);
+                }
+            }
+            offset += rows;
+        }
+        cohort.members = staying;
+        if cohort.members.is_empty() {
+            return;
+        }
+        if left {
+            if let Err(e) = cohort.batch.apply(model, &RowChange::Select(index)) {
+                return self.fail(cohort, e);
+            }
+        }
+
+        let tokens: Vec<u32> = cohort.members.iter().flat_map(|m| m.search.next_tokens()).collect();
+        {
+            let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.steps += 1;
+            stats.shared_steps += u64::from(cohort.members.len() > 1);
+            stats.max_rows = stats.max_rows.max(tokens.len() as u64);
+        }
+        let logits = match model.decoder().and_then(|d| d.step(&tokens, &cohort.batch.encoder, &mut cohort.batch.cache)) {
+            Ok(logits) => logits,
+            Err(e) => return self.fail(cohort, e),
+        };
+        let mut index = Vec::with_capacity(tokens.len());
+        let (mut select, mut moved) = (false, false);
+        let mut first = 0;
+        let mut staying = Vec::with_capacity(cohort.members.len());
+        for mut member in cohort.members.drain(..) {
+            let mut events = Vec::new();
+            let change = member.search.advance(tokenizer, &logits, first, &mut events);
+            let rows_before = member.rows;
+            match change {
+                Ok(RowChange::Done) => {
+                    select = true;
+                    let result = finish(member.search, tokenizer, false, &member.inputs, Some(&mut events));
+                    member.link.send(Message::Step(events));
+                    self.leave(&member.link, Message::Done(result));
+                }
+                Err(e) => {
+                    select = true;
+                    self.leave(&member.link, Message::Done(Err(e)));
+                }
+                Ok(change) => {
+                    match &change {
+                        RowChange::Same => index.extend(first..first + rows_before),
+                        RowChange::Reorder(rows) => {
+                            moved = true;
+                            index.extend(rows.iter().map(|r| first + r));
+                        }
+                        RowChange::Select(rows) => {
+                            select = true;
+                            member.rows = rows.len();
+                            index.extend(rows.iter().map(|r| first + r));
+                        }
+                        RowChange::Done => unreachable!("handled above"),
+                    }
+                    member.link.send(Message::Step(events));
+                    staying.push(member);
+                }
+            }
+            first += rows_before;
+        }
+        cohort.members = staying;
+        if cohort.members.is_empty() {
+            return;
+        }
+        let change = match (select, moved) {
+            (true, _) => RowChange::Select(index),
+            (false, true) => RowChange::Reorder(index),
+            (false, false) => RowChange::Same,
+        };
+        if let Err(e) = cohort.batch.apply(model, &change) {
+            self.fail(cohort, e);
+        }
+    }
+
+    fn fail(&self, cohort: &mut Cohort, error: Error) {
+        for member in cohort.members.drain(..) {
+            self.leave(&member.link, Message::Done(Err(error.clone())));
+        }
+    }
+}
+
+/// A panic in the scheduler becomes its requests' error; the scheduler goes on.
+fn panicked(payload: &Box<dyn std::any::Any + Send>) -> Error {
+    let what = payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned());
+    Error::Internal(format!("duet panicked in the scheduler: {}", what.unwrap_or_else(|| "unknown panic".into())))
+}
+
+fn finish(
+    search: Box<dyn Search>,
+    tokenizer: &crate::text::Tokenizer,
+    cancelled: bool,
+    inputs: &[(usize, bool)],
+    events: Option<&mut Vec<Event>>,
+) -> Result<Vec<GenerationOutput>> {
+    let mut sink = Vec::new();
+    let sequences: Vec<Vec<Sequence>> = search.finish(tokenizer, cancelled, events.unwrap_or(&mut sink))?;
+    Ok(outputs(sequences, inputs))
+}

@@ -1,0 +1,216 @@
+//! Continuous batching: requests with mixed params, arriving at staggered times, decoded by one
+//! scheduler, each get exactly their solo output; cancelling one disturbs no other; the queue
+//! is bounded.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use duet::generate::control::{CancelToken, Limits};
+use duet::{Error, FinishReason, Flow, GenerationOutput, GenerationParams, Model, Scheduler, SchedulerOptions};
+
+struct Case {
+    text: String,
+    params: GenerationParams,
+}
+
+/// Every golden case of `family`, each input on its own, plus sampling with its own seed and a
+/// stop string.
+fn cases(model: &Model, family: &str) -> Vec<Case> {
+    let goldens: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(common::fixture("goldens.json")).unwrap()).unwrap();
+    let mut settings: Vec<(String, duet::Settings)> = Vec::new();
+    for c in goldens["cases"].as_array().unwrap().iter().filter(|c| c["model"] == family) {
+        let mut s = duet::new_generation_settings();
+        for (k, v) in c["params"].as_object().unwrap() {
+            s.set_json(k, v).unwrap();
+        }
+        for t in c["inputs"].as_array().unwrap() {
+            settings.push((t.as_str().unwrap().to_string(), s.clone()));
+        }
+    }
+    let first = settings[0].0.clone();
+    for seed in [1, 2, 3] {
+        let mut s = duet::new_generation_settings();
+        s.set_bool("do_sample", true).unwrap();
+        s.set_int("seed", seed).unwrap();
+        s.set_float("top_p", 0.9).unwrap();
+        s.set_int("max_new_tokens", 12 + 4 * seed).unwrap();
+        settings.push((first.clone(), s));
+    }
+    let mut stop = duet::new_generation_settings();
+    stop.set_int("max_new_tokens", 20).unwrap();
+    let solo_text = duet::generate(model, &[first.as_str()], &stop, None).unwrap()[0].sequences[0].text.clone();
+    let cut: String = solo_text.chars().skip(3).take(2).collect();
+    if !cut.trim().is_empty() {
+        stop.set_json("stop_strings", &serde_json::json!([cut])).unwrap();
+        settings.push((first.clone(), stop));
+    }
+    settings.into_iter().map(|(text, s)| Case { params: duet::resolve_params(model, &s).unwrap(), text }).collect()
+}
+
+fn solo(model: &Model, case: &Case) -> Vec<GenerationOutput> {
+    let encoded = duet::encode_inputs(model, &[case.text.as_str()], &case.params).unwrap();
+    duet::generate_encoded(model, &encoded, &case.params, None).unwrap()
+}
+
+fn assert_same(got: &[GenerationOutput], want: &[GenerationOutput], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.sequences.len(), w.sequences.len(), "{what}");
+        for (gs, ws) in g.sequences.iter().zip(&w.sequences) {
+            assert_eq!(gs.token_ids, ws.token_ids, "{what}");
+            assert_eq!(gs.text, ws.text, "{what}");
+            assert_eq!(gs.finish_reason, ws.finish_reason, "{what}");
+            assert!((gs.score - ws.score).abs() < 1e-3, "{what}: score {} vs {}", gs.score, ws.score);
+        }
+    }
+}
+
+fn scheduler(model: &Arc<Model>, max_batch_rows: usize, max_requests: usize) -> Scheduler {
+    Scheduler::new(model.clone(), SchedulerOptions { max_batch_rows, max_requests })
+}
+
+/// Mixed params at staggered arrivals: every request's output is its solo output, and
+/// decoder runs were shared.
+fn mixed_requests_get_their_solo_outputs(family: &str) {
+    common::init_ort();
+    let model = common::shared(family, "merged");
+    let cases = cases(&model, family);
+    let expected: Vec<_> = cases.iter().map(|c| solo(&model, c)).collect();
+    let scheduler = scheduler(&model, 16, 64);
+    for round in 0..2u64 {
+        std::thread::scope(|scope| {
+            for (i, case) in cases.iter().enumerate() {
+                let (scheduler, model, expected) = (&scheduler, &model, &expected);
+                scope.spawn(move || {
+                    // Staggered: some arrive together, others while earlier ones decode.
+                    std::thread::sleep(Duration::from_millis((i as u64 * 7 + round * 3) % 23));
+                    let encoded = duet::encode_inputs(model, &[case.text.as_str()], &case.params).unwrap();
+                    let got = scheduler.generate(encoded, &case.params, Limits::default(), None).unwrap();
+                    assert_same(&got, &expected[i], &format!("{family} case {i} round {round}"));
+                });
+            }
+        });
+    }
+    let stats = scheduler.stats();
+    assert!(stats.shared_steps > 0, "no decoder run served two requests: {stats:?}");
+    assert!(stats.max_rows <= 16 || stats.max_rows as usize == cases.iter().map(|c| c.params.num_beams).max().unwrap());
+}
+
+#[test]
+fn t5_mixed_requests_get_their_solo_outputs() {
+    mixed_requests_get_their_solo_outputs("t5-tiny");
+}
+
+#[test]
+fn bart_mixed_requests_get_their_solo_outputs() {
+    mixed_requests_get_their_solo_outputs("bart-tiny");
+}
+
+#[test]
+fn streamed_pieces_add_up_to_the_text_and_a_cancel_stops_only_its_request() {
+    common::init_ort();
+    let model = common::shared("t5-tiny", "merged");
+    let cases = cases(&model, "t5-tiny");
+    let greedy = &cases[0];
+    let want = solo(&model, greedy);
+    let scheduler = scheduler(&model, 32, 64);
+    std::thread::scope(|scope| {
+        // Streams on its own thread, and stops after two pieces.
+        let stopper = scope.spawn(|| {
+            let encoded = duet::encode_inputs(&model, &[greedy.text.as_str()], &greedy.params).unwrap();
+            let mut pieces = 0;
+            let mut observer = |_: usize, _: &str, _: Option<u32>| {
+                pieces += 1;
+                if pieces == 2 {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            };
+            scheduler.generate(encoded, &greedy.params, Limits::default(), Some(&mut observer)).unwrap()
+        });
+        let others: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let encoded = duet::encode_inputs(&model, &[greedy.text.as_str()], &greedy.params).unwrap();
+                    let mut streamed = String::new();
+                    let mut observer = |_: usize, piece: &str, _: Option<u32>| {
+                        streamed.push_str(piece);
+                        Flow::Continue
+                    };
+                    let out = scheduler.generate(encoded, &greedy.params, Limits::default(), Some(&mut observer)).unwrap();
+                    (out, streamed)
+                })
+            })
+            .collect();
+        let stopped = stopper.join().unwrap();
+        let seq = &stopped[0].sequences[0];
+        assert_eq!(seq.finish_reason, FinishReason::Cancelled);
+        assert!(want[0].sequences[0].token_ids.starts_with(&seq.token_ids), "a cancelled request keeps a prefix of its output");
+        assert!(seq.token_ids.len() < want[0].sequences[0].token_ids.len());
+        for other in others {
+            let (out, streamed) = other.join().unwrap();
+            assert_same(&out, &want, "a request beside a cancelled one");
+            assert_eq!(streamed, out[0].sequences[0].text);
+        }
+    });
+}
+
+#[test]
+fn limits_end_their_request_with_their_error() {
+    common::init_ort();
+    let model = common::shared("t5-tiny", "merged");
+    let case = &cases(&model, "t5-tiny")[0];
+    let scheduler = scheduler(&model, 32, 64);
+    let encoded = duet::encode_inputs(&model, &[case.text.as_str()], &case.params).unwrap();
+    let token = CancelToken::new();
+    let limits = Limits::start(&duet::new_generation_settings(), Some(token.clone()));
+    let ticket = scheduler.submit(encoded.clone(), &case.params, limits).unwrap();
+    token.cancel();
+    match ticket.wait(None) {
+        Err(Error::Cancelled) => {}
+        // The request may finish before the token is seen.
+        Ok(out) => assert_same(&out, &solo(&model, case), "finished before the cancel"),
+        Err(e) => panic!("{e}"),
+    }
+    let mut timed = duet::new_generation_settings();
+    timed.set_int("timeout_ms", 1).unwrap();
+    let mut long = case.params.clone();
+    long.max_new_tokens = 2000;
+    long.min_new_tokens = 2000;
+    let err = scheduler.generate(encoded.clone(), &long, Limits::start(&timed, None), None).unwrap_err();
+    assert!(matches!(err, Error::DeadlineExceeded(1)), "{err}");
+    // Still serving after both.
+    assert_same(&scheduler.generate(encoded, &case.params, Limits::default(), None).unwrap(), &solo(&model, case), "after errors");
+}
+
+#[test]
+fn a_full_queue_refuses_with_busy_and_a_bad_request_fails_alone() {
+    common::init_ort();
+    let model = common::shared("t5-tiny", "merged");
+    let case = &cases(&model, "t5-tiny")[0];
+    let scheduler = scheduler(&model, 32, 2);
+    let encoded = duet::encode_inputs(&model, &[case.text.as_str()], &case.params).unwrap();
+    let mut long = case.params.clone();
+    long.max_new_tokens = 400;
+    long.min_new_tokens = 400;
+    let tickets: Vec<_> = (0..2).map(|_| scheduler.submit(encoded.clone(), &long, Limits::default()).unwrap()).collect();
+    let busy = scheduler.submit(encoded.clone(), &case.params, Limits::default()).err().expect("a third request is refused");
+    assert!(matches!(busy, Error::Busy(_)), "{busy}");
+    for ticket in &tickets {
+        ticket.cancel();
+    }
+    for ticket in tickets {
+        let out = ticket.wait(None).unwrap();
+        assert_eq!(out[0].sequences[0].finish_reason, FinishReason::Cancelled);
+    }
+    // Room again; a request whose every token is forbidden fails alone, beside a good one.
+    let mut impossible = case.params.clone();
+    impossible.suppress_tokens = (0..model.vocab_size() as u32).collect();
+    let bad = scheduler.submit(encoded.clone(), &impossible, Limits::default()).unwrap();
+    let good = scheduler.submit(encoded, &case.params, Limits::default()).unwrap();
+    assert!(matches!(bad.wait(None), Err(Error::InvalidArgument(_))));
+    assert_same(&good.wait(None).unwrap(), &solo(&model, case), "beside a failing request");
+}
