@@ -16,7 +16,7 @@ ABI_MINOR := $(shell sed -n 's/^pub const DUET_ABI_MINOR: u32 = \([0-9]*\);/\1/p
 SOVERSION := $(ABI_MAJOR).$(ABI_MINOR).0
 PREFIX ?= /usr/local
 
-.PHONY: all build release embedder summarizer lint wheel wheel-test readme-check bench-search bench-summarizer bench-venv fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
+.PHONY: all build release embedder summarizer lint wheel wheel-test readme-check bench-search bench-summarizer bench-serving bench-venv fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
 
 all: build
 
@@ -296,7 +296,24 @@ bench: $(BENCH_VENV)/.installed fetch-ort
 	$(CARGO) build --release --bin duet
 	$(BENCH_VENV)/bin/python tools/bench/make_bench_models.py $(BENCH_MODELS)
 	$(BENCH_VENV)/bin/python tools/bench/run_bench.py --models $(BENCH_MODELS) --duet target/release/duet --repeats $(BENCH_REPEATS)
-	$(MAKE) --no-print-directory bench-search bench-summarizer
+	$(MAKE) --no-print-directory bench-search bench-summarizer bench-serving
+
+# Serving: 16 callers with Poisson arrivals and mixed lengths and params on the t5-small bench
+# model, served one call at a time, by the window batcher of the commit before the scheduler (built
+# once from git into target/window-baseline) and by the scheduler (tools/bench/serving_bench.py).
+WINDOW_BASELINE_COMMIT := 25c3729
+WINDOW_BASELINE := $(CURDIR)/target/window-baseline
+bench-serving: $(BENCH_VENV)/.installed fetch-ort build $(WINDOW_BASELINE)/lib/libduet.so
+	$(BENCH_VENV)/bin/python tools/bench/make_bench_models.py $(BENCH_MODELS) --variants fp32
+	$(BENCH_VENV)/bin/python tools/decoder_mask.py $(BENCH_MODELS)/fp32 --check
+	DUET_ORT_LIBRARY=$(ORT_LIB) $(BENCH_VENV)/bin/python tools/bench/serving_bench.py --model $(BENCH_MODELS)/fp32 \
+	  --lib target/release/libduet.so --window-lib $(WINDOW_BASELINE)/lib/libduet.so \
+	  --window-bindings $(WINDOW_BASELINE)/src/bindings/python --repeats $(BENCH_REPEATS)
+$(WINDOW_BASELINE)/lib/libduet.so:
+	rm -rf $(WINDOW_BASELINE) && git worktree prune
+	git worktree add --detach $(WINDOW_BASELINE)/src $(WINDOW_BASELINE_COMMIT)
+	cd $(WINDOW_BASELINE)/src && CARGO_TARGET_DIR=$(WINDOW_BASELINE)/target $(CARGO) build --release --lib
+	mkdir -p $(WINDOW_BASELINE)/lib && cp $(WINDOW_BASELINE)/target/release/libduet.so $@
 
 # Search quality (BM25, embeddings, hybrid on Debian descriptions) and embedding throughput against
 # sentence-transformers and Optimum: a section of bench/RESULTS.md (tools/bench/search_bench.py).

@@ -72,10 +72,10 @@ fn scheduler(model: &Arc<Model>, max_batch_rows: usize, max_requests: usize) -> 
 }
 
 /// Mixed params at staggered arrivals: every request's output is its solo output, and
-/// decoder runs were shared.
-fn mixed_requests_get_their_solo_outputs(family: &str) {
+/// decoder runs were shared (across positions too, when the decoder takes a self-attention mask).
+fn mixed_requests_get_their_solo_outputs(family: &str, layout: &str) -> duet::generate::SchedulerStats {
     common::init_ort();
-    let model = common::shared(family, "merged");
+    let model = common::shared(family, layout);
     let cases = cases(&model, family);
     let expected: Vec<_> = cases.iter().map(|c| solo(&model, c)).collect();
     let scheduler = scheduler(&model, 16, 64);
@@ -95,17 +95,29 @@ fn mixed_requests_get_their_solo_outputs(family: &str) {
     }
     let stats = scheduler.stats();
     assert!(stats.shared_steps > 0, "no decoder run served two requests: {stats:?}");
-    assert!(stats.max_rows <= 16 || stats.max_rows as usize == cases.iter().map(|c| c.params.num_beams).max().unwrap());
+    stats
 }
 
 #[test]
 fn t5_mixed_requests_get_their_solo_outputs() {
-    mixed_requests_get_their_solo_outputs("t5-tiny");
+    let stats = mixed_requests_get_their_solo_outputs("t5-tiny", "merged");
+    assert_eq!(stats.merges, 0, "the merged graph takes no self-attention mask");
+    assert!(stats.max_rows <= 16, "{stats:?}");
 }
 
 #[test]
 fn bart_mixed_requests_get_their_solo_outputs() {
-    mixed_requests_get_their_solo_outputs("bart-tiny");
+    let stats = mixed_requests_get_their_solo_outputs("bart-tiny", "with_past");
+    assert_eq!(stats.merges, 0, "{stats:?}");
+}
+
+#[test]
+fn rows_at_different_positions_share_runs_and_keep_their_solo_outputs() {
+    for layout in ["with_past+mask", "split+mask"] {
+        let stats = mixed_requests_get_their_solo_outputs("t5-tiny", layout);
+        assert!(stats.merges > 0, "{layout}: no cohorts were merged: {stats:?}");
+        eprintln!("{layout}: {stats:?}");
+    }
 }
 
 #[test]

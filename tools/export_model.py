@@ -138,6 +138,11 @@ def export(model, out, opset=18, merged=True, cross_cache=True):
     notes = {"tokenizer.json": write_tokenizer_json(model, out)}
     if cross_cache:
         notes[lib.ENCODER] = lib.add_cross_cache_to_encoder(out)
+        import decoder_mask
+
+        notes[lib.DECODER_PAST] = decoder_mask.add_mask(out)
+        if "skipped" not in notes[lib.DECODER_PAST]:
+            notes[lib.DECODER_PAST] += "; " + decoder_mask.check(out)
     return notes
 
 

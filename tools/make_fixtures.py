@@ -590,6 +590,7 @@ def build(name, tok, make_model, work):
         shutil.copy(onnx_dir / f, out_dir / f)
     (out_dir / "GRAPHS.txt").write_text(describe_graphs(out_dir))
     cross_cache_encoder(out_dir)
+    masked_decoder(out_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(pt_dir, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(pt_dir)
     cases, usage = golden_cases(model, tok, name), usage_cases(model, tok, name)
@@ -612,6 +613,21 @@ def cross_cache_encoder(fixture):
         shutil.copy(Path(tmp) / lib.ENCODER, fixture / CROSS_ENCODER)
 
 
+MASKED_DECODER = "decoder_with_past_masked.onnx"
+
+
+def masked_decoder(fixture):
+    """<fixture>/decoder_with_past_masked.onnx: the with-past decoder with a self-attention mask
+    (tools/decoder_mask.py; T5 family only); tests swap it in for the scheduler's cross-position
+    batching."""
+    import decoder_mask
+
+    note = decoder_mask.add_mask(fixture, fixture / MASKED_DECODER)
+    if (fixture / MASKED_DECODER).exists():
+        note += "; " + decoder_mask.check(fixture, fixture / MASKED_DECODER)
+    print(f"{fixture.name}: {note}")
+
+
 # bart-tiny-fp16 keeps export_model.py's default of weights in <graph>_data files, so the tests also
 # cover external data; the others keep their weights inside the graphs.
 HALF_PRECISION = [("t5-tiny", "fp16", True), ("bart-tiny", "fp16", False), ("t5-tiny", "bf16", True)]
@@ -627,6 +643,7 @@ def half_precision_fixtures():
                         "--dtype", dtype] + (["--single-file"] if single_file else []), check=True)
         (out / "GRAPHS.txt").unlink(missing_ok=True)
         (out / CROSS_ENCODER).unlink(missing_ok=True)  # its encoder_model.onnx has the cache already
+        (out / MASKED_DECODER).unlink(missing_ok=True)  # its decoder_with_past_model.onnx has the mask already
 
 
 def main():
@@ -639,6 +656,7 @@ def main():
         sys.path.insert(0, str(ROOT / "tools"))
         for name in ("t5-tiny", "bart-tiny"):
             cross_cache_encoder(FIXTURES / name)
+            masked_decoder(FIXTURES / name)
         return half_precision_fixtures()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

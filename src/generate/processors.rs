@@ -128,8 +128,8 @@ impl LogitsProcessor for TopK {
     fn process(&self, _: &RowContext, scores: &mut [f32]) {
         let k = self.0.clamp(1, scores.len());
         let mut sorted = scores.to_vec();
-        sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-        let kth = sorted[k - 1];
+        let (_, kth, _) = sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        let kth = *kth;
         scores.iter_mut().filter(|s| **s < kth).for_each(|s| *s = f32::NEG_INFINITY);
     }
 }

@@ -3,11 +3,15 @@
 //! runs then, with every other request that arrived meanwhile), each row keeps its own strategy,
 //! processors, seed, stop strings and limits, and a finished or cancelled request leaves at once.
 //!
-//! Rows share one decoder run only when they are at the same decoding position: Optimum's decoder
-//! graphs take neither a self-attention mask nor position ids, so rows whose caches differ in
-//! length cannot be padded into one batch without changing their outputs. The requests that join
-//! at one step boundary form a *cohort* that decodes together until its last member leaves; the
-//! scheduler steps every cohort in turn, so a request never waits for another to finish.
+//! The requests that join at one boundary form a *cohort* and take their first step together.
+//! Rows at different positions can share a decoder run only when the with-past decoder takes a
+//! self-attention mask (`decoder_attention_mask`, added by tools/decoder_mask.py to T5-family
+//! exports): then, after its first step, every cohort is merged into one batch, the shorter
+//! self-attention caches left-padded and the padding masked (relative position bias depends only
+//! on the distance between positions, which padding keeps), and padding no row reads any more is
+//! dropped as rows leave. Optimum's own graphs take no such mask (nor position ids, which BART's
+//! learned positions would need): there cohorts stay apart and the scheduler steps each in turn,
+//! so a request still never waits for another to finish.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -22,7 +26,7 @@ use super::output::{Flow, GenerationOutput, Observer, Sequence};
 use super::params::GenerationParams;
 use super::search::{new_search, Event, RowChange, Search};
 use crate::error::{Error, Result};
-use crate::model::{KvCache, Model};
+use crate::model::{EncoderOutput, KvCache, Model};
 use crate::text::Encoded;
 
 /// Bounds of one model's scheduler.
@@ -62,6 +66,8 @@ pub struct SchedulerStats {
     pub shared_steps: u64,
     /// The most rows one decoder run served.
     pub max_rows: u64,
+    /// Times cohorts at different positions were merged into one batch.
+    pub merges: u64,
 }
 
 struct Shared {
@@ -106,6 +112,9 @@ pub struct Ticket {
     cancel: Arc<AtomicBool>,
     shared: Arc<Shared>,
     done: bool,
+    /// The request's limits, also checked here: pieces decided before a deadline but not yet
+    /// delivered when it passes are not delivered.
+    limits: Limits,
 }
 
 impl Ticket {
@@ -120,12 +129,18 @@ impl Ticket {
     /// observer's `Flow::Stop` cancels the request (the outputs then say `Cancelled`).
     pub fn wait(mut self, mut observer: Option<&mut dyn Observer>) -> Result<Vec<GenerationOutput>> {
         let mut stopped = false;
+        let mut limited: Option<Error> = None;
         while let Some(message) = self.next() {
             match message {
-                Message::Done(result) => return result,
-                Message::Step(_) if stopped => {}
+                Message::Done(result) => return limited.map_or(result, Err),
+                Message::Step(_) if stopped || limited.is_some() => {}
                 Message::Step(events) => {
                     let Some(observer) = observer.as_deref_mut() else { continue };
+                    // The scheduler ends the request with this error at its next boundary.
+                    if let Err(e) = self.limits.check() {
+                        limited = Some(e);
+                        continue;
+                    }
                     stopped = observer.on_step() == Flow::Stop;
                     for event in events {
                         if let (false, Event::Text { input, piece, token }) = (stopped, event) {
@@ -193,7 +208,7 @@ impl Scheduler {
         self.start_thread()?;
         let (tx, rx) = channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        let link = Link { limits, cancel: cancel.clone(), tx };
+        let link = Link { limits: limits.clone(), cancel: cancel.clone(), tx };
         {
             let mut state = self.shared.lock();
             let load = state.queue.len() + state.running;
@@ -206,7 +221,7 @@ impl Scheduler {
             state.queue.push_back(Pending { inputs, params: params.clone(), link });
         }
         self.shared.wake.notify_all();
-        Ok(Ticket { rx, cancel, shared: self.shared.clone(), done: false })
+        Ok(Ticket { rx, cancel, shared: self.shared.clone(), done: false, limits })
     }
 
     /// Generates through the scheduler and waits, as [`super::generate_encoded`] does alone.
@@ -257,6 +272,53 @@ struct Member {
 struct Cohort {
     batch: Batch,
     members: Vec<Member>,
+    /// Per row, 1 for each real self-attention position and 0 for padding, when the rows were
+    /// merged from cohorts at different positions (`None`: no padding).
+    mask: Option<Vec<Vec<i64>>>,
+}
+
+impl Cohort {
+    fn new(batch: Batch, members: Vec<Member>) -> Self {
+        Self { batch, members, mask: None }
+    }
+
+    /// Moves rows as `change` says, the mask with them; then drops padding no row reads any more.
+    fn apply(&mut self, model: &Model, change: &RowChange) -> Result<()> {
+        self.batch.apply(model, change)?;
+        let Some(mask) = self.mask.as_mut() else { return Ok(()) };
+        if let RowChange::Reorder(index) | RowChange::Select(index) = change {
+            *mask = index.iter().map(|&r| mask[r].clone()).collect();
+        }
+        let unread = mask.iter().map(|row| row.iter().take_while(|&&m| m == 0).count()).min().unwrap_or(0);
+        if unread > 0 {
+            self.batch.cache.drop_leading(unread)?;
+            mask.iter_mut().for_each(|row| drop(row.drain(..unread)));
+        }
+        if mask.iter().all(|row| row.iter().all(|&m| m == 1)) {
+            self.mask = None;
+        }
+        Ok(())
+    }
+
+    /// Several cohorts as one: rows in order, self-attention caches left-padded to the longest,
+    /// encoder outputs right-padded, the padding masked. `None` when they do not stack.
+    fn merge(parts: Vec<Cohort>) -> std::result::Result<Cohort, Vec<Cohort>> {
+        let self_len = parts.iter().map(|c| c.batch.cache.self_len()).max().unwrap_or(0);
+        let encoder = EncoderOutput::concat(&parts.iter().map(|c| &c.batch.encoder).collect::<Vec<_>>());
+        let cache =
+            encoder.as_ref().ok().map(|e| KvCache::concat(&parts.iter().map(|c| &c.batch.cache).collect::<Vec<_>>(), self_len, e.len));
+        let (Ok(encoder), Some(Ok(cache))) = (encoder, cache) else { return Err(parts) };
+        let mut mask = Vec::with_capacity(encoder.rows);
+        let mut members = Vec::new();
+        for part in parts {
+            let own = part.batch.cache.self_len();
+            let rows = part.members.iter().map(|m| m.rows).sum::<usize>();
+            let masks = part.mask.unwrap_or_else(|| vec![vec![1; own]; rows]);
+            mask.extend(masks.into_iter().map(|row| std::iter::repeat_n(0, self_len - row.len()).chain(row).collect::<Vec<_>>()));
+            members.extend(part.members);
+        }
+        Ok(Cohort { batch: Batch { encoder, cache }, members, mask: Some(mask) })
+    }
 }
 
 impl Shared {
@@ -307,9 +369,30 @@ impl Shared {
                 }
             }
             cohorts.retain(|c| !c.members.is_empty());
+            if cohorts.len() > 1 && self.model.decoder().is_ok_and(|d| d.takes_self_mask()) {
+                cohorts = self.merge_started(cohorts);
+            }
             // Recounted, so that requests lost to a panic mid-step free their places too.
             self.lock().running = cohorts.iter().map(|c| c.members.len()).sum();
         }
+    }
+
+    /// Every cohort past its first step merged into one (the decoder takes a self-attention mask,
+    /// so rows at different positions share its runs); cohorts that do not stack stay apart.
+    fn merge_started(&self, cohorts: Vec<Cohort>) -> Vec<Cohort> {
+        let (started, fresh): (Vec<Cohort>, Vec<Cohort>) = cohorts.into_iter().partition(|c| !c.batch.cache.is_empty());
+        if started.len() < 2 {
+            return started.into_iter().chain(fresh).collect();
+        }
+        let mut out = match Cohort::merge(started) {
+            Ok(merged) => {
+                self.stats.lock().unwrap_or_else(|p| p.into_inner()).merges += 1;
+                vec![merged]
+            }
+            Err(apart) => apart,
+        };
+        out.extend(fresh);
+        out
     }
 
     /// The queued requests that start a cohort now: in order, while their rows fit
@@ -365,7 +448,7 @@ impl Shared {
                 let identity = index.iter().enumerate().all(|(i, &r)| i == r) && index.len() == encoder.rows;
                 let encoder = if identity { Ok(encoder) } else { model.decoder().and_then(|d| encoder.select_rows(&index, &d.rows)) };
                 match encoder {
-                    Ok(encoder) => vec![Cohort { batch: Batch { encoder, cache: KvCache::default() }, members }],
+                    Ok(encoder) => vec![Cohort::new(Batch { encoder, cache: KvCache::default() }, members)],
                     Err(e) => {
                         for member in members {
                             self.leave(&member.link, Message::Done(Err(e.clone())));
@@ -393,7 +476,12 @@ impl Shared {
         let mut staying = Vec::with_capacity(cohort.members.len());
         let mut left = false;
         for member in cohort.members.drain(..) {
-            let outside = if member.link.cancel.load(Ordering::SeqCst) { Some(Ok(())) } else { member.link.limits.check().err().map(Err) };
+            // Limits first: a request past its deadline ends with that error even if its caller
+            // also stopped listening.
+            let outside = match member.link.limits.check() {
+                Err(e) => Some(Err(e)),
+                Ok(()) => member.link.cancel.load(Ordering::SeqCst).then_some(Ok(())),
+            };
             let rows = member.rows;
             match outside {
                 None => {
@@ -416,7 +504,7 @@ impl Shared {
             return;
         }
         if left {
-            if let Err(e) = cohort.batch.apply(model, &RowChange::Select(index)) {
+            if let Err(e) = cohort.apply(model, &RowChange::Select(index)) {
                 return self.fail(cohort, e);
             }
         }
@@ -428,7 +516,13 @@ impl Shared {
             stats.shared_steps += u64::from(cohort.members.len() > 1);
             stats.max_rows = stats.max_rows.max(tokens.len() as u64);
         }
-        let logits = match model.decoder().and_then(|d| d.step(&tokens, &cohort.batch.encoder, &mut cohort.batch.cache)) {
+        let step_mask: Option<Vec<i64>> = cohort.mask.as_ref().map(|m| m.iter().flat_map(|row| row.iter().copied().chain([1])).collect());
+        let decoded =
+            model.decoder().and_then(|d| d.step_masked(&tokens, &cohort.batch.encoder, &mut cohort.batch.cache, step_mask.as_deref()));
+        if let Some(mask) = cohort.mask.as_mut() {
+            mask.iter_mut().for_each(|row| row.push(1));
+        }
+        let logits = match decoded {
             Ok(logits) => logits,
             Err(e) => return self.fail(cohort, e),
         };
@@ -480,7 +574,7 @@ impl Shared {
             (false, true) => RowChange::Reorder(index),
             (false, false) => RowChange::Same,
         };
-        if let Err(e) = cohort.batch.apply(model, &change) {
+        if let Err(e) = cohort.apply(model, &change) {
             self.fail(cohort, e);
         }
     }

@@ -15,6 +15,8 @@ use super::row_gather::{CacheDevice, RowGather};
 use super::tensors;
 use crate::error::{Error, Result};
 
+const SELF_MASK: &str = "decoder_attention_mask";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     Merged,
@@ -38,6 +40,9 @@ struct Graph {
     session: Mutex<Session>,
     path: PathBuf,
     takes_hidden_states: bool,
+    /// `decoder_attention_mask` `[rows, past + 1]` over the self-attention positions
+    /// (tools/decoder_mask.py): rows at different positions can share a run, left-padded.
+    takes_self_mask: bool,
 }
 
 impl Graph {
@@ -50,7 +55,12 @@ impl Graph {
         }
         io.require_output("logits")?;
         let takes_hidden_states = io.has_input("encoder_hidden_states");
-        Ok(Self { session: Mutex::new(session), path: path.to_path_buf(), takes_hidden_states })
+        // tools/decoder_mask.py gives it a default of ones: an overridable initializer.
+        let takes_self_mask = io.has_input(SELF_MASK) || io.has_overridable(SELF_MASK);
+        if io.has_input(SELF_MASK) {
+            io.require_input(SELF_MASK, TensorElementType::Int64)?;
+        }
+        Ok(Self { session: Mutex::new(session), path: path.to_path_buf(), takes_hidden_states, takes_self_mask })
     }
 }
 
@@ -131,8 +141,26 @@ impl Decoder {
         self.layout
     }
 
+    /// Whether steps after the first take a self-attention mask (see [`Decoder::step_masked`]),
+    /// with the caches on the host, where they can be padded.
+    pub fn takes_self_mask(&self) -> bool {
+        let graph = match self.layout {
+            Layout::Merged => return false,
+            Layout::Split => self.with_past.as_ref(),
+            Layout::WithPast => Some(&self.first),
+        };
+        graph.is_some_and(|g| g.takes_self_mask) && self.bind_cache_to.is_none()
+    }
+
     /// One decoding step: `tokens` holds one new token per row.
     pub fn step(&self, tokens: &[u32], encoder: &EncoderOutput, cache: &mut KvCache) -> Result<Logits> {
+        self.step_masked(tokens, encoder, cache, None)
+    }
+
+    /// A step whose rows may sit at different positions: `self_mask` is `[rows, past + 1]`, 0 at
+    /// the self-attention cache's padding (only where [`Decoder::takes_self_mask`], never on a
+    /// first step).
+    pub fn step_masked(&self, tokens: &[u32], encoder: &EncoderOutput, cache: &mut KvCache, self_mask: Option<&[i64]>) -> Result<Logits> {
         let rows = tokens.len();
         if rows != encoder.rows {
             return Err(Error::Internal(format!("{rows} decoder rows for {} encoder rows", encoder.rows)));
@@ -149,8 +177,24 @@ impl Decoder {
             _ => None,
         };
         let empty = if first_step { Some(tensors::empty(c.dtype, &[rows, c.heads, 0, c.head_dim])?) } else { None };
+        let mask = match self_mask {
+            None => None,
+            Some(_) if first_step || !graph.takes_self_mask => {
+                return Err(Error::Internal(format!("{} takes no self-attention mask on this step", graph.path.display())))
+            }
+            Some(m) => {
+                let width = m.len().checked_div(rows).unwrap_or(0);
+                if width * rows != m.len() || width != cache.self_len() + 1 {
+                    return Err(Error::Internal(format!("a self-attention mask of {} values for {rows} rows", m.len())));
+                }
+                Some(Tensor::from_array(([rows, width], m.to_vec()))?.upcast())
+            }
+        };
         let mut inputs: Vec<(Cow<'static, str>, &DynTensor)> =
             vec![("input_ids".into(), &ids), ("encoder_attention_mask".into(), &encoder.mask)];
+        if let Some(mask) = &mask {
+            inputs.push((SELF_MASK.into(), mask));
+        }
         if graph.takes_hidden_states {
             inputs.push(("encoder_hidden_states".into(), &encoder.hidden));
         }

@@ -136,6 +136,38 @@ impl EncoderOutput {
         self.select_rows(&index, gather)
     }
 
+    /// Several batches' outputs stacked (rows in order), each right-padded to the longest input
+    /// (the padding masked out), on the host.
+    pub fn concat(parts: &[&EncoderOutput]) -> Result<Self> {
+        let len = parts.iter().map(|p| p.len).max().unwrap_or(0);
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let mut mask = Vec::with_capacity(rows * len);
+        for part in parts {
+            for row in part.mask()?.chunks(part.len.max(1)) {
+                mask.extend_from_slice(row);
+                mask.extend(std::iter::repeat_n(0, len - row.len()));
+            }
+        }
+        let hidden: Vec<&DynTensor> = parts.iter().map(|p| &p.hidden).collect();
+        let layers = parts.first().map_or(0, |p| p.cross.len());
+        if parts.iter().any(|p| p.cross.len() != layers) {
+            return Err(Error::Internal("encoder outputs of different layouts do not stack".into()));
+        }
+        let cross = (0..layers)
+            .map(|layer| {
+                let side = |k: usize| tensors::concat_padded(&parts.iter().map(|p| &p.cross[layer][k]).collect::<Vec<_>>(), 2, len, false);
+                Ok([side(0)?, side(1)?])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            hidden: tensors::concat_padded(&hidden, 1, len, false)?,
+            mask: Tensor::from_array(([rows, len], mask))?.upcast(),
+            cross,
+            rows,
+            len,
+        })
+    }
+
     /// The rows `index`, in that order.
     pub fn select_rows(&self, index: &[usize], gather: &RowGather) -> Result<Self> {
         let mask = self.mask()?;

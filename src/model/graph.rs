@@ -28,6 +28,12 @@ impl<'a> GraphIo<'a> {
         self.input_type(name).is_some()
     }
 
+    /// An initializer the caller may override by feeding an input of its name (a graph input
+    /// with a default value; ONNX Runtime does not list it among the inputs).
+    pub fn has_overridable(&self, name: &str) -> bool {
+        self.session.overridable_initializers().iter().any(|i| i.name() == name)
+    }
+
     pub fn has_output(&self, name: &str) -> bool {
         self.session.outputs().iter().any(|o| o.name() == name)
     }

@@ -85,6 +85,99 @@ fn gather_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static
     Ok(Tensor::from_array((dims, out))?.upcast())
 }
 
+/// The tensors (same element type, same shape but for the first dimension and `axis`) stacked
+/// along the first dimension, each placed in a window of `len` along `axis`: at its end
+/// (`at_end`, left padding) or at its start, zeros elsewhere. On the host.
+pub fn concat_padded(parts: &[&DynTensor], axis: usize, len: usize, at_end: bool) -> Result<DynTensor> {
+    let first = parts.first().ok_or_else(|| Error::Internal("nothing to concatenate".into()))?;
+    match first.data_type() {
+        TensorElementType::Float32 => concat_typed::<f32>(parts, axis, len, at_end),
+        TensorElementType::Float16 => concat_typed::<f16>(parts, axis, len, at_end),
+        TensorElementType::Bfloat16 => concat_typed::<bf16>(parts, axis, len, at_end),
+        TensorElementType::Int64 => concat_typed::<i64>(parts, axis, len, at_end),
+        other => Err(Error::Internal(format!("cannot concatenate {other:?} tensors"))),
+    }
+}
+
+fn concat_typed<T: PrimitiveTensorElementType + Copy + Default + std::fmt::Debug + 'static>(
+    parts: &[&DynTensor],
+    axis: usize,
+    len: usize,
+    at_end: bool,
+) -> Result<DynTensor> {
+    let mut out: Vec<T> = Vec::new();
+    let mut dims: Option<Vec<i64>> = None;
+    let mut rows = 0i64;
+    for part in parts {
+        let host = on_host(part)?;
+        let view = host.view().into_dyn();
+        let (shape, data) = view.try_extract_tensor::<T>()?;
+        let shape: Vec<i64> = shape.iter().copied().collect();
+        if axis == 0 || axis >= shape.len() {
+            return Err(Error::Internal(format!("cannot pad axis {axis} of a rank-{} tensor", shape.len())));
+        }
+        let own = shape[axis] as usize;
+        if own > len {
+            return Err(Error::Internal(format!("{own} positions do not fit a window of {len}")));
+        }
+        if let Some(d) = &dims {
+            let same = d.len() == shape.len() && d.iter().zip(&shape).enumerate().all(|(i, (a, b))| i == 0 || i == axis || a == b);
+            if !same {
+                return Err(Error::Internal(format!("shapes {d:?} and {shape:?} do not stack")));
+            }
+        }
+        let outer = shape[..axis].iter().product::<i64>() as usize;
+        let inner = shape[axis + 1..].iter().product::<i64>() as usize;
+        let offset = if at_end { (len - own) * inner } else { 0 };
+        out.try_reserve(outer * len * inner).map_err(|e| Error::Internal(format!("cache of {} elements: {e}", outer * len * inner)))?;
+        for o in 0..outer {
+            let mut block = vec![T::default(); len * inner];
+            block[offset..offset + own * inner].copy_from_slice(&data[o * own * inner..(o + 1) * own * inner]);
+            out.extend_from_slice(&block);
+        }
+        rows += shape[0];
+        dims.get_or_insert(shape);
+    }
+    let mut dims = dims.unwrap_or_default();
+    dims[0] = rows;
+    dims[axis] = len as i64;
+    Ok(Tensor::from_array((dims, out))?.upcast())
+}
+
+/// `value` without its first `count` positions along `axis` (on the host).
+pub fn drop_leading(value: &DynTensor, axis: usize, count: usize) -> Result<DynTensor> {
+    match value.data_type() {
+        TensorElementType::Float32 => drop_typed::<f32>(value, axis, count),
+        TensorElementType::Float16 => drop_typed::<f16>(value, axis, count),
+        TensorElementType::Bfloat16 => drop_typed::<bf16>(value, axis, count),
+        TensorElementType::Int64 => drop_typed::<i64>(value, axis, count),
+        other => Err(Error::Internal(format!("cannot slice a {other:?} tensor"))),
+    }
+}
+
+fn drop_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(
+    value: &DynTensor,
+    axis: usize,
+    count: usize,
+) -> Result<DynTensor> {
+    let host = on_host(value)?;
+    let view = host.view().into_dyn();
+    let (shape, data) = view.try_extract_tensor::<T>()?;
+    let mut dims: Vec<i64> = shape.iter().copied().collect();
+    let own = *dims.get(axis).ok_or_else(|| Error::Internal(format!("no axis {axis}")))? as usize;
+    if count > own {
+        return Err(Error::Internal(format!("cannot drop {count} of {own} positions")));
+    }
+    let outer = dims[..axis].iter().product::<i64>() as usize;
+    let inner = dims[axis + 1..].iter().product::<i64>() as usize;
+    let mut out = Vec::with_capacity(outer * (own - count) * inner);
+    for o in 0..outer {
+        out.extend_from_slice(&data[(o * own + count) * inner..(o + 1) * own * inner]);
+    }
+    dims[axis] = (own - count) as i64;
+    Ok(Tensor::from_array((dims, out))?.upcast())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +192,21 @@ mod tests {
         assert_eq!(shape, vec![2, 2]);
         assert_eq!(values, vec![2.0, 2.5, 0.0, 0.5]);
         assert!(gather_rows_on_host(&t, &[3]).is_err());
+    }
+
+    #[test]
+    fn padded_concatenation_and_leading_drops() {
+        crate::runtime::init_runtime(None).unwrap();
+        // [1, 1, 2, 1] and [1, 1, 1, 1] into a window of 3 along axis 2.
+        let a = Tensor::from_array(([1usize, 1, 2, 1], vec![1.0f32, 2.0])).unwrap().upcast();
+        let b = Tensor::from_array(([1usize, 1, 1, 1], vec![5.0f32])).unwrap().upcast();
+        let end = to_host_f32(&concat_padded(&[&a, &b], 2, 3, true).unwrap()).unwrap();
+        assert_eq!(end, (vec![2, 1, 3, 1], vec![0.0, 1.0, 2.0, 0.0, 0.0, 5.0]));
+        let start = to_host_f32(&concat_padded(&[&a, &b], 2, 3, false).unwrap()).unwrap();
+        assert_eq!(start.1, vec![1.0, 2.0, 0.0, 5.0, 0.0, 0.0]);
+        assert!(concat_padded(&[&a], 2, 1, true).is_err());
+        let dropped = to_host_f32(&drop_leading(&concat_padded(&[&a, &b], 2, 3, true).unwrap(), 2, 1).unwrap()).unwrap();
+        assert_eq!(dropped, (vec![2, 1, 2, 1], vec![1.0, 2.0, 0.0, 5.0]));
     }
 
     #[test]

@@ -23,16 +23,34 @@ pub fn init_ort() {
 /// A copy of fixture `name` as tools/export_model.py leaves it: its encoder also returns the
 /// cross-attention cache (`encoder_with_cross_cache.onnx`), so the `with_past` layout can run.
 pub fn with_cross_cache(name: &str) -> PathBuf {
+    variant(name, "with-cross-cache", &[("encoder_with_cross_cache.onnx", "encoder_model.onnx")])
+}
+
+/// `with_cross_cache`, and its with-past decoder takes a self-attention mask
+/// (`decoder_with_past_masked.onnx`, tools/decoder_mask.py): rows at different positions can share
+/// a decoder run.
+pub fn with_decoder_mask(name: &str) -> PathBuf {
+    variant(
+        name,
+        "with-decoder-mask",
+        &[("encoder_with_cross_cache.onnx", "encoder_model.onnx"), ("decoder_with_past_masked.onnx", "decoder_with_past_model.onnx")],
+    )
+}
+
+/// A copy of fixture `name` (made once per test process) with each `(from, to)` file of the fixture
+/// in place of `to`, without the merged decoder.
+fn variant(name: &str, tag: &str, swaps: &[(&str, &str)]) -> PathBuf {
     static MADE: Lazy<std::sync::Mutex<Vec<String>>> = Lazy::new(Default::default);
     let mut made = MADE.lock().unwrap();
     let src = fixture(name);
-    let dir = root().join("target/test-models").join(format!("{name}-with-cross-cache-{}", std::process::id()));
-    if made.iter().any(|m| m == name) {
+    let dir = root().join("target/test-models").join(format!("{name}-{tag}-{}", std::process::id()));
+    let key = format!("{name}-{tag}");
+    if made.contains(&key) {
         return dir;
     }
-    made.push(name.to_string());
+    made.push(key);
     // Copies left by test processes that have ended go first.
-    let prefix = format!("{name}-with-cross-cache-");
+    let prefix = format!("{name}-{tag}-");
     for old in std::fs::read_dir(dir.parent().unwrap()).into_iter().flatten().flatten() {
         let file = old.file_name().to_string_lossy().into_owned();
         if let Some(pid) = file.strip_prefix(&prefix) {
@@ -42,26 +60,34 @@ pub fn with_cross_cache(name: &str) -> PathBuf {
         }
     }
     std::fs::create_dir_all(&dir).unwrap();
+    let skipped = |file: &str| file == "decoder_model_merged.onnx" || swaps.iter().any(|(from, to)| file == *from || file == *to);
     for entry in std::fs::read_dir(&src).unwrap() {
         let path = entry.unwrap().path();
         let file = path.file_name().unwrap().to_str().unwrap().to_string();
-        if file == "encoder_with_cross_cache.onnx" || file == "encoder_model.onnx" || file == "decoder_model_merged.onnx" {
-            continue;
+        if !skipped(&file) {
+            std::fs::copy(&path, dir.join(&file)).unwrap();
         }
-        std::fs::copy(&path, dir.join(&file)).unwrap();
     }
-    std::fs::copy(src.join("encoder_with_cross_cache.onnx"), dir.join("encoder_model.onnx")).unwrap();
+    for (from, to) in swaps {
+        std::fs::copy(src.join(from), dir.join(to)).unwrap();
+    }
     dir
 }
 
 /// `layout` is `merged`, `split` or `with_past` (the fixture with its cross-cache encoder),
-/// optionally with `/bound`: caches kept through IoBinding.
+/// optionally with `/bound`: caches kept through IoBinding; `split+mask` and `with_past+mask`:
+/// the with-past decoder takes a self-attention mask (`with_decoder_mask`).
 pub fn open(name: &str, layout: &str) -> duet::Model {
     init_ort();
     let mut options = duet::new_model_options();
     let (layout, bound) = layout.split_once('/').map_or((layout, false), |(l, b)| (l, b == "bound"));
+    let (layout, masked) = layout.strip_suffix("+mask").map_or((layout, false), |l| (l, true));
     options.set_str("layout", layout).unwrap();
-    let dir = if layout == "with_past" { with_cross_cache(name) } else { fixture(name) };
+    let dir = match (layout, masked) {
+        (_, true) => with_decoder_mask(name),
+        ("with_past", false) => with_cross_cache(name),
+        _ => fixture(name),
+    };
     if bound {
         options.set_str("io_binding", "on").unwrap();
     }
