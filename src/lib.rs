@@ -25,11 +25,12 @@ pub mod text;
 
 pub use error::{Error, ErrorKind, Result};
 pub use generate::{
-    encode_inputs, generate, generate_encoded, new_generation_settings, resolve_params, Event, FinishReason, Flow, Generation,
-    GenerationOutput, GenerationParams, Observer, Scheduler, SchedulerOptions, Sequence,
+    encode_inputs, generate, generate_encoded, resolve_params, Event, FinishReason, Flow, Generation, GenerationOutput, GenerationParams,
+    Observer, Scheduler, SchedulerOptions, Sequence,
 };
 pub use model::{new_model_options, Layout, Model};
 pub use settings::Settings;
+pub use tasks::new_generation_settings;
 
 /// The crate version, also `duet_version()` in C.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -192,7 +192,7 @@ fn external_data_must_stay_inside_the_model_directory() {
     m.write("encoder_model.onnx", &onnx_with_external_data("weights/passwd"));
     expect_err(m.open(), "encoder_model.onnx", "through a link");
     // Inside the directory the check passes (and ONNX Runtime then judges the graph itself).
-    let inside = duet::model::confinement::external_locations(&common::fixture("t5-tiny").join("encoder_model.onnx")).unwrap();
+    let inside = duet::runtime::confinement::external_locations(&common::fixture("t5-tiny").join("encoder_model.onnx")).unwrap();
     assert!(inside.is_empty());
 }
 

@@ -10,10 +10,12 @@ with a default of ones (an initializer of shape [1, 1]): a caller that does not 
 graph's old results. Before every self-attention Softmax, (mask - 1) * 3.4e38 is added to the
 scores, as transformers' additive masks do (a masked position's weight is exactly 0). The
 self-attention Softmaxes are those whose keys come from a Concat with a `past_key_values.*.decoder.key`
-input. Only for families whose decoder has no absolute positions (T5, mT5, LongT5: relative
-position bias depends only on key - query distance, which left padding keeps); BART-style learned or
-sinusoidal positions would need per-row position ids and are refused. --check runs the graph with
-ONNX Runtime: a left-padded, masked row gives the logits of the same row unpadded.
+input. T5-family relative position bias depends only on key - query distance, which left padding
+keeps. Absolute positions (BART, mBART, Marian, Pegasus: a Gather from a position table at indices
+computed from the past length) are moved back by each row's padding, the mask's zeros, so a row's
+positions stay its own; with the default mask nothing moves. A graph where these nodes are not
+found as expected is refused. --check runs the graph with ONNX Runtime: a left-padded, masked row
+gives the logits of the same row unpadded, and without the mask fed the graph gives the original's.
 """
 import argparse
 import json
@@ -25,6 +27,22 @@ import numpy as np
 GRAPH = "decoder_with_past_model.onnx"
 MASK = "decoder_attention_mask"
 RELATIVE_POSITION_FAMILIES = {"t5", "mt5", "longt5", "umt5"}
+ABSOLUTE_POSITION_FAMILIES = {"bart", "mbart", "marian", "pegasus", "m2m100", "nllb-moe"}
+
+
+def position_gathers(graph):
+    """Gathers from an initializer table at indices computed through a Range (the past length):
+    the decoder's position embedding lookups."""
+    producers = {o: n for n in graph.node for o in n.output}
+    inits = {t.name for t in graph.initializer}
+
+    def has_range(name, depth=0):
+        node = producers.get(name)
+        if node is None or depth > 8:
+            return False
+        return node.op_type == "Range" or any(has_range(i, depth + 1) for i in node.input)
+
+    return [n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits and has_range(n.input[1])]
 
 
 def self_attention_softmaxes(graph):
@@ -65,8 +83,8 @@ def add_mask(model_dir, out=None):
 
     model_dir = Path(model_dir)
     family = json.loads((model_dir / "config.json").read_text()).get("model_type")
-    if family not in RELATIVE_POSITION_FAMILIES:
-        return f"skipped: {family} has absolute decoder positions (a mask alone would change its outputs)"
+    if family not in RELATIVE_POSITION_FAMILIES | ABSOLUTE_POSITION_FAMILIES:
+        return f"skipped: {family} is not a family whose positions this tool knows"
     path = model_dir / GRAPH
     model = onnx.load(str(path), load_external_data=False)
     graph = model.graph
@@ -75,7 +93,7 @@ def add_mask(model_dir, out=None):
     softmaxes = self_attention_softmaxes(graph)
     layers = sum(1 for i in graph.input if i.name.endswith(".decoder.key"))
     if len(softmaxes) != layers:
-        raise SystemExit(f"{path}: found {len(softmaxes)} self-attention Softmax nodes for {layers} layers")
+        return f"skipped: found {len(softmaxes)} self-attention Softmax nodes for {layers} layers"
     graph.input.append(helper.make_tensor_value_info(MASK, TensorProto.INT64, ["batch_size", "past_decoder_sequence_length + 1"]))
     graph.initializer.append(numpy_helper.from_array(np.ones((1, 1), dtype=np.int64), MASK))
     nodes = [
@@ -87,26 +105,45 @@ def add_mask(model_dir, out=None):
         helper.make_node("Constant", [], ["duet_mask_axes"], value=numpy_helper.from_array(np.array([1, 2], np.int64)), name="duet_mask_axes"),
         helper.make_node("Unsqueeze", ["duet_mask_additive_2d", "duet_mask_axes"], ["duet_mask_additive"], name="duet_mask_unsqueeze"),
     ]
+    positions = position_gathers(graph) if family in ABSOLUTE_POSITION_FAMILIES else []
+    if family in ABSOLUTE_POSITION_FAMILIES and len(positions) != 1:
+        return f"skipped: found {len(positions)} position lookups, expected 1"
+    if positions:
+        # pads = mask width - sum(mask), per row; the lookup's indices move back by it.
+        nodes += [
+            helper.make_node("Shape", [MASK], ["duet_mask_shape"], name="duet_mask_shape"),
+            helper.make_node("Constant", [], ["duet_mask_width_at"], value=numpy_helper.from_array(np.array([1], np.int64)), name="duet_mask_width_at"),
+            helper.make_node("Gather", ["duet_mask_shape", "duet_mask_width_at"], ["duet_mask_width"], axis=0, name="duet_mask_width"),
+            helper.make_node("ReduceSum", [MASK, "duet_mask_width_at"], ["duet_mask_real"], keepdims=1, name="duet_mask_real"),
+            helper.make_node("Sub", ["duet_mask_width", "duet_mask_real"], ["duet_mask_pads"], name="duet_mask_pads"),
+        ]
+        lookup = positions[0]
+        nodes.append(helper.make_node("Sub", [lookup.input[1], "duet_mask_pads"], ["duet_positions_unpadded"], name="duet_positions_unpadded"))
+        lookup.input[1] = "duet_positions_unpadded"
+    prelude = len(nodes)
     for k, softmax in enumerate(softmaxes):
         scores = softmax.input[0]
         masked = f"duet_masked_scores_{k}"
         nodes.append(helper.make_node("Add", [scores, "duet_mask_additive"], [masked], name=f"duet_mask_add_{k}"))
         softmax.input[0] = masked
-    # Inserted first: the topological order holds (the mask depends on graph inputs only, each Add on
-    # its Softmax's old input, which is computed before the Softmax).
+    # The mask's nodes go first (they read graph inputs only); the position Sub right before its
+    # lookup, each scores Add right before its Softmax, so the order stays topological.
     order = list(graph.node)
-    positions = {id(n): i for i, n in enumerate(order)}
     del graph.node[:]
-    graph.node.extend(nodes[:7])
+    mask_nodes = [n for n in nodes[:prelude] if n.name != "duet_positions_unpadded"]
+    graph.node.extend(mask_nodes)
+    adds = nodes[prelude:]
     for node in order:
+        if positions and node is positions[0]:
+            graph.node.append(next(n for n in nodes if n.name == "duet_positions_unpadded"))
         for k, softmax in enumerate(softmaxes):
             if node is softmax:
-                graph.node.append(nodes[7 + k])
+                graph.node.append(adds[k])
         graph.node.append(node)
-    del positions
     onnx.save(model, str(out or path))
     onnx.checker.check_model(str(out or path))  # by path: external data is found beside it
-    return f"self-attention mask `{MASK}` before {len(softmaxes)} Softmax nodes"
+    moved = ", positions moved back by each row's padding" if positions else ""
+    return f"self-attention mask `{MASK}` before {len(softmaxes)} Softmax nodes{moved}"
 
 
 def check(model_dir, graph=None, tol=1e-5):
@@ -116,11 +153,14 @@ def check(model_dir, graph=None, tol=1e-5):
 
     model_dir = Path(model_dir)
     graph = Path(graph or model_dir / GRAPH)
-    sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    quiet = ort.SessionOptions()
+    quiet.log_severity_level = 3  # not the warning that the mask's default is an overridable initializer
+    sess = ort.InferenceSession(str(graph), quiet, providers=["CPUExecutionProvider"])
     inputs = {i.name: i for i in sess.get_inputs()}
     rng = np.random.default_rng(0)
-    cfg = json.loads((model_dir / "config.json").read_text())
-    heads, d_kv, enc_len, past, pad = cfg["num_heads"], cfg["d_kv"], 5, 4, 3
+    key = inputs["past_key_values.0.decoder.key"].shape
+    heads, d_kv, enc_len, past, pad = key[1], key[3], 5, 4, 3
+    width = inputs["encoder_hidden_states"].shape[2] if "encoder_hidden_states" in inputs else None
     feeds = {"input_ids": np.array([[7], [9]], np.int64), "encoder_attention_mask": np.ones((2, enc_len), np.int64)}
     padded = dict(feeds)
     for name in inputs:
@@ -132,7 +172,7 @@ def check(model_dir, graph=None, tol=1e-5):
                 value = np.concatenate([np.zeros((2, heads, pad, d_kv), np.float32), value], axis=2)
             padded[name] = value
         elif name == "encoder_hidden_states":
-            feeds[name] = padded[name] = rng.standard_normal((2, enc_len, cfg["d_model"])).astype(np.float32)
+            feeds[name] = padded[name] = rng.standard_normal((2, enc_len, width)).astype(np.float32)
     mask = np.ones((2, pad + past + 1), np.int64)
     mask[:, :pad] = 0
     padded[MASK] = mask
@@ -142,7 +182,7 @@ def check(model_dir, graph=None, tol=1e-5):
     if diff > tol:
         raise SystemExit(f"{graph}: masked left padding changes the logits by {diff:.2e}")
     if graph != model_dir / GRAPH:
-        original = ort.InferenceSession(str(model_dir / GRAPH), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
+        original = ort.InferenceSession(str(model_dir / GRAPH), quiet, providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
         if not np.array_equal(original, want):
             raise SystemExit(f"{graph}: without a mask fed, the logits differ from {GRAPH}'s")
     return f"left padding masked: logits within {diff:.1e}"

@@ -114,6 +114,24 @@ def write_tokenizer_json(model, out):
     raise SystemExit(f"cannot make tokenizer.json: transformers has no fast conversion for {type(tok).__name__}")
 
 
+def add_decoder_mask(out):
+    """The with-past decoder takes a self-attention mask (tools/decoder_mask.py), so duet's scheduler
+    batches rows at different positions; kept only when the numeric check passes."""
+    import decoder_mask
+
+    candidate = out / "decoder_with_past_masked.onnx"
+    note = decoder_mask.add_mask(out, candidate)
+    if not candidate.exists():
+        return note
+    try:
+        note += "; " + decoder_mask.check(out, candidate)
+    except SystemExit as e:
+        candidate.unlink()
+        return f"mask skipped: {e}"
+    os.replace(candidate, out / lib.DECODER_PAST)
+    return note
+
+
 def export(model, out, opset=18, merged=True, cross_cache=True):
     """Exports `model` into directory `out`; returns {file name: note} for the printout."""
     from optimum.exporters.onnx import main_export
@@ -138,11 +156,7 @@ def export(model, out, opset=18, merged=True, cross_cache=True):
     notes = {"tokenizer.json": write_tokenizer_json(model, out)}
     if cross_cache:
         notes[lib.ENCODER] = lib.add_cross_cache_to_encoder(out)
-        import decoder_mask
-
-        notes[lib.DECODER_PAST] = decoder_mask.add_mask(out)
-        if "skipped" not in notes[lib.DECODER_PAST]:
-            notes[lib.DECODER_PAST] += "; " + decoder_mask.check(out)
+        notes[lib.DECODER_PAST] = add_decoder_mask(out)
     return notes
 
 

@@ -618,8 +618,7 @@ MASKED_DECODER = "decoder_with_past_masked.onnx"
 
 def masked_decoder(fixture):
     """<fixture>/decoder_with_past_masked.onnx: the with-past decoder with a self-attention mask
-    (tools/decoder_mask.py; T5 family only); tests swap it in for the scheduler's cross-position
-    batching."""
+    (tools/decoder_mask.py); tests swap it in for the scheduler's cross-position batching."""
     import decoder_mask
 
     note = decoder_mask.add_mask(fixture, fixture / MASKED_DECODER)

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = duet::model::confinement::external_locations_in(data);
+    let _ = duet::runtime::confinement::external_locations_in(data);
 });

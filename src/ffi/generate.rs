@@ -9,7 +9,8 @@ use super::params::duet_params;
 use super::status::duet_status;
 use crate::error::{Error, Result};
 use crate::generate::control::{guarded, Limits};
-use crate::generate::{encode_inputs, generate, new_generation_settings, resolve_params, FinishReason, Flow, GenerationOutput, Observer};
+use crate::generate::{encode_inputs, generate, resolve_params, FinishReason, Flow, GenerationOutput, Observer};
+use crate::tasks::new_generation_settings;
 
 /// Why a sequence ended.
 #[repr(C)]

@@ -21,15 +21,8 @@ pub struct duet_model {
 
 /// The scheduler the options ask for, if any (`scheduling`, `max_batch_rows`, `max_requests`).
 fn scheduler_for(model: &std::sync::Arc<Model>, options: &crate::Settings) -> Option<Scheduler> {
-    if options.str("scheduling") == Some("off") || model.kind != ModelKind::Seq2Seq {
-        return None;
-    }
-    let defaults = SchedulerOptions::default();
-    let bounds = SchedulerOptions {
-        max_batch_rows: options.int("max_batch_rows").map_or(defaults.max_batch_rows, |v| v as usize),
-        max_requests: options.int("max_requests").map_or(defaults.max_requests, |v| v as usize),
-    };
-    Some(Scheduler::new(model.clone(), bounds))
+    let bounds = SchedulerOptions::from_model_options(options)?;
+    (model.kind == ModelKind::Seq2Seq).then(|| Scheduler::new(model.clone(), bounds))
 }
 
 /// Loads libonnxruntime once for the process, from `ort_library` when not NULL, else from

@@ -61,7 +61,7 @@ unsafe fn set<T: HasSettings + 'static>(
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_new(out: *mut *mut duet_params) -> duet_status {
     boundary(|| {
-        *out_arg(out, "out")? = new_handle(duet_params { settings: crate::generate::new_generation_settings(), cancel: None });
+        *out_arg(out, "out")? = new_handle(duet_params { settings: crate::tasks::new_generation_settings(), cancel: None });
         Ok(())
     })
 }

@@ -12,9 +12,10 @@ pub mod scheduler;
 pub mod scoring;
 mod search;
 
+pub use crate::model::GENERATION_SPECS;
 pub use generation::Generation;
 pub use output::{FinishReason, Flow, GenerationOutput, Observer, Sequence};
-pub use params::{new_generation_settings, EarlyStopping, GenerationParams, GENERATION_SPECS};
+pub use params::{EarlyStopping, GenerationParams};
 pub use scheduler::{Message, Scheduler, SchedulerOptions, SchedulerStats, Ticket};
 pub use search::Event;
 

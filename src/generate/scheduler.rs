@@ -5,13 +5,13 @@
 //!
 //! The requests that join at one boundary form a *cohort* and take their first step together.
 //! Rows at different positions can share a decoder run only when the with-past decoder takes a
-//! self-attention mask (`decoder_attention_mask`, added by tools/decoder_mask.py to T5-family
-//! exports): then, after its first step, every cohort is merged into one batch, the shorter
-//! self-attention caches left-padded and the padding masked (relative position bias depends only
-//! on the distance between positions, which padding keeps), and padding no row reads any more is
-//! dropped as rows leave. Optimum's own graphs take no such mask (nor position ids, which BART's
-//! learned positions would need): there cohorts stay apart and the scheduler steps each in turn,
-//! so a request still never waits for another to finish.
+//! self-attention mask (`decoder_attention_mask`, added by tools/decoder_mask.py): then, after its
+//! first step, every cohort is merged into one batch, the shorter self-attention caches
+//! left-padded and the padding masked (T5's relative position bias depends only on the distance
+//! between positions, which padding keeps; the graph moves absolute positions back by a row's
+//! padding), and padding no row reads any more is dropped as rows leave. Optimum's own graphs
+//! take no such mask: there cohorts stay apart and the scheduler steps each in turn, so a request
+//! still never waits for another to finish.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -41,6 +41,16 @@ pub struct SchedulerOptions {
 impl Default for SchedulerOptions {
     fn default() -> Self {
         Self { max_batch_rows: 32, max_requests: 256 }
+    }
+}
+
+impl SchedulerOptions {
+    /// The model options' bounds (`crate::model::scheduler_bounds`) over the defaults; `None`
+    /// when they turn scheduling off.
+    pub fn from_model_options(options: &crate::Settings) -> Option<Self> {
+        let (rows, requests) = crate::model::scheduler_bounds(options)?;
+        let d = Self::default();
+        Some(Self { max_batch_rows: rows.unwrap_or(d.max_batch_rows), max_requests: requests.unwrap_or(d.max_requests) })
     }
 }
 

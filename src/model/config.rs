@@ -4,8 +4,8 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
+use super::generation_keys::GENERATION_SPECS;
 use crate::error::{Error, Result};
-use crate::generate::params::{new_generation_settings, GENERATION_SPECS};
 use crate::settings::Settings;
 
 /// The model families Optimum exports for `text2text-generation-with-past`.
@@ -48,7 +48,7 @@ fn usize_field(json: &Json, keys: &[&str]) -> Option<usize> {
 
 /// Copies the generation keys of a JSON object into settings, skipping unknown and null ones.
 fn generation_settings(json: &Json, path: &Path) -> Result<Settings> {
-    let mut s = new_generation_settings();
+    let mut s = Settings::new(GENERATION_SPECS);
     if let Some(obj) = json.as_object() {
         for spec in GENERATION_SPECS {
             if let Some(v) = obj.get(spec.key).filter(|v| !v.is_null()) {
@@ -91,7 +91,7 @@ impl ModelConfig {
         // RoBERTa's families count two positions for the padding offset (transformers: 514 → 512).
         let offset = if ["roberta", "xlm-roberta", "camembert", "longformer"].contains(&model_type.as_str()) { 2 } else { 0 };
         let max_input_tokens = usize_field(&config, &["max_position_embeddings", "n_positions"]).map(|m| m.saturating_sub(offset));
-        let mut generation = new_generation_settings();
+        let mut generation = Settings::new(GENERATION_SPECS);
         if let Some(pad) = config.get("pad_token_id").and_then(Json::as_i64) {
             generation.set_int("pad_token_id", pad).map_err(|e| Error::invalid_model(&config_path, format!("pad_token_id: {e}")))?;
         }
@@ -140,7 +140,7 @@ impl ModelConfig {
         let from_config = generation_settings(&config, &config_path)?;
         let generation = if gen_path.exists() {
             let own = generation_settings(&read_json(&gen_path)?, &gen_path)?;
-            let mut ids_only = new_generation_settings();
+            let mut ids_only = Settings::new(GENERATION_SPECS);
             for key in ["eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id"] {
                 if let Some(v) = from_config.get(key) {
                     set_value(&mut ids_only, key, v)?;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::confinement::external_locations;
+use crate::runtime::confinement::external_locations;
 
 /// One graph's footprint, as model info reports it.
 #[derive(Debug, Clone, Default)]

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::confinement::external_locations;
 use crate::error::{Error, Result};
+use crate::runtime::confinement::external_locations;
 
 fn hash_file(hasher: &mut Sha256, path: &Path) -> Result<()> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };

@@ -6,10 +6,10 @@
 //! encoder output) lives in the request.
 
 pub mod config;
-pub mod confinement;
 mod decoder;
 mod encoder;
 mod footprint;
+mod generation_keys;
 mod graph;
 mod identity;
 mod kv_cache;
@@ -23,8 +23,9 @@ use std::path::{Path, PathBuf};
 pub use config::ModelConfig;
 pub use decoder::{Decoder, Layout, Logits};
 pub use encoder::{Encoder, EncoderOutput};
+pub use generation_keys::GENERATION_SPECS;
 pub use kv_cache::KvCache;
-pub use options::{model_options_from, new_model_options, MODEL_OPTION_SPECS};
+pub use options::{model_options_from, new_model_options, scheduler_bounds, MODEL_OPTION_SPECS};
 pub use pooling::{EmbeddingOverrides, EmbeddingSpec, PoolingMode};
 pub use row_gather::CacheDevice;
 

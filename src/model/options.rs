@@ -51,3 +51,12 @@ pub fn model_options_from<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)
     }
     Ok(s)
 }
+
+/// The scheduler bounds the options ask for (`max_batch_rows`, `max_requests`), or `None` when
+/// `scheduling=off`: parsed once where a model is opened for many callers (the C API, `duet bench`).
+pub fn scheduler_bounds(options: &Settings) -> Option<(Option<usize>, Option<usize>)> {
+    if options.str("scheduling") == Some("off") {
+        return None;
+    }
+    Some((options.int("max_batch_rows").map(|v| v as usize), options.int("max_requests").map(|v| v as usize)))
+}

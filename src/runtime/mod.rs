@@ -1,5 +1,6 @@
 //! Finding and loading `libonnxruntime`, execution providers and session options.
 
+pub mod confinement;
 mod discovery;
 pub mod gpu_options;
 mod providers;

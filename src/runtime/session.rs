@@ -48,7 +48,7 @@ pub struct OpenedSession {
 /// Opens one graph; `trt_profile` is its TensorRT optimization profile (empty without TensorRT).
 pub fn open_session(path: &Path, options: &SessionOptions, trt_profile: &[(String, String)]) -> Result<OpenedSession> {
     let runtime = super::runtime()?;
-    crate::model::confinement::check_external_data(path)?;
+    super::confinement::check_external_data(path)?;
     let onnx = |e: ort::Error| Error::invalid_model(path, format!("ONNX Runtime could not load it: {e}"));
     let mut builder = Session::builder(&runtime.env).map_err(onnx)?;
     builder = builder.with_optimization_level(options.optimization).map_err(|e| onnx(e.into()))?;

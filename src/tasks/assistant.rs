@@ -44,7 +44,7 @@ pub struct Chat {
 impl Chat {
     pub fn new(model: Arc<Model>, params: &Settings) -> Result<Self> {
         model.decoder()?;
-        let mut defaults = crate::generate::new_generation_settings();
+        let mut defaults = crate::tasks::new_generation_settings();
         if !["max_length", "max_new_tokens"].iter().any(|k| model.config.generation.is_set(k)) {
             defaults.set_int("max_new_tokens", 256)?;
         }

@@ -34,3 +34,12 @@ pub static TASK_SPECS: &[Spec] = &[
         _ => Ok(()),
     }, help: "[rerank, search] the two target words of relevance mode (default [\"yes\", \"no\"])" },
 ];
+
+/// Every key a params object accepts: the generation keys, then those of the tasks.
+pub static PARAM_SPECS: once_cell::sync::Lazy<Vec<Spec>> =
+    once_cell::sync::Lazy::new(|| crate::model::GENERATION_SPECS.iter().chain(TASK_SPECS.iter()).copied().collect());
+
+/// An empty params object: every key at its default.
+pub fn new_generation_settings() -> crate::settings::Settings {
+    crate::settings::Settings::new(PARAM_SPECS.as_slice())
+}

@@ -36,7 +36,7 @@ pub fn prompt_template(model: &Model, params: &Settings) -> String {
 /// Beam search with n-gram blocking, and a length preset, under the model's own
 /// generation_config.json and the caller's settings.
 pub fn summary_params(model: &Model, params: &Settings) -> Result<GenerationParams> {
-    let mut defaults = crate::generate::new_generation_settings();
+    let mut defaults = crate::tasks::new_generation_settings();
     defaults.set_int("num_beams", 4)?;
     defaults.set_int("no_repeat_ngram_size", 3)?;
     defaults.set_bool("early_stopping", true)?;

@@ -73,9 +73,8 @@ def configurations(args, models, input_file):
     if args.duet and "duet" in systems and args.concurrency > 1:
         opts = [x for o in args.duet_option for x in ("--option", o)]
         for v in [v for v in args.concurrency_variants.split(",") if v in variants]:
-            batching = ["--option", f"batch_window_ms={args.batch_window_ms}"] if args.batch_window_ms else []
             out.append(config("duet", v, 1, [args.duet, "bench", "--model", str(models / v), *common, "--batch", "1",
-                                              "--concurrency", str(args.concurrency), *opts, *batching], args.concurrency))
+                                              "--concurrency", str(args.concurrency), *opts], args.concurrency))
     return out
 
 
@@ -335,8 +334,6 @@ def main():
     ap.add_argument("--concurrency", type=int, default=8, help="duet's concurrent callers (1: skip)")
     ap.add_argument("--concurrency-variants", default=",".join(ONNX_VARIANTS))
     ap.add_argument("--duet-option", action="append", default=[], metavar="KEY=VALUE", help="passed as --option")
-    ap.add_argument("--batch-window-ms", type=int, default=5,
-                    help="duet's dynamic batching window in the concurrent-callers runs (0: off)")
     ap.add_argument("--timeout", type=int, default=1200, help="seconds per process")
     args = ap.parse_args()
 

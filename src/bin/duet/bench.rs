@@ -96,16 +96,25 @@ fn measure(a: &BenchArgs) -> Result<(), String> {
     };
 
     let json = if a.concurrency > 0 {
-        once(1)?;
+        // As the C API serves many callers: through the model's scheduler, unless scheduling=off.
+        let scheduler = duet::SchedulerOptions::from_model_options(&options).map(|bounds| duet::Scheduler::new(model.clone(), bounds));
+        let resolved = duet::resolve_params(&model, &params).map_err(|e| e.to_string())?;
+        let call = || -> Result<usize, String> {
+            let Some(scheduler) = &scheduler else { return once(1).map(|r| r.1) };
+            let encoded = duet::encode_inputs(&model, &[input.as_str()], &resolved).map_err(|e| e.to_string())?;
+            let out = scheduler.generate(encoded, &resolved, Default::default(), None).map_err(|e| e.to_string())?;
+            Ok(out[0].sequences[0].token_ids.len())
+        };
+        call()?;
         let start = Instant::now();
         let tokens: usize = std::thread::scope(|s| {
             let handles: Vec<_> =
-                (0..a.concurrency).map(|_| s.spawn(|| (0..a.runs).map(|_| once(1).map(|r| r.1)).sum::<Result<usize, String>>())).collect();
+                (0..a.concurrency).map(|_| s.spawn(|| (0..a.runs).map(|_| call()).sum::<Result<usize, String>>())).collect();
             handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).sum::<Result<usize, String>>()
         })?;
         let secs = start.elapsed().as_secs_f64();
         serde_json::json!({
-            "system": "duet", "variant": variant, "batch": 1, "concurrency": a.concurrency,
+            "system": "duet", "variant": variant, "batch": 1, "concurrency": a.concurrency, "scheduler": scheduler.is_some(),
             "tokens_per_s": tokens as f64 / secs, "requests": a.concurrency * a.runs,
             "new_tokens": a.new_tokens, "input_tokens": input_tokens, "peak_rss_mib": peak_rss_mib(),
         })
