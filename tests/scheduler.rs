@@ -117,6 +117,7 @@ fn rows_at_different_positions_share_runs_and_keep_their_solo_outputs() {
     for (family, layout) in [("t5-tiny", "with_past+mask"), ("t5-tiny", "split+mask"), ("bart-tiny", "with_past+mask")] {
         let stats = mixed_requests_get_their_solo_outputs(family, layout);
         assert!(stats.merges > 0, "{family} {layout}: no cohorts were merged: {stats:?}");
+        assert!(stats.max_rows <= 16, "{family} {layout}: a run past max_batch_rows: {stats:?}");
     }
 }
 

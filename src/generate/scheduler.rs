@@ -32,7 +32,8 @@ use crate::text::Encoded;
 /// Bounds of one model's scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerOptions {
-    /// Most decoder rows (inputs × beams) a cohort admits; a larger request runs in a cohort alone.
+    /// Most decoder rows (inputs × beams) one decoder run serves: a cohort admits requests, and
+    /// cohorts merge, up to it; a larger request runs in a cohort alone.
     pub max_batch_rows: usize,
     /// Most requests waiting or running; beyond it a submission is refused with `Error::Busy`.
     pub max_requests: usize,
@@ -387,20 +388,40 @@ impl Shared {
         }
     }
 
-    /// Every cohort past its first step merged into one (the decoder takes a self-attention mask,
-    /// so rows at different positions share its runs); cohorts that do not stack stay apart.
+    /// Cohorts past their first step merged, in order, into batches of at most `max_batch_rows`
+    /// rows (the decoder takes a self-attention mask, so rows at different positions share its
+    /// runs); cohorts that do not stack stay apart.
     fn merge_started(&self, cohorts: Vec<Cohort>) -> Vec<Cohort> {
         let (started, fresh): (Vec<Cohort>, Vec<Cohort>) = cohorts.into_iter().partition(|c| !c.batch.cache.is_empty());
-        if started.len() < 2 {
-            return started.into_iter().chain(fresh).collect();
-        }
-        let mut out = match Cohort::merge(started) {
-            Ok(merged) => {
-                self.stats.lock().unwrap_or_else(|p| p.into_inner()).merges += 1;
-                vec![merged]
+        let mut groups: Vec<Vec<Cohort>> = Vec::new();
+        let mut rows = 0;
+        for cohort in started {
+            let own = cohort.batch.encoder.rows;
+            match groups.last_mut() {
+                Some(group) if rows + own <= self.options.max_batch_rows => {
+                    rows += own;
+                    group.push(cohort);
+                }
+                _ => {
+                    rows = own;
+                    groups.push(vec![cohort]);
+                }
             }
-            Err(apart) => apart,
-        };
+        }
+        let mut out = Vec::new();
+        for group in groups {
+            if group.len() < 2 {
+                out.extend(group);
+                continue;
+            }
+            match Cohort::merge(group) {
+                Ok(merged) => {
+                    self.stats.lock().unwrap_or_else(|p| p.into_inner()).merges += 1;
+                    out.push(merged);
+                }
+                Err(apart) => out.extend(apart),
+            }
+        }
         out.extend(fresh);
         out
     }

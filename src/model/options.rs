@@ -15,7 +15,7 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "memory_pattern", kind: Kind::Bool, check: any, help: "plan allocations from the first run's shapes (default true)" },
     Spec { key: "prepacking", kind: Kind::Bool, check: any, help: "prepack weights for faster MatMul (default true; false: less memory)" },
     Spec { key: "scheduling", kind: Kind::Str, check: |v| check::one_of(v, &["continuous", "off"]), help: "how concurrent generate calls of the C API share the model: continuous (the default: one scheduler thread decodes every request's rows, a step at a time, requests joining and leaving at step boundaries) or off (each call decodes alone on its own thread)" },
-    Spec { key: "max_batch_rows", kind: Kind::Int, check: |v| check::int_in(v, 1, 4096), help: "[scheduling] most decoder rows (inputs x beams) that start decoding together (default 32)" },
+    Spec { key: "max_batch_rows", kind: Kind::Int, check: |v| check::int_in(v, 1, 4096), help: "[scheduling] most decoder rows (inputs x beams) one decoder run serves: requests start, and batches merge, up to it (default 32)" },
     Spec { key: "max_requests", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), help: "[scheduling] most requests waiting or running at once; more are refused with DUET_STATUS_BUSY (default 256)" },
     Spec { key: "cuda_memory_limit", kind: Kind::Int, check: |v| check::int_in(v, 1, i64::MAX), help: "[cuda] bytes the CUDA arena may hold" },
     Spec { key: "cuda_arena_strategy", kind: Kind::Str, check: |v| check::one_of(v, &["next_power_of_two", "same_as_requested"]), help: "[cuda] how the arena grows: next_power_of_two or same_as_requested" },
