@@ -158,7 +158,7 @@ c-example: build
 	$(C_BUILD)/search tests/fixtures/t5-tiny $(C_BUILD)/index.bin
 	$(C_BUILD)/generator tests/fixtures/t5-tiny
 	$(C_BUILD)/generator tests/fixtures/t5-tiny scheduling=off 3
-	$(C_BUILD)/generator tests/fixtures/bart-tiny scheduling=on 1
+	$(C_BUILD)/generator tests/fixtures/bart-tiny scheduling=on 1 100
 
 CXX ?= g++
 CXX_FLAGS := -std=c++17 -Wall -Wextra -Werror -pedantic -Iinclude -Ibindings/cpp

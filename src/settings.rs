@@ -34,6 +34,9 @@ pub struct Spec {
     pub key: &'static str,
     pub kind: Kind,
     pub check: fn(&Value) -> Result<(), String>,
+    /// The value when the key is not set, where it is one fixed value (written here only, shown
+    /// by `duet params`); `None` where it depends on the model or is described in `help`.
+    pub default: Option<&'static str>,
     pub help: &'static str,
 }
 
@@ -310,11 +313,11 @@ mod tests {
     use super::*;
 
     static SPECS: &[Spec] = &[
-        Spec { key: "n", kind: Kind::Int, check: |v| check::int_in(v, 1, 8), help: "" },
-        Spec { key: "t", kind: Kind::Float, check: check::positive, help: "" },
-        Spec { key: "b", kind: Kind::BoolOrWord(&["never"]), check: any, help: "" },
-        Spec { key: "ids", kind: Kind::IntList, check: check::token_ids, help: "" },
-        Spec { key: "s", kind: Kind::StrList, check: any, help: "" },
+        Spec { key: "n", kind: Kind::Int, check: |v| check::int_in(v, 1, 8), default: None, help: "" },
+        Spec { key: "t", kind: Kind::Float, check: check::positive, default: None, help: "" },
+        Spec { key: "b", kind: Kind::BoolOrWord(&["never"]), check: any, default: None, help: "" },
+        Spec { key: "ids", kind: Kind::IntList, check: check::token_ids, default: None, help: "" },
+        Spec { key: "s", kind: Kind::StrList, check: any, default: None, help: "" },
     ];
 
     #[test]

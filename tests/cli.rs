@@ -287,7 +287,7 @@ fn commands_have_help_and_refuse_what_does_not_apply() {
     assert_eq!(rows[1]["input"], "b");
     // duet params: every key with the commands it applies to and its default.
     let params = String::from_utf8_lossy(&duet(&["params", "summarize"]).stdout).to_string();
-    assert!(params.lines().any(|l| l.starts_with("summary_length") && l.contains("medium (default)")), "{params}");
+    assert!(params.lines().any(|l| l.starts_with("summary_length") && l.contains("(default medium)")), "{params}");
     assert!(!params.contains("search_mode"), "search keys are not summarize's");
     let all = String::from_utf8_lossy(&duet(&["params"]).stdout).to_string();
     assert!(

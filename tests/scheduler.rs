@@ -129,10 +129,15 @@ fn streamed_pieces_add_up_to_the_text_and_a_cancel_stops_only_its_request() {
     let greedy = &cases[0];
     let want = solo(&model, greedy);
     let scheduler = scheduler(&model, 32, 64);
+    // Streams on its own thread, and stops after two pieces of exactly 400 (so that the stop
+    // lands while the scheduler is still decoding).
+    let mut long = greedy.params.clone();
+    long.max_new_tokens = 400;
+    long.min_new_tokens = 400;
+    let long_want = solo(&model, &Case { text: greedy.text.clone(), params: long.clone() });
     std::thread::scope(|scope| {
-        // Streams on its own thread, and stops after two pieces.
         let stopper = scope.spawn(|| {
-            let encoded = duet::encode_inputs(&model, &[greedy.text.as_str()], &greedy.params).unwrap();
+            let encoded = duet::encode_inputs(&model, &[greedy.text.as_str()], &long).unwrap();
             let mut pieces = 0;
             let mut observer = |_: usize, _: &str, _: Option<u32>| {
                 pieces += 1;
@@ -142,7 +147,7 @@ fn streamed_pieces_add_up_to_the_text_and_a_cancel_stops_only_its_request() {
                     Flow::Continue
                 }
             };
-            scheduler.generate(encoded, &greedy.params, Limits::default(), Some(&mut observer)).unwrap()
+            scheduler.generate(encoded, &long, Limits::default(), Some(&mut observer)).unwrap()
         });
         let others: Vec<_> = (0..4)
             .map(|_| {
@@ -161,8 +166,8 @@ fn streamed_pieces_add_up_to_the_text_and_a_cancel_stops_only_its_request() {
         let stopped = stopper.join().unwrap();
         let seq = &stopped[0].sequences[0];
         assert_eq!(seq.finish_reason, FinishReason::Cancelled);
-        assert!(want[0].sequences[0].token_ids.starts_with(&seq.token_ids), "a cancelled request keeps a prefix of its output");
-        assert!(seq.token_ids.len() < want[0].sequences[0].token_ids.len());
+        assert!(long_want[0].sequences[0].token_ids.starts_with(&seq.token_ids), "a cancelled request keeps a prefix of its output");
+        assert!(seq.token_ids.len() < 400);
         for other in others {
             let (out, streamed) = other.join().unwrap();
             assert_same(&out, &want, "a request beside a cancelled one");
@@ -207,8 +212,8 @@ fn a_full_queue_refuses_with_busy_and_a_bad_request_fails_alone() {
     let scheduler = scheduler(&model, 32, 2);
     let encoded = duet::encode_inputs(&model, &[case.text.as_str()], &case.params).unwrap();
     let mut long = case.params.clone();
-    long.max_new_tokens = 400;
-    long.min_new_tokens = 400;
+    long.max_new_tokens = 2000;
+    long.min_new_tokens = 2000;
     let tickets: Vec<_> = (0..2).map(|_| scheduler.submit(encoded.clone(), &long, Limits::default()).unwrap()).collect();
     let busy = scheduler.submit(encoded.clone(), &case.params, Limits::default()).err().expect("a third request is refused");
     assert!(matches!(busy, Error::Busy(_)), "{busy}");

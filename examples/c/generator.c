@@ -2,7 +2,7 @@
  * Driving a generation by hand with duet's pull API: the host asks for one event at a time,
  * prints text as it comes, and stops early when it has what it wants.
  *
- *   generator MODEL_DIR [scheduling=on|off] [STOP_AFTER_PIECES]
+ *   generator MODEL_DIR [scheduling=on|off] [STOP_AFTER_PIECES] [LONG_TOKENS]
  *
  * It checks what it shows: the pieces of each input add up to its final text, which equals what
  * duet_generate returns for the same input and params; a generator stopped early keeps a prefix
@@ -45,11 +45,14 @@ static size_t drain(duet_generator *gen, char texts[N_INPUTS][4096], size_t stop
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL_DIR [scheduling=on|off] [STOP_AFTER_PIECES]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL_DIR [scheduling=on|off] [STOP_AFTER_PIECES] [LONG_TOKENS]\n", argv[0]);
         return 2;
     }
     const char *scheduling = argc > 2 && strcmp(argv[2], "scheduling=off") == 0 ? "off" : "continuous";
     size_t stop_after = argc > 3 ? (size_t)strtoul(argv[3], NULL, 10) : 2;
+    /* The stopped-early generation's exact length: long, so that the cancel lands while the
+     * scheduler is still decoding, within the model's positions (bart-tiny has 128). */
+    long long long_tokens = argc > 4 ? strtoll(argv[4], NULL, 10) : 400;
 
     duet_model_options *options = NULL;
     CHECK(duet_model_options_new(&options));
@@ -89,8 +92,15 @@ int main(int argc, char **argv) {
     duet_result_free(result);
     duet_generator_free(gen);
 
-    /* 2. Stopped early: a prefix, and CANCELLED where the input had not finished. */
-    CHECK(duet_generator_new(model, INPUTS, N_INPUTS, params, &gen));
+    /* 2. Stopped early: a prefix, and CANCELLED where the input had not finished. Exactly
+     * (LONG_TOKENS) tokens, so that the cancel lands while the scheduler is still decoding. */
+    duet_params *long_params = NULL;
+    CHECK(duet_params_new(&long_params));
+    CHECK(duet_params_set_int(long_params, "max_new_tokens", long_tokens));
+    CHECK(duet_params_set_int(long_params, "min_new_tokens", long_tokens));
+    duet_result *long_reference = NULL;
+    CHECK(duet_generate(model, INPUTS, N_INPUTS, long_params, NULL, NULL, &long_reference));
+    CHECK(duet_generator_new(model, INPUTS, N_INPUTS, long_params, &gen));
     char partial[N_INPUTS][4096] = {{0}};
     pieces = drain(gen, partial, stop_after);
     REQUIRE(pieces == stop_after, "no piece after the cancel (%zu taken, stop after %zu)", pieces, stop_after);
@@ -100,7 +110,7 @@ int main(int argc, char **argv) {
         const char *text = NULL, *want = NULL;
         duet_finish_reason reason;
         CHECK(duet_result_text(result, i, 0, &text));
-        CHECK(duet_result_text(reference, i, 0, &want));
+        CHECK(duet_result_text(long_reference, i, 0, &want));
         CHECK(duet_result_finish_reason(result, i, 0, &reason));
         REQUIRE(strncmp(want, partial[i], strlen(partial[i])) == 0, "input %zu: \"%s\" is a prefix of \"%s\"", i, partial[i], want);
         REQUIRE(strncmp(want, text, strlen(text)) == 0, "input %zu: the result \"%s\" is a prefix of \"%s\"", i, text, want);
@@ -109,6 +119,8 @@ int main(int argc, char **argv) {
     REQUIRE(cancelled > 0, "an input stopped early says CANCELLED");
     printf("stopped after %zu pieces: prefixes of the full output, %zu input(s) cancelled\n", pieces, cancelled);
     duet_result_free(result);
+    duet_result_free(long_reference);
+    duet_params_free(long_params);
     duet_generator_free(gen);
 
     /* 3. Misuse is refused, never a crash. */

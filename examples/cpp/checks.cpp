@@ -449,7 +449,11 @@ int main(int argc, char **argv) {
         }
         expect(finished == two.size(), "one Finished event per input");
 
-        duet::Generator early = model.generator(two, gp);
+        // Long enough (exactly 100 tokens, within bart-tiny's 128 positions) that the cancel lands while
+        // the scheduler is still decoding.
+        duet::Params long_params;
+        long_params.set("max_new_tokens", 100).set("min_new_tokens", 100);
+        duet::Generator early = model.generator(two, long_params);
         std::size_t texts = 0;
         for (const duet::Event &e : early) {
             if (e.kind == duet::Event::Kind::Text && ++texts == 1) early.cancel();

@@ -32,7 +32,10 @@ def main() -> int:
             assert "".join(pieces) == gen.result.text == reference.text, (pieces, gen.result.text, reference.text)
         print(f"pulled {len(pieces)} pieces: {reference.text!r}, as Model.generate")
 
-        with model.generator(text) as gen:
+        # Exactly 400 tokens: the cancel lands while the scheduler is still decoding.
+        long = {"max_new_tokens": 400, "min_new_tokens": 400}
+        long_reference = model.generate(text, **long)
+        with model.generator(text, **long) as gen:
             pieces = []
             for event in gen:
                 if event.kind == "text":
@@ -41,7 +44,7 @@ def main() -> int:
                         gen.cancel()  # the loop ends at the next step
             partial = gen.result
         assert len(pieces) == stop_after, pieces
-        assert reference.text.startswith(partial.text), (partial.text, reference.text)
+        assert long_reference.text.startswith(partial.text), (partial.text, long_reference.text)
         assert partial.finish_reason == "cancelled", partial.finish_reason
         print(f"stopped after {stop_after} pieces: {partial.text!r} ({partial.finish_reason})")
     assert threading.active_count() == threads_before, "a generator starts no Python thread"

@@ -40,18 +40,18 @@ pub struct SchedulerOptions {
 }
 
 impl Default for SchedulerOptions {
+    /// The model options' defaults.
     fn default() -> Self {
-        Self { max_batch_rows: 32, max_requests: 256 }
+        Self::from_model_options(&crate::model::new_model_options()).unwrap_or(Self { max_batch_rows: 1, max_requests: 1 })
     }
 }
 
 impl SchedulerOptions {
-    /// The model options' bounds (`crate::model::scheduler_bounds`) over the defaults; `None`
-    /// when they turn scheduling off.
+    /// The model options' bounds (`crate::model::scheduler_bounds`); `None` when they turn
+    /// scheduling off.
     pub fn from_model_options(options: &crate::Settings) -> Option<Self> {
-        let (rows, requests) = crate::model::scheduler_bounds(options)?;
-        let d = Self::default();
-        Some(Self { max_batch_rows: rows.unwrap_or(d.max_batch_rows), max_requests: requests.unwrap_or(d.max_requests) })
+        let (max_batch_rows, max_requests) = crate::model::scheduler_bounds(options)?;
+        Some(Self { max_batch_rows, max_requests })
     }
 }
 

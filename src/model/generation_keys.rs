@@ -5,7 +5,7 @@ use crate::settings::{any, check, Kind, Spec};
 
 macro_rules! spec {
     ($key:literal, $kind:expr, $check:expr, $help:literal) => {
-        Spec { key: $key, kind: $kind, check: $check, help: $help }
+        Spec { key: $key, kind: $kind, check: $check, default: None, help: $help }
     };
 }
 

@@ -36,7 +36,7 @@ pub struct ChatReply {
 /// A conversation: the model, its settings and the turns so far. One thread at a time.
 pub struct Chat {
     model: Arc<Model>,
-    params: Settings,
+    task: crate::tasks::TaskSettings,
     gen: GenerationParams,
     history: Vec<Turn>,
 }
@@ -56,7 +56,7 @@ impl Chat {
         if gen.num_return_sequences > 1 {
             return Err(Error::invalid_param("num_return_sequences", "a chat reply is one sequence"));
         }
-        Ok(Self { model, params: params.clone(), gen, history: Vec::new() })
+        Ok(Self { model, task: crate::tasks::TaskSettings::parse(params), gen, history: Vec::new() })
     }
 
     pub fn history(&self) -> &[Turn] {
@@ -69,14 +69,10 @@ impl Chat {
 
     /// The encoder input for `user` after the turns `history`.
     pub fn render(&self, history: &[Turn], user: &str) -> String {
-        let turn_template = self.params.str("chat_turn_template").unwrap_or(DEFAULT_TURN_TEMPLATE);
-        let past: String = history.iter().map(|t| turn_template.replace("{user}", &t.user).replace("{assistant}", &t.assistant)).collect();
-        self.params
-            .str("chat_template")
-            .unwrap_or(DEFAULT_CHAT_TEMPLATE)
-            .replace("{system}", self.params.str("system_prompt").unwrap_or(DEFAULT_SYSTEM_PROMPT))
-            .replace("{history}", &past)
-            .replace("{user}", user)
+        let t = &self.task;
+        let past: String =
+            history.iter().map(|turn| t.chat_turn_template.replace("{user}", &turn.user).replace("{assistant}", &turn.assistant)).collect();
+        t.chat_template.replace("{system}", &t.system_prompt).replace("{history}", &past).replace("{user}", user)
     }
 
     /// Answers `user`, streaming the reply to `observer`; the turn joins the history unless the

@@ -19,9 +19,10 @@ pub enum InputKind {
 impl InputKind {
     /// The `input_kind` param (default: document).
     pub fn from_params(params: &Settings) -> Self {
-        match params.str("input_kind") {
-            Some("query") => InputKind::Query,
-            _ => InputKind::Document,
+        if crate::tasks::TaskSettings::parse(params).embed_as_query {
+            InputKind::Query
+        } else {
+            InputKind::Document
         }
     }
 }
@@ -45,9 +46,9 @@ pub fn embed(model: &Model, texts: &[&str], params: &Settings) -> Result<Vec<Vec
 
 pub fn embed_with(model: &Model, texts: &[&str], params: &Settings, kind: InputKind, limits: &Limits) -> Result<Embeddings> {
     let spec = &model.embedding;
-    let limit = params.int("max_input_tokens").map(|v| v as usize).or(spec.max_seq_length).or(model.config.max_input_tokens);
-    let truncate = params.bool("truncate_input").unwrap_or(false);
-    let batch = params.int("batch_size").map_or(8, |v| v as usize);
+    let task = crate::tasks::TaskSettings::parse(params);
+    let limit = task.max_input_tokens.or(spec.max_seq_length).or(model.config.max_input_tokens);
+    let (truncate, batch) = (task.truncate_input, task.batch_size);
     let pad = model.config.generation.int("pad_token_id").unwrap_or(0) as u32;
     let prefix = match kind {
         InputKind::Query => &spec.query_prefix,

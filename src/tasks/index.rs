@@ -82,18 +82,8 @@ pub struct SearchOptions {
 
 impl SearchOptions {
     pub fn from_params(params: &Settings, k: usize, rerank_top_n: usize) -> Self {
-        let mode = match params.str("search_mode") {
-            Some("keyword") => SearchMode::Keyword,
-            Some("hybrid") => SearchMode::Hybrid,
-            _ => SearchMode::Vector,
-        };
-        Self {
-            k,
-            rerank_top_n,
-            mode,
-            rrf_k: params.int("rrf_k").map_or(60, |v| v as usize),
-            hybrid_candidates: params.int("hybrid_candidates").map_or(100, |v| v as usize),
-        }
+        let task = crate::tasks::TaskSettings::parse(params);
+        Self { k, rerank_top_n, mode: task.search_mode, rrf_k: task.rrf_k, hybrid_candidates: task.hybrid_candidates }
     }
 }
 

@@ -10,7 +10,7 @@ mod params;
 pub mod rerank;
 pub mod summarize;
 
-pub use params::{new_generation_settings, PARAM_SPECS, TASK_SPECS};
+pub use params::{new_generation_settings, RerankMode, SummaryLength, TaskSettings, PARAM_SPECS, TASK_SPECS};
 
 use crate::error::{Error, Result};
 

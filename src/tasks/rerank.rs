@@ -20,16 +20,16 @@ pub fn rerank(model: &Model, query: &str, passages: &[&str], params: &Settings) 
     }
     model.decoder()?;
     let gen = GenerationParams::resolve(&model.config.generation, params, model.vocab_size())?;
-    let relevance = params.str("rerank_mode") == Some("relevance");
+    let task = crate::tasks::TaskSettings::parse(params);
+    let relevance = task.rerank_mode == crate::tasks::RerankMode::Relevance;
     let model_default = if relevance { None } else { model.config.rerank_template.as_deref() };
     let template =
-        params.str("rerank_template").or(model_default).unwrap_or(if relevance { RELEVANCE_TEMPLATE } else { LIKELIHOOD_TEMPLATE });
+        task.rerank_template.as_deref().or(model_default).unwrap_or(if relevance { RELEVANCE_TEMPLATE } else { LIKELIHOOD_TEMPLATE });
     let limit = gen.max_input_tokens.or(model.config.max_input_tokens);
-    let batch = params.int("batch_size").map_or(8, |v| v as usize);
+    let batch = task.batch_size;
 
     let targets = if relevance {
-        let words = params.str_list("relevance_tokens").map(<[String]>::to_vec).unwrap_or_else(|| vec!["yes".into(), "no".into()]);
-        words.iter().map(|w| first_token(model, w)).collect::<Result<Vec<_>>>()?
+        task.relevance_tokens.iter().map(|w| first_token(model, w)).collect::<Result<Vec<_>>>()?
     } else {
         model.tokenizer.encode(query, None, false, 0)?.ids
     };

@@ -7,6 +7,7 @@ use crate::model::Model;
 use crate::settings::Settings;
 use crate::tasks::chunking::{count_tokens, plan_chunks};
 use crate::tasks::{nonblank, Progress};
+use crate::tasks::{SummaryLength, TaskSettings};
 use crate::text::Encoded;
 
 /// Levels of map-reduce after which a document that still does not fit is an error.
@@ -27,9 +28,8 @@ pub struct SummaryOutput {
 /// The encoder input around `{text}`: the caller's template, else the model's summarization
 /// prefix from config.json (T5's "summarize: "), else the text alone (BART style).
 pub fn prompt_template(model: &Model, params: &Settings) -> String {
-    params
-        .str("prompt_template")
-        .map(str::to_string)
+    TaskSettings::parse(params)
+        .prompt_template
         .unwrap_or_else(|| format!("{}{{text}}", model.config.summarization_prefix.as_deref().unwrap_or("")))
 }
 
@@ -40,18 +40,19 @@ pub fn summary_params(model: &Model, params: &Settings) -> Result<GenerationPara
     defaults.set_int("num_beams", 4)?;
     defaults.set_int("no_repeat_ngram_size", 3)?;
     defaults.set_bool("early_stopping", true)?;
-    let (max_new, min_new) = match params.str("summary_length").unwrap_or("medium") {
-        "short" => (48, 8),
-        "long" => (256, 64),
-        _ => (128, 24),
+    let task = TaskSettings::parse(params);
+    let (max_new, min_new) = match task.summary_length {
+        SummaryLength::Short => (48, 8),
+        SummaryLength::Long => (256, 64),
+        SummaryLength::Medium => (128, 24),
     };
     let mut caller = params.clone();
     let model_sets_length = ["max_length", "max_new_tokens"].iter().any(|k| model.config.generation.is_set(k));
-    let preset_layer = if params.is_set("summary_length") || !model_sets_length { &mut caller } else { &mut defaults };
-    if !params.is_set("max_new_tokens") && !params.is_set("max_length") {
+    let preset_layer = if task.summary_length_set || !model_sets_length { &mut caller } else { &mut defaults };
+    if !task.sets_max_length {
         preset_layer.set_int("max_new_tokens", max_new)?;
     }
-    if !params.is_set("min_new_tokens") && !params.is_set("min_length") {
+    if !task.sets_min_length {
         preset_layer.set_int("min_new_tokens", min_new)?;
     }
     model.decoder()?;
@@ -77,12 +78,13 @@ pub fn summarize(
     let gen = summary_params(model, params)?;
     let limit = gen.max_input_tokens.or(model.config.max_input_tokens).unwrap_or(512);
     let overhead = model.tokenizer.encode(&template.replace("{text}", ""), None, false, 0)?.ids.len();
-    let budget = params.int("chunk_tokens").map_or(limit, |c| c as usize).min(limit).saturating_sub(overhead);
+    let task = TaskSettings::parse(params);
+    let budget = task.chunk_tokens.unwrap_or(limit).min(limit).saturating_sub(overhead);
     if budget < 8 {
         return Err(Error::InvalidArgument(format!("the prompt template leaves {budget} tokens of a {limit}-token input for the text")));
     }
-    let overlap = params.int("chunk_overlap_tokens").map_or(32, |v| v as usize).min(budget / 2);
-    let batch = params.int("batch_size").map_or(8, |v| v as usize);
+    let overlap = task.chunk_overlap_tokens.min(budget / 2);
+    let batch = task.batch_size;
     // Partial summaries must shrink the text, or reducing would never end. Greedy packing puts
     // more than `budget - overlap` new tokens in every two consecutive chunks, so a quarter of that
     // per summary at least halves the text at each level.

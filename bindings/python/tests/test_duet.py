@@ -165,8 +165,8 @@ def test_generator_is_a_plain_iterator_equal_to_generate(t5, bart, fixtures):
 
 def test_generator_cancel_and_close_and_busy(fixtures):
     with duet.Model(fixtures / "t5-tiny", options={"max_requests": 1}) as model:
-        full = model.generate("The weather is nice today.", max_new_tokens=24, min_new_tokens=24)
-        gen = model.generator("The weather is nice today.", max_new_tokens=24, min_new_tokens=24)
+        full = model.generate("The weather is nice today.", max_new_tokens=400, min_new_tokens=400)
+        gen = model.generator("The weather is nice today.", max_new_tokens=400, min_new_tokens=400)
         first = next(gen)
         assert first.kind == "text"
         with pytest.raises(duet.ModelBusy) as e:

@@ -288,14 +288,14 @@ pub fn list_params(command: Option<&str>) -> Result<(), Failure> {
         let names =
             if cmds.len() == Cmd::ALL.len() { "all".to_string() } else { cmds.iter().map(|c| c.name()).collect::<Vec<_>>().join(",") };
         let help = spec.help.strip_prefix('[').and_then(|h| h.split_once("] ")).map_or(spec.help, |(_, rest)| rest);
-        print_line(&format!("{:<24} {:<9} {:<32} {}", spec.key, kind_name(spec), names, help))?;
+        print_line(&format!("{:<24} {:<9} {:<32} {}{}", spec.key, kind_name(spec), names, help, default_note(spec)))?;
     }
     Ok(())
 }
 
 pub fn list_options() -> Result<(), Failure> {
     for spec in MODEL_OPTION_SPECS {
-        print_line(&format!("{:<30} {:<6} {}", spec.key, kind_name(spec), spec.help))?;
+        print_line(&format!("{:<30} {:<6} {}{}", spec.key, kind_name(spec), spec.help, default_note(spec)))?;
     }
     Ok(())
 }
@@ -311,4 +311,9 @@ fn kind_name(spec: &Spec) -> &'static str {
         Kind::StrList => "strings",
         Kind::BoolOrWord(_) => "bool|word",
     }
+}
+
+/// " (default X)" for a key whose default is one fixed value in its table; control characters shown escaped.
+fn default_note(spec: &duet::settings::Spec) -> String {
+    spec.default.map_or(String::new(), |d| format!(" (default {})", d.replace('\n', "\\n")))
 }
