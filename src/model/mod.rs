@@ -25,7 +25,7 @@ pub use decoder::{Decoder, Layout, Logits};
 pub use encoder::{Encoder, EncoderOutput};
 pub use generation_keys::GENERATION_SPECS;
 pub use kv_cache::KvCache;
-pub use options::{model_options_from, new_model_options, scheduler_bounds, MODEL_OPTION_SPECS};
+pub use options::{model_options_from, new_model_options, scheduler_bounds, OpenOptions, MODEL_OPTION_SPECS};
 pub use pooling::{EmbeddingOverrides, EmbeddingSpec, PoolingMode};
 pub use row_gather::CacheDevice;
 
@@ -97,7 +97,8 @@ impl Model {
 
     pub fn open_with(dir: impl AsRef<Path>, options: &Settings) -> Result<Self> {
         let dir = dir.as_ref();
-        runtime::init_runtime(options.str("ort_library").map(Path::new))?;
+        let opts = OpenOptions::parse(options);
+        runtime::init_runtime(opts.ort_library.as_deref())?;
         if !dir.is_dir() {
             return Err(Error::ModelFileMissing { path: dir.to_path_buf(), reason: "not a directory".into() });
         }
@@ -121,9 +122,9 @@ impl Model {
         let tensorrt_first = session_options.providers.order.first() == Some(&ExecutionProviderKind::TensorRt);
         let profile_shape =
             (tensorrt_first || session_options.providers.order.contains(&ExecutionProviderKind::TensorRt)).then(|| ProfileShape {
-                max_batch: options.int("trt_max_batch").unwrap_or(8) as usize,
-                max_input: options.int("trt_max_input_tokens").map(|v| v as usize).or(config.max_input_tokens).unwrap_or(512),
-                max_new: options.int("trt_max_new_tokens").unwrap_or(256) as usize,
+                max_batch: opts.trt_max_batch,
+                max_input: opts.trt_max_input_tokens.or(config.max_input_tokens).unwrap_or(512),
+                max_new: opts.trt_max_new_tokens,
                 layers: config.decoder_layers.unwrap_or(1),
                 heads: config.decoder_heads.unwrap_or(1),
                 head_dim: config.head_dim.unwrap_or(1),
@@ -145,7 +146,7 @@ impl Model {
         let provider_notes = enc.skipped_providers.clone();
         let mut encoder = Encoder::new(&enc_path, enc.session)?;
         let encoder_cross = encoder.cross_layers() > 0;
-        let (layout, layout_note) = choose_layout(dir, options.str("layout").unwrap_or("auto"), tensorrt_first, encoder_cross)?;
+        let (layout, layout_note) = choose_layout(dir, &opts.layout, tensorrt_first, encoder_cross)?;
         let (heads, head_dim) = (config.decoder_heads, config.head_dim);
         let mut decoder = match layout {
             Layout::Merged => {
@@ -175,9 +176,7 @@ impl Model {
             }
         };
         let decoder_provider = providers_used.last().map_or(provider, |(_, k, _)| *k);
-        if let Some(device) =
-            cache_device(options.str("io_binding").unwrap_or("auto"), decoder_provider, session_options.providers.device_id)
-        {
+        if let Some(device) = cache_device(&opts.io_binding, decoder_provider, session_options.providers.device_id) {
             encoder.bind_output_to(device);
             decoder.bind_cache_to(device);
         }
@@ -425,10 +424,10 @@ fn session_options(options: &Settings) -> Result<SessionOptions> {
     if let Some(list) = options.str("providers") {
         providers.order = ProviderSelection::parse_list(list)?;
     }
-    providers.strict = options.bool("strict_providers").unwrap_or(false);
+    providers.strict = options.bool("strict_providers").unwrap_or(options::option_default("strict_providers") == Some("true"));
     providers.gpu = gpu_options(options, &providers.order)?;
-    providers.device_id = options.int("device_id").unwrap_or(0) as i32;
-    let optimization = match options.str("graph_optimization").unwrap_or("all") {
+    providers.device_id = options::option_int(options, "device_id") as i32;
+    let optimization = match OpenOptions::graph_optimization(options).as_str() {
         "disable" => GraphOptimizationLevel::Disable,
         "basic" => GraphOptimizationLevel::Level1,
         "extended" => GraphOptimizationLevel::Level2,
@@ -436,7 +435,7 @@ fn session_options(options: &Settings) -> Result<SessionOptions> {
     };
     Ok(SessionOptions {
         providers,
-        intra_threads: options.int("intra_threads").unwrap_or(0) as usize,
+        intra_threads: options::option_int(options, "intra_threads").max(0) as usize,
         optimization,
         intra_op_spinning: options.bool("intra_op_spinning"),
         memory_arena: options.bool("memory_arena"),

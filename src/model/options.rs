@@ -5,11 +5,11 @@ use crate::settings::{any, check, Kind, Settings, Spec};
 pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "ort_library", kind: Kind::Str, check: any, default: None, help: "path of libonnxruntime to load (first place tried)" },
     Spec { key: "providers", kind: Kind::Str, check: any, default: None, help: "execution providers in order of preference, e.g. `cuda,cpu`" },
-    Spec { key: "strict_providers", kind: Kind::Bool, check: any, default: None, help: "fail instead of falling back when the first provider is unavailable" },
-    Spec { key: "device_id", kind: Kind::Int, check: |v| check::int_in(v, 0, 1024), default: None, help: "GPU ordinal for cuda/tensorrt" },
-    Spec { key: "layout", kind: Kind::Str, check: |v| check::one_of(v, &["auto", "merged", "split", "with_past"]), default: None, help: "decoder graphs to use: auto (with_past when the encoder returns the cross-attention cache, else merged, else split), merged, split or with_past" },
-    Spec { key: "io_binding", kind: Kind::Str, check: |v| check::one_of(v, &["auto", "on", "off"]), default: None, help: "keep encoder outputs and KV caches where the decoder runs, through IoBinding: auto (on a GPU, the default), on, off" },
-    Spec { key: "graph_optimization", kind: Kind::Str, check: |v| check::one_of(v, &["disable", "basic", "extended", "all"]), default: None, help: "ONNX Runtime graph optimization level: disable, basic, extended or all (default)" },
+    Spec { key: "strict_providers", kind: Kind::Bool, check: any, default: Some("false"), help: "fail instead of falling back when the first provider is unavailable" },
+    Spec { key: "device_id", kind: Kind::Int, check: |v| check::int_in(v, 0, 1024), default: Some("0"), help: "GPU ordinal for cuda/tensorrt" },
+    Spec { key: "layout", kind: Kind::Str, check: |v| check::one_of(v, &["auto", "merged", "split", "with_past"]), default: Some("auto"), help: "decoder graphs to use: auto (with_past when the encoder returns the cross-attention cache, else merged, else split), merged, split or with_past" },
+    Spec { key: "io_binding", kind: Kind::Str, check: |v| check::one_of(v, &["auto", "on", "off"]), default: Some("auto"), help: "keep encoder outputs and KV caches where the decoder runs, through IoBinding: auto (on a GPU), on, off" },
+    Spec { key: "graph_optimization", kind: Kind::Str, check: |v| check::one_of(v, &["disable", "basic", "extended", "all"]), default: Some("all"), help: "ONNX Runtime graph optimization level: disable, basic, extended or all" },
     Spec { key: "intra_op_spinning", kind: Kind::Bool, check: any, default: None, help: "let ONNX Runtime's threads spin between operators (default true: lower latency, more CPU)" },
     Spec { key: "memory_arena", kind: Kind::Bool, check: any, default: None, help: "ONNX Runtime's CPU memory arena (default true; false: less memory held)" },
     Spec { key: "memory_pattern", kind: Kind::Bool, check: any, default: None, help: "plan allocations from the first run's shapes (default true)" },
@@ -28,15 +28,15 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "trt_timing_cache_path", kind: Kind::Str, check: any, default: None, help: "[tensorrt] folder of the timing cache" },
     Spec { key: "trt_builder_optimization_level", kind: Kind::Int, check: |v| check::int_in(v, 0, 5), default: None, help: "[tensorrt] builder optimization level 0-5" },
     Spec { key: "trt_max_workspace_size", kind: Kind::Int, check: |v| check::int_in(v, 1, i64::MAX), default: None, help: "[tensorrt] builder workspace in bytes" },
-    Spec { key: "trt_max_batch", kind: Kind::Int, check: |v| check::int_in(v, 1, 1024), default: None, help: "[tensorrt] largest batch of the optimization profiles (default 8)" },
+    Spec { key: "trt_max_batch", kind: Kind::Int, check: |v| check::int_in(v, 1, 1024), default: Some("8"), help: "[tensorrt] largest batch of the optimization profiles" },
     Spec { key: "trt_max_input_tokens", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), default: None, help: "[tensorrt] longest input of the profiles (default: the model's limit)" },
-    Spec { key: "trt_max_new_tokens", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), default: None, help: "[tensorrt] longest output of the profiles (default 256)" },
+    Spec { key: "trt_max_new_tokens", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), default: Some("256"), help: "[tensorrt] longest output of the profiles" },
     Spec { key: "profiling_prefix", kind: Kind::Str, check: any, default: None, help: "write ONNX Runtime's per-operator profile of each graph to files starting with this path (for performance work)" },
     Spec { key: "pooling", kind: Kind::Str, check: |v| check::one_of(v, &["mean", "cls", "max", "last_token", "mean_sqrt_len"]), default: None, help: "[embed] how token states become one vector: mean, cls, max, last_token or mean_sqrt_len (default: 1_Pooling/config.json, else mean)" },
     Spec { key: "normalize", kind: Kind::Bool, check: any, default: None, help: "[embed] L2-normalise vectors (default: true, or what modules.json says)" },
     Spec { key: "query_prefix", kind: Kind::Str, check: any, default: None, help: "[embed] text put before every query (E5: `query: `; default: the prompts of config_sentence_transformers.json, else none)" },
     Spec { key: "document_prefix", kind: Kind::Str, check: any, default: None, help: "[embed] text put before every document (E5: `passage: `; default as query_prefix)" },
-    Spec { key: "intra_threads", kind: Kind::Int, check: check::thread_count, default: None, help: "threads per operator, at most the usable cores; 0 = ONNX Runtime's choice" },
+    Spec { key: "intra_threads", kind: Kind::Int, check: check::thread_count, default: Some("0"), help: "threads per operator, at most the usable cores; 0 = ONNX Runtime's choice" },
 ];
 
 pub fn new_model_options() -> Settings {
@@ -52,6 +52,50 @@ pub fn model_options_from<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)
     Ok(s)
 }
 
+/// What opening a model reads of its options beside the session options, parsed once; a key not
+/// set takes its default from the table above.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenOptions {
+    pub ort_library: Option<std::path::PathBuf>,
+    pub layout: String,
+    pub io_binding: String,
+    pub trt_max_batch: usize,
+    pub trt_max_input_tokens: Option<usize>,
+    pub trt_max_new_tokens: usize,
+}
+
+/// The table's default of `key` (a model option with a fixed default).
+pub fn option_default(key: &str) -> Option<&'static str> {
+    MODEL_OPTION_SPECS.iter().find(|s| s.key == key).and_then(|s| s.default)
+}
+
+fn option_str(options: &Settings, key: &str) -> String {
+    options.str(key).or_else(|| option_default(key)).unwrap_or_default().to_string()
+}
+
+/// An int option, else its default (0 if it has none: a table without one for an int key).
+pub fn option_int(options: &Settings, key: &str) -> i64 {
+    options.int(key).or_else(|| option_default(key).and_then(|d| d.parse().ok())).unwrap_or(0)
+}
+
+impl OpenOptions {
+    pub fn parse(options: &Settings) -> Self {
+        Self {
+            ort_library: options.str("ort_library").map(std::path::PathBuf::from),
+            layout: option_str(options, "layout"),
+            io_binding: option_str(options, "io_binding"),
+            trt_max_batch: option_int(options, "trt_max_batch").max(1) as usize,
+            trt_max_input_tokens: options.int("trt_max_input_tokens").map(|v| v as usize),
+            trt_max_new_tokens: option_int(options, "trt_max_new_tokens").max(1) as usize,
+        }
+    }
+
+    /// The graph optimization level's name (`graph_optimization`).
+    pub fn graph_optimization(options: &Settings) -> String {
+        option_str(options, "graph_optimization")
+    }
+}
+
 /// The scheduler bounds the options ask for (`max_batch_rows`, `max_requests`; unset ones take
 /// their defaults from the table above), or `None` when `scheduling=off`: parsed once where a
 /// model is opened for many callers (the C API, `duet bench`).
@@ -59,9 +103,6 @@ pub fn scheduler_bounds(options: &Settings) -> Option<(usize, usize)> {
     if options.str("scheduling") == Some("off") {
         return None;
     }
-    let bound = |key: &str| {
-        let default = MODEL_OPTION_SPECS.iter().find(|s| s.key == key).and_then(|s| s.default).and_then(|d| d.parse::<i64>().ok());
-        options.int(key).or(default).unwrap_or(1).max(1) as usize
-    };
+    let bound = |key: &str| option_int(options, key).max(1) as usize;
     Some((bound("max_batch_rows"), bound("max_requests")))
 }
