@@ -3,6 +3,7 @@
 //! then the caller's settings.
 
 use crate::error::{Error, Result};
+use crate::model::generation_default;
 use crate::settings::Settings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +46,11 @@ impl GenerationParams {
     /// `defaults`: the model's generation config; `caller`: the request's settings.
     pub fn resolve(defaults: &Settings, caller: &Settings, vocab_size: usize) -> Result<Self> {
         let s = defaults.overlaid(caller);
-        let int = |k: &str, d: i64| s.int(k).unwrap_or(d);
-        let float = |k: &str, d: f64| s.float(k).unwrap_or(d) as f32;
+        // Unset keys take the key table's default (crate::model::GENERATION_SPECS), written there only.
+        let table = |k: &str| generation_default(k).unwrap_or_default();
+        let int = |k: &str| s.int(k).unwrap_or_else(|| table(k).parse().unwrap_or(0));
+        let float = |k: &str| s.float(k).unwrap_or_else(|| table(k).parse().unwrap_or(0.0)) as f32;
+        let flag = |k: &str| s.bool(k).unwrap_or(table(k) == "true");
         let token = |k: &str| -> Result<Option<u32>> { s.int(k).map(|id| checked_token(k, id, vocab_size)).transpose() };
         let tokens =
             |k: &str| -> Result<Vec<u32>> { s.int_list(k).unwrap_or(&[]).iter().map(|&id| checked_token(k, id, vocab_size)).collect() };
@@ -60,19 +64,19 @@ impl GenerationParams {
         } else if let Some(n) = defaults.int("max_new_tokens") {
             n
         } else {
-            defaults.int("max_length").unwrap_or(20) - 1
+            defaults.int("max_length").unwrap_or_else(|| table("max_length").parse().unwrap_or(20)) - 1
         };
-        let min_new_tokens = int("min_new_tokens", 0).max(int("min_length", 0) - 1).max(0);
+        let min_new_tokens = int("min_new_tokens").max(int("min_length") - 1).max(0);
 
-        let num_beams = int("num_beams", 1) as usize;
-        let num_return_sequences = int("num_return_sequences", 1) as usize;
-        if num_return_sequences > num_beams && !s.bool("do_sample").unwrap_or(false) {
+        let num_beams = int("num_beams") as usize;
+        let num_return_sequences = int("num_return_sequences") as usize;
+        if num_return_sequences > num_beams && !flag("do_sample") {
             return Err(Error::invalid_param(
                 "num_return_sequences",
                 format!("{num_return_sequences} is more than num_beams ({num_beams}); greedy and beam search return at most num_beams sequences"),
             ));
         }
-        let do_sample = s.bool("do_sample").unwrap_or(false);
+        let do_sample = flag("do_sample");
         if do_sample && num_beams > 1 {
             return Err(Error::invalid_param("do_sample", "beam sampling (do_sample with num_beams > 1) is not supported"));
         }
@@ -98,15 +102,15 @@ impl GenerationParams {
             min_new_tokens: min_new_tokens as usize,
             num_beams,
             num_return_sequences,
-            length_penalty: float("length_penalty", 1.0),
+            length_penalty: float("length_penalty"),
             early_stopping,
             do_sample,
-            temperature: float("temperature", 1.0),
-            top_k: int("top_k", 50) as usize,
-            top_p: float("top_p", 1.0),
+            temperature: float("temperature"),
+            top_k: int("top_k") as usize,
+            top_p: float("top_p"),
             seed: s.int("seed").map(|v| v as u64),
-            repetition_penalty: float("repetition_penalty", 1.0),
-            no_repeat_ngram_size: int("no_repeat_ngram_size", 0) as usize,
+            repetition_penalty: float("repetition_penalty"),
+            no_repeat_ngram_size: int("no_repeat_ngram_size") as usize,
             eos_token_ids,
             pad_token_id,
             forced_bos_token_id: token("forced_bos_token_id")?,
@@ -116,7 +120,7 @@ impl GenerationParams {
             bad_words_ids: tokens("bad_words_ids")?,
             stop_strings: s.str_list("stop_strings").map(<[String]>::to_vec).unwrap_or_default(),
             max_input_tokens: s.int("max_input_tokens").map(|v| v as usize),
-            truncate_input: s.bool("truncate_input").unwrap_or(false),
+            truncate_input: flag("truncate_input"),
         })
     }
 

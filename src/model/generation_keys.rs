@@ -7,6 +7,14 @@ macro_rules! spec {
     ($key:literal, $kind:expr, $check:expr, $help:literal) => {
         Spec { key: $key, kind: $kind, check: $check, default: None, help: $help }
     };
+    ($key:literal, $kind:expr, $check:expr, $help:literal, default $default:literal) => {
+        Spec { key: $key, kind: $kind, check: $check, default: Some($default), help: $help }
+    };
+}
+
+/// The table's default of generation key `key`, when it has one fixed value.
+pub fn generation_default(key: &str) -> Option<&'static str> {
+    GENERATION_SPECS.iter().find(|s| s.key == key).and_then(|s| s.default)
 }
 
 /// Every key a generation params object accepts.
@@ -21,22 +29,20 @@ pub static GENERATION_SPECS: &[Spec] = &[
         "max_length",
         Kind::Int,
         |v| check::int_in(v, 2, 1 << 20),
-        "most decoder tokens, start token included, when max_new_tokens is unset (default 20)"
-    ),
-    spec!("min_new_tokens", Kind::Int, |v| check::int_in(v, 0, 1 << 20), "EOS is forbidden before this many tokens (default 0)"),
+        "most decoder tokens, start token included, when max_new_tokens is unset", default "20"),
+    spec!("min_new_tokens", Kind::Int, |v| check::int_in(v, 0, 1 << 20), "EOS is forbidden before this many tokens", default "0"),
     spec!(
         "min_length",
         Kind::Int,
         |v| check::int_in(v, 0, 1 << 20),
-        "EOS is forbidden while the decoder sequence, start token included, is shorter (default 0)"
-    ),
-    spec!("num_beams", Kind::Int, |v| check::int_in(v, 1, 128), "beam width; 1 is greedy or sampling (default 1)"),
-    spec!("num_return_sequences", Kind::Int, |v| check::int_in(v, 1, 128), "sequences returned per input (default 1)"),
-    spec!("length_penalty", Kind::Float, check::finite, "beam score = sum log-probs / length^length_penalty (default 1.0)"),
-    spec!("early_stopping", Kind::BoolOrWord(&["never"]), any, "beam search stopping: true, false or never (default false)"),
-    spec!("do_sample", Kind::Bool, any, "sample instead of taking the most likely token (default false)"),
-    spec!("temperature", Kind::Float, check::positive_f32, "divides the logits before sampling (default 1.0)"),
-    spec!("top_k", Kind::Int, |v| check::int_in(v, 0, i64::MAX), "sample among the k most likely tokens; 0 disables (default 50)"),
+        "EOS is forbidden while the decoder sequence, start token included, is shorter", default "0"),
+    spec!("num_beams", Kind::Int, |v| check::int_in(v, 1, 128), "beam width; 1 is greedy or sampling", default "1"),
+    spec!("num_return_sequences", Kind::Int, |v| check::int_in(v, 1, 128), "sequences returned per input", default "1"),
+    spec!("length_penalty", Kind::Float, check::finite, "beam score = sum log-probs / length^length_penalty", default "1.0"),
+    spec!("early_stopping", Kind::BoolOrWord(&["never"]), any, "beam search stopping: true, false or never", default "false"),
+    spec!("do_sample", Kind::Bool, any, "sample instead of taking the most likely token", default "false"),
+    spec!("temperature", Kind::Float, check::positive_f32, "divides the logits before sampling", default "1.0"),
+    spec!("top_k", Kind::Int, |v| check::int_in(v, 0, i64::MAX), "sample among the k most likely tokens; 0 disables", default "50"),
     spec!(
         "top_p",
         Kind::Float,
@@ -44,11 +50,10 @@ pub static GENERATION_SPECS: &[Spec] = &[
             crate::settings::Value::Float(p) if !(*p > 0.0 && *p <= 1.0) => Err(format!("{p} is outside (0, 1]")),
             _ => Ok(()),
         },
-        "nucleus sampling mass (default 1.0)"
-    ),
+        "nucleus sampling mass", default "1.0"),
     spec!("seed", Kind::Int, |v| check::int_in(v, 0, i64::MAX), "random seed for sampling (default: a random one)"),
-    spec!("repetition_penalty", Kind::Float, check::positive_f32, "divides the scores of tokens already present (default 1.0: off)"),
-    spec!("no_repeat_ngram_size", Kind::Int, |v| check::int_in(v, 0, 1 << 16), "forbid repeating n-grams of this size (default 0: off)"),
+    spec!("repetition_penalty", Kind::Float, check::positive_f32, "divides the scores of tokens already present (1.0: off)", default "1.0"),
+    spec!("no_repeat_ngram_size", Kind::Int, |v| check::int_in(v, 0, 1 << 16), "forbid repeating n-grams of this size (0: off)", default "0"),
     spec!("eos_token_id", Kind::IntList, check::token_ids, "end-of-sequence token id(s) (default: the model's)"),
     spec!("pad_token_id", Kind::Int, check::token_ids, "padding token id (default: the model's, else the first EOS)"),
     spec!("bos_token_id", Kind::Int, check::token_ids, "beginning-of-sequence token id (default: the model's)"),
@@ -77,5 +82,5 @@ pub static GENERATION_SPECS: &[Spec] = &[
         "generation ends when the text contains one of these (default: none)"
     ),
     spec!("max_input_tokens", Kind::Int, |v| check::int_in(v, 1, 1 << 24), "encoder input limit (default: the model's)"),
-    spec!("truncate_input", Kind::Bool, any, "truncate longer inputs (and report it) instead of failing (default false)"),
+    spec!("truncate_input", Kind::Bool, any, "truncate longer inputs (and report it) instead of failing", default "false"),
 ];

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 pub use config::ModelConfig;
 pub use decoder::{Decoder, Layout, Logits};
 pub use encoder::{Encoder, EncoderOutput};
-pub use generation_keys::GENERATION_SPECS;
+pub use generation_keys::{generation_default, GENERATION_SPECS};
 pub use kv_cache::KvCache;
 pub use options::{model_options_from, new_model_options, scheduler_bounds, OpenOptions, MODEL_OPTION_SPECS};
 pub use pooling::{EmbeddingOverrides, EmbeddingSpec, PoolingMode};

@@ -147,7 +147,7 @@ impl TaskSettings {
                 _ => Vec::new(),
             },
             max_input_tokens: s.int("max_input_tokens").map(|v| v as usize),
-            truncate_input: s.bool("truncate_input").unwrap_or(false),
+            truncate_input: s.bool("truncate_input").unwrap_or(crate::model::generation_default("truncate_input") == Some("true")),
             sets_max_length: s.is_set("max_new_tokens") || s.is_set("max_length"),
             sets_min_length: s.is_set("min_new_tokens") || s.is_set("min_length"),
         }
@@ -163,6 +163,12 @@ mod tests {
         for spec in TASK_SPECS {
             if let Some(default) = spec.default {
                 let mut s = Settings::new(TASK_SPECS);
+                s.set_str(spec.key, default).unwrap_or_else(|e| panic!("{}: default {default:?}: {e}", spec.key));
+            }
+        }
+        for spec in crate::model::GENERATION_SPECS {
+            if let Some(default) = spec.default {
+                let mut s = new_generation_settings();
                 s.set_str(spec.key, default).unwrap_or_else(|e| panic!("{}: default {default:?}: {e}", spec.key));
             }
         }
