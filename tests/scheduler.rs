@@ -67,6 +67,11 @@ fn assert_same(got: &[GenerationOutput], want: &[GenerationOutput], what: &str) 
     }
 }
 
+/// `params` generating exactly `n` tokens (long enough that a cancel lands mid-way).
+fn exactly(params: &GenerationParams, n: usize) -> GenerationParams {
+    GenerationParams { max_new_tokens: n, min_new_tokens: n, ..params.clone() }
+}
+
 fn scheduler(model: &Arc<Model>, max_batch_rows: usize, max_requests: usize) -> Scheduler {
     Scheduler::new(model.clone(), SchedulerOptions { max_batch_rows, max_requests })
 }
@@ -131,9 +136,7 @@ fn streamed_pieces_add_up_to_the_text_and_a_cancel_stops_only_its_request() {
     let scheduler = scheduler(&model, 32, 64);
     // Streams on its own thread, and stops after two pieces of exactly 400 (so that the stop
     // lands while the scheduler is still decoding).
-    let mut long = greedy.params.clone();
-    long.max_new_tokens = 400;
-    long.min_new_tokens = 400;
+    let long = exactly(&greedy.params, 400);
     let long_want = solo(&model, &Case { text: greedy.text.clone(), params: long.clone() });
     std::thread::scope(|scope| {
         let stopper = scope.spawn(|| {
@@ -195,9 +198,7 @@ fn limits_end_their_request_with_their_error() {
     }
     let mut timed = duet::new_generation_settings();
     timed.set_int("timeout_ms", 1).unwrap();
-    let mut long = case.params.clone();
-    long.max_new_tokens = 2000;
-    long.min_new_tokens = 2000;
+    let long = exactly(&case.params, 2000);
     let err = scheduler.generate(encoded.clone(), &long, Limits::start(&timed, None), None).unwrap_err();
     assert!(matches!(err, Error::DeadlineExceeded(1)), "{err}");
     // Still serving after both.
@@ -211,9 +212,7 @@ fn a_full_queue_refuses_with_busy_and_a_bad_request_fails_alone() {
     let case = &cases(&model, "t5-tiny")[0];
     let scheduler = scheduler(&model, 32, 2);
     let encoded = duet::encode_inputs(&model, &[case.text.as_str()], &case.params).unwrap();
-    let mut long = case.params.clone();
-    long.max_new_tokens = 2000;
-    long.min_new_tokens = 2000;
+    let long = exactly(&case.params, 2000);
     let tickets: Vec<_> = (0..2).map(|_| scheduler.submit(encoded.clone(), &long, Limits::default()).unwrap()).collect();
     let busy = scheduler.submit(encoded.clone(), &case.params, Limits::default()).err().expect("a third request is refused");
     assert!(matches!(busy, Error::Busy(_)), "{busy}");

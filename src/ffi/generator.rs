@@ -81,12 +81,16 @@ pub struct duet_generator {
 }
 
 impl State {
-    /// Waits for (or computes) more events, or the outcome.
-    fn refill(&mut self, cancel: bool) {
-        if cancel && !self.cancel_applied {
+    /// Passes a cancel on (once): the events not yet taken are dropped.
+    fn apply_cancel(&mut self) {
+        if !self.cancel_applied {
             self.cancel_applied = true;
             self.events.clear();
         }
+    }
+
+    /// Waits for (or computes) more events, or the outcome.
+    fn refill(&mut self) {
         match &mut self.source {
             Source::Scheduled(ticket) => {
                 if self.cancel_applied {
@@ -123,8 +127,8 @@ impl State {
 impl duet_generator {
     fn next(&self, event: &mut duet_event) -> Result<()> {
         let mut state = self.state.lock().map_err(|_| Error::Internal("generator lock poisoned".into()))?;
-        if self.cancelled.load(Ordering::SeqCst) && !state.cancel_applied && state.outcome.is_none() {
-            state.refill(true);
+        if self.cancelled.load(Ordering::SeqCst) && state.outcome.is_none() {
+            state.apply_cancel();
         }
         loop {
             if let Some(next) = state.events.pop_front() {
@@ -158,8 +162,10 @@ impl duet_generator {
                 }
                 Some(Err(e)) => return Err(e.clone()),
                 None => {
-                    let cancel = self.cancelled.load(Ordering::SeqCst);
-                    state.refill(cancel);
+                    if self.cancelled.load(Ordering::SeqCst) {
+                        state.apply_cancel();
+                    }
+                    state.refill();
                 }
             }
         }

@@ -312,7 +312,7 @@ impl Cohort {
     }
 
     /// Several cohorts as one: rows in order, self-attention caches left-padded to the longest,
-    /// encoder outputs right-padded, the padding masked. `None` when they do not stack.
+    /// encoder outputs right-padded, the padding masked; the cohorts back, apart, when they do not stack.
     fn merge(parts: Vec<Cohort>) -> std::result::Result<Cohort, Vec<Cohort>> {
         let self_len = parts.iter().map(|c| c.batch.cache.self_len()).max().unwrap_or(0);
         let encoder = EncoderOutput::concat(&parts.iter().map(|c| &c.batch.encoder).collect::<Vec<_>>());
