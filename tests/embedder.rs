@@ -114,7 +114,7 @@ fn generation_calls_fail_with_unsupported() {
         assert!(e.to_string().contains("embedding model"), "{e}");
     };
     unsupported(duet::generate(&MODEL, &["hi"], &p, None).map(|_| ()), "generate");
-    unsupported(duet::tasks::summarize::summarize(&MODEL, "A text. Another.", &p, None, None).map(|_| ()), "summarize");
+    unsupported(duet::tasks::summarize::summarize(&*MODEL, "A text. Another.", &p, None, None).map(|_| ()), "summarize");
     unsupported(duet::tasks::rerank::rerank(&MODEL, "q", &["p"], &p).map(|_| ()), "rerank");
     unsupported(duet::tasks::assistant::Chat::new(MODEL.clone(), &p).map(|_| ()), "chat");
 }

@@ -231,3 +231,52 @@ fn a_full_queue_refuses_with_busy_and_a_bad_request_fails_alone() {
     assert!(matches!(bad.wait(None), Err(Error::InvalidArgument(_))));
     assert_same(&good.wait(None).unwrap(), &solo(&model, case), "beside a failing request");
 }
+
+/// A host's own sink (an async server's channel): it hears every step and the outputs; once it
+/// stops listening, the request leaves at the next step boundary and its place is free.
+#[test]
+fn a_sink_hears_its_request_and_a_deaf_sink_cancels_it() {
+    use duet::generate::Message;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    common::init_ort();
+    let model = common::shared("t5-tiny", "merged");
+    let case = &cases(&model, "t5-tiny")[0];
+    let scheduler = scheduler(&model, 32, 1);
+    let encoded = duet::encode_inputs(&model, &[case.text.as_str()], &case.params).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    let sink = move |m: Message| tx.lock().unwrap().send(m).is_ok();
+    scheduler.submit_to(encoded.clone(), &case.params, Limits::default(), Arc::new(sink)).unwrap();
+    let mut text = String::new();
+    let outputs = loop {
+        match rx.recv_timeout(Duration::from_secs(60)).unwrap() {
+            Message::Step(events) => text.extend(events.into_iter().filter_map(|e| match e {
+                duet::Event::Text { piece, .. } => Some(piece),
+                _ => None,
+            })),
+            Message::Done(result) => break result.unwrap(),
+        }
+    };
+    assert_same(&outputs, &solo(&model, case), "through a sink");
+    assert_eq!(text, outputs[0].sequences[0].text);
+
+    let heard = Arc::new(AtomicUsize::new(0));
+    let counter = heard.clone();
+    let deaf = move |_: Message| counter.fetch_add(1, Ordering::SeqCst) < 3;
+    scheduler.submit_to(encoded.clone(), &exactly(&case.params, 5000), Limits::default(), Arc::new(deaf)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while scheduler.load().running + scheduler.load().waiting > 0 {
+        assert!(std::time::Instant::now() < deadline, "a request nobody listens to still runs");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The fourth message went unheard; the request left at the boundary after it (a last
+    // message, its end, may follow).
+    assert!(heard.load(Ordering::SeqCst) <= 5, "{} messages", heard.load(Ordering::SeqCst));
+    assert!(scheduler.stats().steps < 100);
+    assert_same(
+        &scheduler.generate(encoded, &case.params, Limits::default(), None).unwrap(),
+        &solo(&model, case),
+        "its place is free again",
+    );
+}

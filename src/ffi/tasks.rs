@@ -67,7 +67,8 @@ fn reply(text: &str, finish_reason: duet_finish_reason, stats: Vec<(&'static str
 /// Summarizes `text` of any length: T5-style prompt prefix from config.json (or
 /// `prompt_template`), beam search with n-gram blocking, `summary_length` short/medium/long;
 /// documents over the input limit go through map-reduce over sentence chunks. The reply's stats
-/// say "chunks", "levels" and "summaries". Thread-safe.
+/// say "chunks", "levels" and "summaries". Thread-safe; with the model's scheduler on,
+/// concurrent calls share decoder runs.
 #[no_mangle]
 pub unsafe extern "C" fn duet_summarize(
     model: *const duet_model,
@@ -78,7 +79,7 @@ pub unsafe extern "C" fn duet_summarize(
 ) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        let model = &handle(model, "model")?.model;
+        let model = handle(model, "model")?;
         let text = str_arg(text, "text")?;
         let (params, limits) = call_params(params)?;
         let mut hooks = Hooks::from(callbacks);
@@ -94,7 +95,10 @@ pub unsafe extern "C" fn duet_summarize(
                 _ => Flow::Continue,
             }
         };
-        let s = guarded(&limits, hooks.observer(), |obs| summarize::summarize(model, text, &params, Some(&mut on_progress), obs))?;
+        let s = guarded(&limits, hooks.observer(), |obs| match &model.scheduler {
+            Some(scheduler) => summarize::summarize(scheduler, text, &params, Some(&mut on_progress), obs),
+            None => summarize::summarize(&*model.model, text, &params, Some(&mut on_progress), obs),
+        })?;
         if let Some(e) = stopped_by {
             return Err(e);
         }

@@ -3,6 +3,7 @@
 
 mod beam;
 pub mod control;
+mod engine;
 mod generation;
 mod greedy;
 pub mod output;
@@ -13,10 +14,11 @@ pub mod scoring;
 mod search;
 
 pub use crate::model::GENERATION_SPECS;
+pub use engine::Engine;
 pub use generation::Generation;
 pub use output::{FinishReason, Flow, GenerationOutput, Observer, Sequence};
 pub use params::{EarlyStopping, GenerationParams};
-pub use scheduler::{Message, Scheduler, SchedulerOptions, SchedulerStats, Ticket};
+pub use scheduler::{Message, MessageSink, Scheduler, SchedulerLoad, SchedulerOptions, SchedulerStats, Stopper, Ticket};
 pub use search::Event;
 
 use crate::error::{Error, Result};

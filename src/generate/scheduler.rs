@@ -79,6 +79,8 @@ pub struct SchedulerStats {
     pub max_rows: u64,
     /// Times cohorts at different positions were merged into one batch.
     pub merges: u64,
+    /// Rows over all decoder runs (`rows / steps` is the mean batch).
+    pub rows: u64,
 }
 
 struct Shared {
@@ -103,18 +105,64 @@ struct Pending {
     link: Link,
 }
 
+/// Where a request's messages go: a [`Ticket`]'s channel, or a host's own (an async server's
+/// channel, so that no thread waits per request). `deliver` returns false once nobody listens
+/// any more; the request is then cancelled at its next step boundary.
+pub trait MessageSink: Send + Sync {
+    fn deliver(&self, message: Message) -> bool;
+}
+
+impl MessageSink for Sender<Message> {
+    fn deliver(&self, message: Message) -> bool {
+        self.send(message).is_ok()
+    }
+}
+
+impl<F: Fn(Message) -> bool + Send + Sync> MessageSink for F {
+    fn deliver(&self, message: Message) -> bool {
+        self(message)
+    }
+}
+
 /// The scheduler's end of one request.
 struct Link {
     limits: Limits,
     cancel: Arc<AtomicBool>,
-    tx: Sender<Message>,
+    sink: Arc<dyn MessageSink>,
 }
 
 impl Link {
     fn send(&self, message: Message) {
-        // The caller may have gone (a generator freed early): nothing is left to tell.
-        let _ = self.tx.send(message);
+        // The caller may have gone (a generator freed early): the request stops at the next
+        // boundary, and nothing is left to tell.
+        if !self.sink.deliver(message) {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
     }
+}
+
+/// Stops a request submitted with [`Scheduler::submit_to`].
+#[derive(Clone)]
+pub struct Stopper {
+    cancel: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+impl Stopper {
+    /// As [`Ticket::cancel`].
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        self.shared.wake.notify_all();
+    }
+}
+
+/// How many requests a scheduler holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedulerLoad {
+    /// Queued, not yet joined a step boundary.
+    pub waiting: usize,
+    /// In cohorts, decoding.
+    pub running: usize,
 }
 
 /// The caller's end of one request.
@@ -213,13 +261,26 @@ impl Scheduler {
     /// Queues a request; it joins the next step boundary. Refused with `Error::Busy` when
     /// `max_requests` are already waiting or running.
     pub fn submit(&self, inputs: Vec<Encoded>, params: &GenerationParams, limits: Limits) -> Result<Ticket> {
+        let (tx, rx) = channel();
+        let stopper = self.submit_to(inputs, params, limits.clone(), Arc::new(tx))?;
+        Ok(Ticket { rx, cancel: stopper.cancel, shared: self.shared.clone(), done: false, limits })
+    }
+
+    /// Queues a request whose messages go to `sink`, from the scheduler thread (`sink` must not
+    /// block). As [`Self::submit`] otherwise; the last message is `Done`.
+    pub fn submit_to(
+        &self,
+        inputs: Vec<Encoded>,
+        params: &GenerationParams,
+        limits: Limits,
+        sink: Arc<dyn MessageSink>,
+    ) -> Result<Stopper> {
         check_inputs(&inputs)?;
         self.shared.model.decoder()?;
         limits.check()?;
         self.start_thread()?;
-        let (tx, rx) = channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        let link = Link { limits: limits.clone(), cancel: cancel.clone(), tx };
+        let link = Link { limits, cancel: cancel.clone(), sink };
         {
             let mut state = self.shared.lock();
             let load = state.queue.len() + state.running;
@@ -232,7 +293,12 @@ impl Scheduler {
             state.queue.push_back(Pending { inputs, params: params.clone(), link });
         }
         self.shared.wake.notify_all();
-        Ok(Ticket { rx, cancel, shared: self.shared.clone(), done: false, limits })
+        Ok(Stopper { cancel, shared: self.shared.clone() })
+    }
+
+    pub fn load(&self) -> SchedulerLoad {
+        let state = self.shared.lock();
+        SchedulerLoad { waiting: state.queue.len(), running: state.running }
     }
 
     /// Generates through the scheduler and waits, as [`super::generate_encoded`] does alone.
@@ -360,16 +426,16 @@ impl Shared {
             };
             if !joiners.is_empty() {
                 // The joiners' links survive a panic in `form`: their callers hear of it.
-                let links: Vec<Sender<Message>> = joiners.iter().map(|p| p.link.tx.clone()).collect();
+                let links: Vec<Arc<dyn MessageSink>> = joiners.iter().map(|p| p.link.sink.clone()).collect();
                 match catch_unwind(AssertUnwindSafe(|| self.form(joiners))) {
                     Ok(formed) => cohorts.extend(formed),
                     Err(payload) => {
-                        for tx in links {
+                        for sink in links {
                             {
                                 let mut state = self.lock();
                                 state.running = state.running.saturating_sub(1);
                             }
-                            let _ = tx.send(Message::Done(Err(panicked(&payload))));
+                            sink.deliver(Message::Done(Err(panicked(&payload))));
                         }
                     }
                 }
@@ -546,6 +612,7 @@ impl Shared {
             stats.steps += 1;
             stats.shared_steps += u64::from(cohort.members.len() > 1);
             stats.max_rows = stats.max_rows.max(tokens.len() as u64);
+            stats.rows += tokens.len() as u64;
         }
         let step_mask: Option<Vec<i64>> = cohort.mask.as_ref().map(|m| m.iter().flat_map(|row| row.iter().copied().chain([1])).collect());
         let decoded =

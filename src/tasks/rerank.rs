@@ -3,6 +3,7 @@
 //! - relevance: log p(yes) - log p(no) after template(query, passage), as monoT5.
 
 use crate::error::{Error, Result};
+use crate::generate::control::Limits;
 use crate::generate::processors::log_softmax;
 use crate::generate::GenerationParams;
 use crate::model::{KvCache, Model};
@@ -14,6 +15,11 @@ pub const RELEVANCE_TEMPLATE: &str = "Query: {query} Document: {passage} Relevan
 
 /// One score per passage, in order; higher is more relevant.
 pub fn rerank(model: &Model, query: &str, passages: &[&str], params: &Settings) -> Result<Vec<f32>> {
+    rerank_with(model, query, passages, params, &Limits::default())
+}
+
+/// As [`rerank`], the call's limits (cancel, deadline) checked before every batch.
+pub fn rerank_with(model: &Model, query: &str, passages: &[&str], params: &Settings, limits: &Limits) -> Result<Vec<f32>> {
     nonblank(query, "the query")?;
     for (i, p) in passages.iter().enumerate() {
         nonblank(p, &format!("passage {i}"))?;
@@ -35,6 +41,7 @@ pub fn rerank(model: &Model, query: &str, passages: &[&str], params: &Settings) 
     };
     let mut scores = Vec::with_capacity(passages.len());
     for (b, group) in passages.chunks(batch).enumerate() {
+        limits.check()?;
         let inputs = group
             .iter()
             .enumerate()

@@ -2,7 +2,7 @@
 //! over sentence-aligned chunks when the document exceeds the encoder's input limit.
 
 use crate::error::{Error, Result};
-use crate::generate::{generate_encoded, FinishReason, Flow, GenerationParams, Observer};
+use crate::generate::{Engine, FinishReason, Flow, GenerationParams, Observer};
 use crate::model::Model;
 use crate::settings::Settings;
 use crate::tasks::chunking::{count_tokens, plan_chunks};
@@ -59,10 +59,11 @@ pub fn summary_params(model: &Model, params: &Settings) -> Result<GenerationPara
     GenerationParams::resolve(&defaults.overlaid(&model.config.generation), &caller, model.vocab_size())
 }
 
-/// Summarizes `text`. `progress` hears (done, total, level) after each batch of chunks and at
-/// every decoding step, and may cancel; `observer` streams the final summary.
-pub fn summarize(
-    model: &Model,
+/// Summarizes `text`, generating through `engine` (a [`Model`], or its scheduler so that
+/// concurrent calls share decoder runs). `progress` hears (done, total, level) after each batch
+/// of chunks and at every decoding step, and may cancel; `observer` streams the final summary.
+pub fn summarize<E: Engine + ?Sized>(
+    engine: &E,
     text: &str,
     params: &Settings,
     progress: Option<&mut dyn FnMut(Progress) -> Flow>,
@@ -73,6 +74,7 @@ pub fn summarize(
         Some(p) => p,
         None => &mut no_progress,
     };
+    let model = engine.model();
     nonblank(text, "text")?;
     let template = prompt_template(model, params);
     let gen = summary_params(model, params)?;
@@ -99,7 +101,7 @@ pub fn summarize(
         let whole = model.tokenizer.encode(&template.replace("{text}", &current), Some(limit), false, 0);
         if let Ok(encoded) = whole {
             let mut step = StepProgress { progress: &mut *progress, at: Progress { done: 0, total: 1, level }, inner: observer.take() };
-            let out = generate_encoded(model, &[encoded], &gen, Some(&mut step))?;
+            let out = engine.generate_encoded(&[encoded], &gen, Some(&mut step))?;
             progress(Progress { done: 1, total: 1, level });
             let seq = &out[0].sequences[0];
             return Ok(SummaryOutput {
@@ -117,7 +119,7 @@ pub fn summarize(
         for (b, inputs) in prompts.chunks(batch).enumerate() {
             let at = Progress { done: b * batch, total, level };
             let mut step = StepProgress { progress: &mut *progress, at, inner: None };
-            let out = generate_encoded(model, inputs, &map_params, Some(&mut step))?;
+            let out = engine.generate_encoded(inputs, &map_params, Some(&mut step))?;
             if out.iter().any(|o| o.finish_reason() == FinishReason::Cancelled) {
                 return Ok(cancelled(parts, first_level_chunks, level, summaries));
             }

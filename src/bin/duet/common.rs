@@ -87,12 +87,32 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn open(&self) -> Result<Model, Failure> {
+        Ok(Model::open_with(&self.model, &self.options()?)?)
+    }
+
+    /// The `--option`s over the defaults.
+    pub fn options(&self) -> Result<Settings, Failure> {
         let mut options = duet::new_model_options();
         for (k, v) in &self.options {
             options.set_str(k, v)?;
         }
-        Ok(Model::open_with(&self.model, &options)?)
+        Ok(options)
     }
+}
+
+/// Refuses a params key that does not apply to `cmd` (a key of another command); `caller` names
+/// the front end's call (`duet generate`, `POST /generate`).
+pub fn check_applies(cmd: Cmd, caller: &str, key: &str, params: &Settings) -> Result<(), Failure> {
+    let spec = params.specs().iter().find(|s| s.key == key);
+    if let Some(spec) = spec.filter(|s| !commands_of(s).contains(&cmd)) {
+        let names: Vec<&str> = commands_of(spec).iter().map(|c| c.name()).collect();
+        return Err(Failure::Usage(format!(
+            "`{key}` does not apply to `{caller}` (it applies to: {}; `duet params {}` lists its keys)",
+            names.join(", "),
+            cmd.name()
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Args, Clone, Debug)]
@@ -108,16 +128,7 @@ impl ParamArgs {
         let mut params = duet::new_generation_settings();
         for (k, v) in &self.sets {
             params.set_str(k, v)?;
-            let spec = params.specs().iter().find(|s| s.key == k.as_str());
-            if let Some(spec) = spec.filter(|s| !commands_of(s).contains(&cmd)) {
-                let names: Vec<&str> = commands_of(spec).iter().map(|c| c.name()).collect();
-                return Err(Failure::Usage(format!(
-                    "`{k}` does not apply to `duet {}` (it applies to: {}; `duet params {}` lists this command's keys)",
-                    cmd.name(),
-                    names.join(", "),
-                    cmd.name()
-                )));
-            }
+            check_applies(cmd, &format!("duet {}", cmd.name()), k, &params)?;
         }
         Ok(params)
     }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod common;
+mod serve;
 mod tasks;
 
 use common::{Failure, ModelArgs, OutputArgs, ParamArgs};
@@ -177,6 +178,12 @@ enum Command {
         after_help = "Example:\n  duet options\n  duet info --model models/all-MiniLM-L6-v2 --option pooling=cls --option intra_threads=2"
     )]
     Options,
+    /// Serve one model over HTTP (generate, generate_stream, summarize, embed, rerank, metrics)
+    #[command(after_help = "Examples:\n  duet serve --model models/debian-summarizer --port 8080\n  \
+                            curl -s localhost:8080/generate -d '{\"inputs\": \"...\", \"parameters\": {\"max_new_tokens\": 32}}'\n\n\
+                            Endpoints: POST /generate, /generate_stream (server-sent events), /summarize, /translate,\n\
+                            /embed, /rerank; GET /health, /info, /metrics. Errors are JSON: {\"error\", \"error_type\", \"status\"}.")]
+    Serve(serve::ServeArgs),
     /// One benchmark configuration, printed as one JSON line (tools/bench/run_bench.py runs many)
     #[command(after_help = "Example:\n  duet bench --model target/bench-models/fp32 --input-file target/bench-models/input.txt --batch 8")]
     Bench(bench::BenchArgs),
@@ -216,6 +223,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Params { command } => common::list_params(command.as_deref()),
         Command::Options => common::list_options(),
         Command::Bench(args) => bench::run(&args),
+        Command::Serve(args) => serve::run(&args),
     }
 }
 
