@@ -16,7 +16,7 @@ ABI_MINOR := $(shell sed -n 's/^pub const DUET_ABI_MINOR: u32 = \([0-9]*\);/\1/p
 SOVERSION := $(ABI_MAJOR).$(ABI_MINOR).0
 PREFIX ?= /usr/local
 
-.PHONY: all build release embedder summarizer lint wheel wheel-test readme-check bench-search bench-summarizer bench-serving bench-venv fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
+.PHONY: all build release embedder summarizer lint wheel wheel-test readme-check server-example ray-test loadtest bench-search bench-summarizer bench-serving bench-venv fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
 
 all: build
 
@@ -124,8 +124,32 @@ demo: build embedder summarizer
 	target/release/duet index --model $(SUMMARIZER) --index target/demo/summarizer.idx --set truncate_input=true examples/data/debian-packages.txt
 	target/release/duet search --model $(SUMMARIZER) --index target/demo/summarizer.idx --query "rich widgets for terminal user interfaces" --k 3 --mode hybrid --rerank 10 | cut -c1-110
 
-test: fetch-ort embedder summarizer lint cargo-test c-example cpp-example sqlite-test python-test wheel-test install-check readme-check
+test: fetch-ort embedder summarizer lint cargo-test c-example cpp-example sqlite-test python-test server-example ray-test wheel-test install-check readme-check
 	@echo "make test: all passed"
+
+# `duet serve` on the bundled summarizer, called by a standard-library Python client: every
+# endpoint's answer checked, a stream hung up on (its generation cancelled), SIGTERM.
+server-example: build summarizer
+	$(PYTHON) examples/server/client.py target/release/duet models/debian-summarizer
+
+# Ray, for corpora and traffic: duet.ray's Ray Data pipeline and the Ray Serve example on a local
+# cluster (ray.init() on this machine), Ray from PyPI in its own virtualenv.
+RAY_VENV := $(CURDIR)/.venv-ray
+$(RAY_VENV)/.installed: examples/ray/requirements.txt
+	$(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/pip install --quiet --disable-pip-version-check -r examples/ray/requirements.txt
+	touch $@
+ray-test: build $(RAY_VENV)/.installed
+	DUET_LIBRARY=$(CURDIR)/target/release/libduet.so DUET_ORT_LIBRARY=$(ORT_LIB) \
+	  $(RAY_VENV)/bin/python -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning examples/ray
+
+# Load test (not in make test): `duet serve` on loopback under 8/32/128 concurrent clients with
+# mixed requests, beside the same requests through the Python binding in one process, and an
+# overload run that must answer only 429s; results in bench/RESULTS.md.
+LOADTEST_SECONDS ?= 20
+loadtest: build summarizer
+	DUET_ORT_LIBRARY=$(ORT_LIB) $(PYTHON) tools/bench/loadtest.py --duet target/release/duet --model models/debian-summarizer \
+	  --lib target/release/libduet.so --seconds $(LOADTEST_SECONDS)
 
 # Every command of the README's quickstart, as written.
 readme-check: build embedder

@@ -22,3 +22,16 @@ while IFS= read -r line; do
 done <<<"$block"
 rm -f /tmp/duet-readme-$$.out
 echo "README quickstart: $n commands ran"
+
+# The server block (the first ```sh block after "## Serving over HTTP") runs as one script: it
+# starts `duet serve` in the background; no command may fail and no answer may be an error.
+block=$(awk '/^## Serving over HTTP/{q=1} q && /^```sh/{on=1; next} on && /^```/{exit} on' README.md)
+[ -n "$block" ] || { echo "README.md: no sh block under ## Serving over HTTP" >&2; exit 1; }
+echo "README (server) \$ $block"
+if ! out=$(bash -e -o pipefail -c "$block" 2>&1) || grep -q '"error"' <<<"$out"; then
+    echo "$out" >&2
+    echo "README server block failed" >&2
+    exit 1
+fi
+echo "$out" | head -c 1500; echo
+echo "README server block ran"

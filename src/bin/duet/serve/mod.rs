@@ -53,10 +53,13 @@ pub struct ServeArgs {
     /// Every request ends within this many milliseconds (its own `timeout_ms` may be shorter); 0: no cap
     #[arg(long, default_value_t = 300_000)]
     max_timeout_ms: u64,
-    /// Blocking tasks (embed, rerank, summarize) running at once [default: the machine's cores]
+    /// Embed and rerank requests running at once [default: the machine's cores]
     #[arg(long)]
     max_tasks: Option<usize>,
-    /// Blocking tasks waiting for a place; more are answered 503
+    /// Summarize requests running at once (their generation shares the scheduler's batches)
+    #[arg(long, default_value_t = 32)]
+    max_summaries: usize,
+    /// Requests waiting for either kind of place, each; more are answered 503
     #[arg(long, default_value_t = 64)]
     max_waiting_tasks: usize,
     /// Threads serving connections [default: the machine's cores, at most 4]
@@ -78,22 +81,45 @@ fn bounded(name: &str, value: usize, max: usize) -> Result<usize, Failure> {
     Ok(value)
 }
 
+/// glibc raises its mmap threshold each time a large block is freed; large blocks then come from
+/// the heap, which fragments under concurrent requests of varying shapes: the server's RSS grew
+/// by 150 MiB per 20 s at 128 clients (bench/RESULTS.md, load test). A fixed threshold returns
+/// every large block to the system when it is freed. MALLOC_MMAP_THRESHOLD_ in the environment
+/// still decides, when set.
+fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: sets an allocator parameter before the server's threads start.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        }
+    }
+}
+
 pub fn run(args: &ServeArgs) -> Result<(), Failure> {
+    fix_mmap_threshold();
     let workers = bounded("workers", args.workers.unwrap_or(cores().min(4)), cores())?;
     let max_tasks = bounded("max-tasks", args.max_tasks.unwrap_or(cores()), 8 * cores())?;
     let max_inputs = bounded("max-inputs", args.max_inputs, 65_536)?;
+    let max_summaries = bounded("max-summaries", args.max_summaries, 1024)?;
     let options = args.model.options()?;
     let Some(scheduling) = SchedulerOptions::from_model_options(&options) else {
         return Err(Failure::Usage("duet serve batches every request through the scheduler: `scheduling=off` does not apply".into()));
     };
     let model = Arc::new(Model::open_with(&args.model.model, &options)?);
     let scheduler = Arc::new(Scheduler::new(model.clone(), scheduling));
-    let limits = ServerLimits { max_inputs, max_timeout_ms: args.max_timeout_ms, max_tasks, max_waiting_tasks: args.max_waiting_tasks };
+    let limits = ServerLimits {
+        max_inputs,
+        max_timeout_ms: args.max_timeout_ms,
+        max_tasks,
+        max_summaries,
+        max_waiting_tasks: args.max_waiting_tasks,
+    };
     let api_key = args.api_key.clone().filter(|k| !k.is_empty());
     let app = Arc::new(App::new(model, scheduler, limits, api_key, server_info(args, &scheduling, &limits, workers)));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
-        .max_blocking_threads(max_tasks + 4)
+        .max_blocking_threads(max_tasks + max_summaries + 4)
         .thread_name("duet-serve")
         .enable_all()
         .build()
@@ -108,6 +134,7 @@ fn server_info(args: &ServeArgs, scheduling: &SchedulerOptions, limits: &ServerL
         "max_inputs": limits.max_inputs,
         "max_timeout_ms": limits.max_timeout_ms,
         "max_tasks": limits.max_tasks,
+        "max_summaries": limits.max_summaries,
         "max_waiting_tasks": limits.max_waiting_tasks,
         "workers": workers,
         "max_batch_rows": scheduling.max_batch_rows,

@@ -17,10 +17,45 @@ pub struct ServerLimits {
     pub max_inputs: usize,
     /// A request's deadline at the latest; its own `timeout_ms` may be shorter.
     pub max_timeout_ms: u64,
-    /// Blocking tasks (embed, rerank, summarize's planning, tokenization) running at once.
+    /// Embed and rerank tasks (they keep a core busy) running at once.
     pub max_tasks: usize,
-    /// Blocking tasks waiting for a place; beyond it a request is answered 503.
+    /// Summaries running at once (each holds a thread that mostly waits for the scheduler).
+    pub max_summaries: usize,
+    /// Tasks or summaries waiting for a place, each; beyond it a request is answered 503.
     pub max_waiting_tasks: usize,
+}
+
+/// A bounded number of places for blocking work, and a bounded wait for one.
+pub struct Gate {
+    what: &'static str,
+    flag: &'static str,
+    places: usize,
+    permits: Semaphore,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+impl Gate {
+    pub fn new(what: &'static str, flag: &'static str, places: usize, max_waiting: usize) -> Self {
+        let places = places.max(1);
+        Self { what, flag, places, permits: Semaphore::new(places), waiting: AtomicUsize::new(0), max_waiting }
+    }
+
+    /// Runs `work` on a blocking thread once a place is free; 503 when `max_waiting` already wait.
+    pub async fn run<R: Send + 'static>(&self, work: impl FnOnce() -> Result<R, ApiError> + Send + 'static) -> Result<R, ApiError> {
+        let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let permit = if waiting >= self.max_waiting { self.permits.try_acquire().ok() } else { self.permits.acquire().await.ok() };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let Some(_permit) = permit else {
+            return Err(ApiError::overloaded(format!(
+                "{} {} are running and {waiting} waiting ({} {}, --max-waiting-tasks {}); retry later",
+                self.places, self.what, self.flag, self.places, self.max_waiting
+            )));
+        };
+        tokio::task::spawn_blocking(work).await.unwrap_or_else(|_| {
+            Err(ApiError::from(duet::Error::Internal("a request's task panicked (a bug in duet; please report it)".into())))
+        })
+    }
 }
 
 pub struct App {
@@ -32,8 +67,9 @@ pub struct App {
     /// The server's bounds, for GET /info.
     pub server_info: serde_json::Value,
     pub shutting_down: AtomicBool,
-    tasks: Semaphore,
-    waiting: AtomicUsize,
+    /// Embeddings and reranking.
+    pub tasks: Gate,
+    pub summaries: Gate,
 }
 
 /// Cancels the request it guards when dropped before [`CancelOnDrop::answered`]: a handler
@@ -76,8 +112,8 @@ impl App {
             api_key,
             server_info,
             shutting_down: AtomicBool::new(false),
-            tasks: Semaphore::new(limits.max_tasks.max(1)),
-            waiting: AtomicUsize::new(0),
+            tasks: Gate::new("embed/rerank tasks", "--max-tasks", limits.max_tasks, limits.max_waiting_tasks),
+            summaries: Gate::new("summaries", "--max-summaries", limits.max_summaries, limits.max_waiting_tasks),
         }
     }
 
@@ -112,22 +148,5 @@ impl App {
         let cancel = CancelToken::new();
         let guard = CancelOnDrop { token: cancel.clone(), disconnects: self.metrics.disconnects.clone(), answered: false };
         Ok((Limits::start(settings, Some(cancel)), guard))
-    }
-
-    /// Runs `work` on a blocking thread once one of `max_tasks` places is free; 503 when
-    /// `max_waiting_tasks` already wait.
-    pub async fn blocking<R: Send + 'static>(&self, work: impl FnOnce() -> Result<R, ApiError> + Send + 'static) -> Result<R, ApiError> {
-        let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
-        let permit = if waiting >= self.limits.max_waiting_tasks { self.tasks.try_acquire().ok() } else { self.tasks.acquire().await.ok() };
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        let Some(_permit) = permit else {
-            return Err(ApiError::overloaded(format!(
-                "{} tasks are running and {waiting} waiting (--max-tasks {}, --max-waiting-tasks {}); retry later",
-                self.limits.max_tasks, self.limits.max_tasks, self.limits.max_waiting_tasks
-            )));
-        };
-        tokio::task::spawn_blocking(work).await.unwrap_or_else(|_| {
-            Err(ApiError::from(duet::Error::Internal("a request's task panicked (a bug in duet; please report it)".into())))
-        })
     }
 }

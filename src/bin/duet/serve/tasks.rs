@@ -41,7 +41,8 @@ pub async fn summarize(State(app): State<Arc<App>>, body: Result<Bytes, BytesRej
     let one = request.inputs.is_one();
     let texts: Vec<String> = request.inputs.texts().into_iter().map(str::to_string).collect();
     let answers = app
-        .blocking(move || {
+        .summaries
+        .run(move || {
             let mut answers = Vec::with_capacity(texts.len());
             for text in &texts {
                 let mut on_progress = |_: Progress| if limits.check().is_err() { Flow::Stop } else { Flow::Continue };
@@ -87,7 +88,8 @@ pub async fn embed(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejecti
     let model = app.model.clone();
     let texts: Vec<String> = request.inputs.texts().into_iter().map(str::to_string).collect();
     let vectors = app
-        .blocking(move || {
+        .tasks
+        .run(move || {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let mut vectors = embed_with(&model, &refs, &settings, InputKind::from_params(&settings), &limits)?.vectors;
             if renormalize {
@@ -136,7 +138,8 @@ pub async fn rerank(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
     let model = app.model.clone();
     let (query, texts) = (request.query.clone(), request.texts.clone());
     let scores = app
-        .blocking(move || {
+        .tasks
+        .run(move || {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             Ok(rerank_with(&model, &query, &refs, &settings, &limits)?)
         })
