@@ -196,6 +196,7 @@ def main():
     ap.add_argument("--lib", required=True)
     ap.add_argument("--clients", default="8,32,128")
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--soak-rounds", type=int, default=4, help="rounds of the server alone at the largest level, after the table")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="a model option, for the server and the binding alike (repeatable)")
     ap.add_argument("--out", default=str(ROOT / "bench/RESULTS.md"))
@@ -231,6 +232,14 @@ def main():
                 print(rows[-1], flush=True)
                 if tally.errors or tally.busy:
                     failures.append(f"{front}, {clients} clients: errors {tally.errors}, 429s {tally.busy}")
+        # A soak at the largest level, the server alone: its RSS after each round.
+        soak = [rss_mib(server.pid)]
+        for _ in range(args.soak_rounds):
+            tally, _ = run(levels[-1], args.seconds, lambda c, d, t: http_client(host, port, texts, c * 7, d, t))
+            soak.append(rss_mib(server.pid))
+            if tally.errors or tally.busy:
+                failures.append(f"soak: errors {tally.errors}, 429s {tally.busy}")
+        print("soak RSS", [round(r) for r in soak], flush=True)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
@@ -263,6 +272,15 @@ def main():
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
         overload,
+        "",
+        f"Soak, the server alone at {levels[-1]} clients after the rows above, RSS after each {args.seconds:.0f} s round: "
+        + " → ".join(f"{r:.0f}" for r in soak) + " MiB.",
+        "",
+        "Reading the table: `gen tok/s` counts the generate and stream requests' tokens only (summaries' beam rows are "
+        "decoded in the same runs, uncounted). The server's embed requests wait for one of `--max-tasks` places (the "
+        "cores), so their latency rises with load where the binding's threads embed ungated. RSS grows with the rows in "
+        "flight (each row keeps its encoder output and cross-attention cache, and ONNX Runtime's arena keeps its largest "
+        "blocks): the again rows and the soak show whether it goes on growing at a fixed load.",
         "",
         ("Every request below the queue limit was answered 200; in the overload row every refusal was a 429 "
          "with its reason and nothing else failed." if not failures else "**Failures:** " + "; ".join(failures)),
