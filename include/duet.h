@@ -633,7 +633,8 @@ const char *duet_status_name(int32_t status);
 // Summarizes `text` of any length: T5-style prompt prefix from config.json (or
 // `prompt_template`), beam search with n-gram blocking, `summary_length` short/medium/long;
 // documents over the input limit go through map-reduce over sentence chunks. The reply's stats
-// say "chunks", "levels" and "summaries". Thread-safe.
+// say "chunks", "levels" and "summaries". Thread-safe; with the model's scheduler on,
+// concurrent calls share decoder runs.
 duet_status duet_summarize(const duet_model *model,
                            const char *text,
                            const duet_params *params,
