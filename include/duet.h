@@ -77,6 +77,9 @@ typedef enum {
   DUET_STATUS_INDEX_MODEL_MISMATCH = 21,
   // The model's scheduler already holds `max_requests` requests; retry later.
   DUET_STATUS_BUSY = 22,
+  // A request's worst-case memory (inputs x beams x length x cache per token, the vocabulary
+  // work) is over the model's `memory_budget_mb`; ask for less or raise the budget.
+  DUET_STATUS_OVER_BUDGET = 23,
   // duet panicked; the host is unharmed, the object involved should be freed.
   DUET_STATUS_PANIC = 100,
 } duet_status;

@@ -50,6 +50,8 @@ pub enum Error {
     IndexModelMismatch { path: PathBuf, reason: String },
     #[error("busy: {0}; retry later")]
     Busy(String),
+    #[error("over the memory budget: {0}")]
+    OverBudget(String),
 }
 
 impl Clone for Error {
@@ -79,6 +81,7 @@ impl Clone for Error {
             Error::Unsupported(m) => Error::Unsupported(m.clone()),
             Error::IndexModelMismatch { path, reason } => Error::IndexModelMismatch { path: path.clone(), reason: reason.clone() },
             Error::Busy(m) => Error::Busy(m.clone()),
+            Error::OverBudget(m) => Error::OverBudget(m.clone()),
         }
     }
 }
@@ -108,6 +111,7 @@ pub enum ErrorKind {
     Unsupported,
     IndexModelMismatch,
     Busy,
+    OverBudget,
 }
 
 impl Error {
@@ -135,6 +139,7 @@ impl Error {
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::IndexModelMismatch { .. } => ErrorKind::IndexModelMismatch,
             Error::Busy(_) => ErrorKind::Busy,
+            Error::OverBudget(_) => ErrorKind::OverBudget,
         }
     }
 

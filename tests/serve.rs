@@ -277,7 +277,7 @@ fn summarize_embed_and_rerank_answer_as_the_library_does() {
 #[test]
 fn bad_requests_get_the_c_abi_messages() {
     let dir = common::fixture("t5-tiny");
-    let server = Server::start(&dir, &["--max-body-bytes", "4096", "--max-inputs", "4"], &[]);
+    let server = Server::start(&dir, &["--max-body-bytes", "4096", "--max-inputs", "4", "--option", "memory_budget_mb=1"], &[]);
     let cases = [
         (json!({"inputs": "x", "parameters": {"num_beams": 0}}), "DUET_STATUS_INVALID_PARAM", "num_beams"),
         (json!({"inputs": "x", "parameters": {"bogus": 1}}), "DUET_STATUS_UNKNOWN_PARAM", "unknown parameter `bogus`"),
@@ -307,6 +307,8 @@ fn bad_requests_get_the_c_abi_messages() {
     let (status, answer) = server.post("/embed", json!({"inputs": ["a", "b", "c", "d", "e"]}));
     assert_eq!(status, 413, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("at most 4"), "{answer}");
+    let (status, answer) = server.post("/generate", json!({"inputs": "x", "parameters": {"num_beams": 16, "max_new_tokens": 20000}}));
+    assert_eq!((status, answer["status"].clone()), (413, json!("DUET_STATUS_OVER_BUDGET")), "{answer}");
     let (status, answer) = server.post("/embed", json!({"inputs": ["a", " "]}));
     assert_eq!((status, answer["status"].clone()), (400, json!("DUET_STATUS_INVALID_ARGUMENT")), "{answer}");
     let (status, answer) = server.post("/generate_stream", json!({"inputs": ["a", "b"]}));

@@ -28,10 +28,16 @@ echo "README quickstart: $n commands ran"
 block=$(awk '/^## Serving over HTTP/{q=1} q && /^```sh/{on=1; next} on && /^```/{exit} on' README.md)
 [ -n "$block" ] || { echo "README.md: no sh block under ## Serving over HTTP" >&2; exit 1; }
 echo "README (server) \$ $block"
-if ! out=$(bash -e -o pipefail -c "$block" 2>&1) || grep -q '"error"' <<<"$out"; then
-    echo "$out" >&2
+# Output to a file, not a pipe (a server left running would hold a pipe open); whatever happens,
+# the background server is stopped when the block ends.
+log=$(mktemp)
+if ! timeout 300 bash -e -o pipefail -c "trap 'kill \$(jobs -p) 2>/dev/null || true' EXIT; $block" >"$log" 2>&1 \
+    || grep -q '"error"' "$log"; then
+    cat "$log" >&2
+    rm -f "$log"
     echo "README server block failed" >&2
     exit 1
 fi
-echo "$out" | head -c 1500; echo
+head -c 1500 "$log"; echo
+rm -f "$log"
 echo "README server block ran"

@@ -54,6 +54,9 @@ pub enum duet_status {
     IndexModelMismatch = 21,
     /// The model's scheduler already holds `max_requests` requests; retry later.
     Busy = 22,
+    /// A request's worst-case memory (inputs x beams x length x cache per token, the vocabulary
+    /// work) is over the model's `memory_budget_mb`; ask for less or raise the budget.
+    OverBudget = 23,
     /// duet panicked; the host is unharmed, the object involved should be freed.
     Panic = 100,
 }
@@ -83,6 +86,7 @@ impl From<ErrorKind> for duet_status {
             ErrorKind::Unsupported => duet_status::Unsupported,
             ErrorKind::IndexModelMismatch => duet_status::IndexModelMismatch,
             ErrorKind::Busy => duet_status::Busy,
+            ErrorKind::OverBudget => duet_status::OverBudget,
         }
     }
 }
@@ -113,11 +117,12 @@ impl duet_status {
             duet_status::Unsupported => "DUET_STATUS_UNSUPPORTED",
             duet_status::IndexModelMismatch => "DUET_STATUS_INDEX_MODEL_MISMATCH",
             duet_status::Busy => "DUET_STATUS_BUSY",
+            duet_status::OverBudget => "DUET_STATUS_OVER_BUDGET",
             duet_status::Panic => "DUET_STATUS_PANIC",
         }
     }
 
-    const ALL: [duet_status; 24] = [
+    const ALL: [duet_status; 25] = [
         duet_status::Ok,
         duet_status::InvalidArgument,
         duet_status::NullPointer,
@@ -141,6 +146,7 @@ impl duet_status {
         duet_status::Unsupported,
         duet_status::IndexModelMismatch,
         duet_status::Busy,
+        duet_status::OverBudget,
         duet_status::Panic,
     ];
 }
@@ -187,6 +193,6 @@ mod tests {
     fn codes_are_stable() {
         // These numbers are ABI: this test changes only when a code is added.
         let numbers: Vec<i32> = duet_status::ALL.iter().map(|s| *s as i32).collect();
-        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 100]);
+        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 100]);
     }
 }

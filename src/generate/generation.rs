@@ -67,6 +67,7 @@ impl<M: Deref<Target = Model>> Generation<M> {
     /// Runs the encoder over `inputs` (already tokenized, special tokens included).
     pub fn new(model: M, inputs: &[Encoded], params: &GenerationParams) -> Result<Self> {
         check_inputs(inputs)?;
+        super::budget::check_budget(&model, inputs, params)?;
         let search = new_search(params, inputs.len(), model.vocab_size());
         let ids: Vec<Vec<u32>> = inputs.iter().map(|e| e.ids.clone()).collect();
         let mut encoder = model.encoder.run(&ids, params.pad_token_id)?;

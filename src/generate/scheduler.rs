@@ -96,6 +96,9 @@ struct State {
     queue: VecDeque<Pending>,
     /// Requests in cohorts.
     running: usize,
+    /// The running requests' worst-case bytes (`super::budget`): a queued request starts only
+    /// while its own fits beside them in the model's memory budget.
+    reserved: u64,
     shutdown: bool,
 }
 
@@ -126,6 +129,8 @@ impl<F: Fn(Message) -> bool + Send + Sync> MessageSink for F {
 
 /// The scheduler's end of one request.
 struct Link {
+    /// Its worst-case bytes.
+    cost: u64,
     limits: Limits,
     cancel: Arc<AtomicBool>,
     sink: Arc<dyn MessageSink>,
@@ -277,10 +282,11 @@ impl Scheduler {
     ) -> Result<Stopper> {
         check_inputs(&inputs)?;
         self.shared.model.decoder()?;
+        let cost = super::budget::check_budget(&self.shared.model, &inputs, params)?;
         limits.check()?;
         self.start_thread()?;
         let cancel = Arc::new(AtomicBool::new(false));
-        let link = Link { limits, cancel: cancel.clone(), sink };
+        let link = Link { cost, limits, cancel: cancel.clone(), sink };
         {
             let mut state = self.shared.lock();
             let load = state.queue.len() + state.running;
@@ -420,8 +426,20 @@ impl Shared {
                     }
                     return;
                 }
-                let joiners = self.admit(&mut state.queue);
+                // Queued requests past their limits (they may wait for memory) end there, with the
+                // limit's error as at a step; cancelled ones are admitted below whatever the budget,
+                // to end at their first step as any cancelled request does.
+                let (stopped, waiting): (VecDeque<Pending>, VecDeque<Pending>) =
+                    std::mem::take(&mut state.queue).into_iter().partition(|p| p.link.limits.check().is_err());
+                state.queue = waiting;
+                for pending in stopped {
+                    let error = pending.link.limits.check().err().unwrap_or(Error::Cancelled);
+                    pending.link.send(Message::Done(Err(error)));
+                }
+                let (reserved, idle) = (state.reserved, state.running == 0);
+                let joiners = self.admit(&mut state.queue, reserved, idle);
                 state.running += joiners.len();
+                state.reserved += joiners.iter().map(|p| p.link.cost).sum::<u64>();
                 joiners
             };
             if !joiners.is_empty() {
@@ -450,7 +468,9 @@ impl Shared {
                 cohorts = self.merge_started(cohorts);
             }
             // Recounted, so that requests lost to a panic mid-step free their places too.
-            self.lock().running = cohorts.iter().map(|c| c.members.len()).sum();
+            let mut state = self.lock();
+            state.running = cohorts.iter().map(|c| c.members.len()).sum();
+            state.reserved = cohorts.iter().flat_map(|c| &c.members).map(|m| m.link.cost).sum();
         }
     }
 
@@ -493,18 +513,25 @@ impl Shared {
     }
 
     /// The queued requests that start a cohort now: in order, while their rows fit
-    /// `max_batch_rows` (the first always does) and they share the first one's padding token.
-    fn admit(&self, queue: &mut VecDeque<Pending>) -> Vec<Pending> {
+    /// `max_batch_rows` (the first always does), they share the first one's padding token, and
+    /// their worst cases fit the memory budget beside the running requests' `reserved` bytes (with
+    /// nothing running, the first always does: it was checked alone when submitted).
+    fn admit(&self, queue: &mut VecDeque<Pending>, reserved: u64, idle: bool) -> Vec<Pending> {
+        let budget = self.model.memory_budget();
         let mut joiners: Vec<Pending> = Vec::new();
-        let mut rows = 0;
+        let (mut rows, mut bytes) = (0, reserved);
         while let Some(next) = queue.front() {
             let wanted = next.inputs.len() * next.params.num_beams;
-            let fits = joiners.is_empty()
-                || (rows + wanted <= self.options.max_batch_rows && next.params.pad_token_id == joiners[0].params.pad_token_id);
+            let cost = if next.link.cancel.load(Ordering::SeqCst) { 0 } else { next.link.cost };
+            let in_budget = bytes.saturating_add(cost) <= budget || (idle && joiners.is_empty());
+            let fits = in_budget
+                && (joiners.is_empty()
+                    || (rows + wanted <= self.options.max_batch_rows && next.params.pad_token_id == joiners[0].params.pad_token_id));
             if !fits {
                 break;
             }
             rows += wanted;
+            bytes = bytes.saturating_add(cost);
             joiners.extend(queue.pop_front());
         }
         joiners
@@ -515,6 +542,7 @@ impl Shared {
         {
             let mut state = self.lock();
             state.running = state.running.saturating_sub(1);
+            state.reserved = state.reserved.saturating_sub(link.cost);
         }
         link.send(message);
     }

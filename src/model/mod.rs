@@ -87,6 +87,8 @@ pub struct Model {
     layout_note: Option<String>,
     /// `duet_export.json`, written by tools/export_model.py (optimizations, quantization).
     export_manifest: Option<serde_json::Value>,
+    /// Most bytes one generation request may need at worst (`memory_budget_mb`).
+    memory_budget: u64,
 }
 
 impl Model {
@@ -216,6 +218,7 @@ impl Model {
             graphs,
             layout_note,
             export_manifest,
+            memory_budget: opts.memory_budget(),
         })
     }
 
@@ -248,6 +251,7 @@ impl Model {
             graphs: vec![(EMBEDDING_FILE.to_string(), footprint, provider)],
             layout_note: None,
             export_manifest: read_export_manifest(dir),
+            memory_budget: OpenOptions::parse(options).memory_budget(),
         })
     }
 
@@ -293,6 +297,11 @@ impl Model {
         self.provider
     }
 
+    /// Most bytes one generation request may need at worst (`crate::generate::budget`).
+    pub fn memory_budget(&self) -> u64 {
+        self.memory_budget
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.logits_vocab
     }
@@ -316,6 +325,7 @@ impl Model {
             "architecture": self.config.model_type,
             "embedding": embedding,
             "vocab_size": self.logits_vocab,
+            "memory_budget_bytes": self.memory_budget,
             "tokenizer_vocab_size": self.tokenizer.id_bound(),
             "max_input_tokens": self.config.max_input_tokens,
             "execution_provider": self.provider.ort_name(),

@@ -17,6 +17,7 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "scheduling", kind: Kind::Str, check: |v| check::one_of(v, &["continuous", "off"]), default: Some("continuous"), help: "how concurrent generate calls of the C API share the model: continuous (one scheduler thread decodes every request's rows, a step at a time, requests joining and leaving at step boundaries) or off (each call decodes alone on its own thread)" },
     Spec { key: "max_batch_rows", kind: Kind::Int, check: |v| check::int_in(v, 1, 4096), default: Some("32"), help: "[scheduling] most decoder rows (inputs x beams) one decoder run serves: requests start, and batches merge, up to it" },
     Spec { key: "max_requests", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 20), default: Some("256"), help: "[scheduling] most requests waiting or running at once; more are refused with DUET_STATUS_BUSY" },
+    Spec { key: "memory_budget_mb", kind: Kind::Int, check: |v| check::int_in(v, 1, 1 << 30), default: None, help: "most memory one generation request may need at worst (inputs x beams x length x cache per token, encoder states, vocabulary work), in MiB: a larger request is refused with DUET_STATUS_OVER_BUDGET before it starts, and the scheduler starts requests only while the running ones' worst cases fit (default: half the machine's memory, or of its cgroup limit)" },
     Spec { key: "cuda_memory_limit", kind: Kind::Int, check: |v| check::int_in(v, 1, i64::MAX), default: None, help: "[cuda] bytes the CUDA arena may hold" },
     Spec { key: "cuda_arena_strategy", kind: Kind::Str, check: |v| check::one_of(v, &["next_power_of_two", "same_as_requested"]), default: None, help: "[cuda] how the arena grows: next_power_of_two or same_as_requested" },
     Spec { key: "cuda_copy_in_default_stream", kind: Kind::Bool, check: any, default: None, help: "[cuda] copy on the default stream" },
@@ -62,6 +63,7 @@ pub struct OpenOptions {
     pub trt_max_batch: usize,
     pub trt_max_input_tokens: Option<usize>,
     pub trt_max_new_tokens: usize,
+    pub memory_budget_mb: Option<u64>,
 }
 
 /// The table's default of `key` (a model option with a fixed default).
@@ -87,7 +89,13 @@ impl OpenOptions {
             trt_max_batch: option_int(options, "trt_max_batch").max(1) as usize,
             trt_max_input_tokens: options.int("trt_max_input_tokens").map(|v| v as usize),
             trt_max_new_tokens: option_int(options, "trt_max_new_tokens").max(1) as usize,
+            memory_budget_mb: options.int("memory_budget_mb").map(|mb| mb as u64),
         }
+    }
+
+    /// `memory_budget_mb` in bytes, else half the machine's memory.
+    pub fn memory_budget(&self) -> u64 {
+        self.memory_budget_mb.map_or_else(super::footprint::default_memory_budget, |mb| mb << 20)
     }
 
     /// The graph optimization level's name (`graph_optimization`).

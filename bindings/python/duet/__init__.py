@@ -26,7 +26,7 @@ from ._lib import Callbacks, PROGRESS_CALLBACK, TOKEN_CALLBACK, check, library_p
 from .cancel import CancelToken
 from .chat import Chat, ChatStream
 from .errors import (BusyError, Cancelled, ClosedError, DeadlineExceeded, Error, IndexFileError, IndexModelMismatch, InputTooLong,
-                     ModelBusy,
+                     ModelBusy, OverBudget,
                      InternalError, InvalidArgument, InvalidHandle, InvalidParam, InvalidUtf8, IoError, LibraryNotFound,
                      ModelFileMissing, ModelInvalid, NullPointer, OnnxRuntimeError, PanicError,
                      ProviderUnavailable, RuntimeNotFound, RuntimeVersion, TokenizerError,
@@ -45,7 +45,7 @@ __all__ = [
     "RuntimeNotFound", "RuntimeVersion", "ModelFileMissing", "ModelInvalid", "TokenizerError",
     "InputTooLong", "OnnxRuntimeError", "ProviderUnavailable", "IoError", "InternalError",
     "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "Unsupported", "IndexModelMismatch",
-    "ModelBusy", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
+    "ModelBusy", "OverBudget", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
 ]
 
 

@@ -17,7 +17,7 @@ __all__ = [
     "Error", "InvalidArgument", "NullPointer", "InvalidUtf8", "UnknownParam", "InvalidParam",
     "RuntimeNotFound", "RuntimeVersion", "ModelFileMissing", "ModelInvalid", "TokenizerError",
     "InputTooLong", "OnnxRuntimeError", "ProviderUnavailable", "IoError", "InternalError",
-    "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "Unsupported", "IndexModelMismatch", "ModelBusy", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
+    "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "Unsupported", "IndexModelMismatch", "ModelBusy", "OverBudget", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
 ]
 
 # The numbers of duet_status in include/duet.h (part of the ABI, never renumbered).
@@ -45,6 +45,7 @@ STATUS_NAMES: Dict[int, str] = {
     20: "DUET_STATUS_UNSUPPORTED",
     21: "DUET_STATUS_INDEX_MODEL_MISMATCH",
     22: "DUET_STATUS_BUSY",
+    23: "DUET_STATUS_OVER_BUDGET",
     100: "DUET_STATUS_PANIC",
 }
 
@@ -212,6 +213,12 @@ class ModelBusy(Error):
     status = 22
 
 
+class OverBudget(Error, MemoryError):
+    """A request's worst-case memory is over the model's ``memory_budget_mb`` (a model option);
+    ask for fewer inputs, beams or tokens, or raise the budget."""
+    status = 23
+
+
 class BusyError(InvalidArgument):
     """A Chat was used again from inside one of its own callbacks (a Chat serves one call at
     a time); status InvalidArgument (1)."""
@@ -231,7 +238,7 @@ _BY_STATUS: Dict[Optional[int], Type[Error]] = {
     for cls in (InvalidArgument, NullPointer, InvalidUtf8, UnknownParam, InvalidParam, RuntimeNotFound,
                 RuntimeVersion, ModelFileMissing, ModelInvalid, TokenizerError, InputTooLong,
                 OnnxRuntimeError, ProviderUnavailable, IoError, InternalError, IndexFileError, Cancelled,
-                DeadlineExceeded, InvalidHandle, Unsupported, IndexModelMismatch, ModelBusy, PanicError)
+                DeadlineExceeded, InvalidHandle, Unsupported, IndexModelMismatch, ModelBusy, OverBudget, PanicError)
 }
 
 

@@ -66,14 +66,16 @@ class Predictor:
         return out
 
 
-def _reader(path: Path):
+def _reader(path: Path, blocks: int):
+    """The file as a dataset of ``blocks`` blocks (one file is one block otherwise, which one actor
+    would take alone)."""
     import ray  # noqa: PLC0415
 
     suffix = "".join(path.suffixes[-1:]).lower()
     if suffix == ".parquet":
-        return ray.data.read_parquet(str(path))
+        return ray.data.read_parquet(str(path)).repartition(blocks)
     if suffix in (".jsonl", ".json", ".ndjson"):
-        return ray.data.read_json(str(path), lines=True)
+        return ray.data.read_json(str(path), lines=True).repartition(blocks)
     raise ValueError(f"{path}: only Parquet (.parquet) and JSON lines (.jsonl) inputs are read")
 
 
@@ -101,7 +103,7 @@ def process_file(path: PathArg, out_dir: PathArg, model: PathArg, task: str, col
     target.parent.mkdir(parents=True, exist_ok=True)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
-    dataset = _reader(path).map_batches(
+    dataset = _reader(path, max(1, concurrency) * 4).map_batches(
         Predictor,
         fn_constructor_kwargs={"model": str(model), "task": task, "column": column, "params": params, "options": options,
                                "threads": threads, "library": None if library is None else str(library)},

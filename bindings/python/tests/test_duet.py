@@ -163,6 +163,15 @@ def test_generator_is_a_plain_iterator_equal_to_generate(t5, bart, fixtures):
         gen.close()
 
 
+def test_a_request_over_the_memory_budget_is_refused(fixtures):
+    with duet.Model(fixtures / "t5-tiny", options={"memory_budget_mb": 1}) as model:
+        assert model.info["memory_budget_bytes"] == 1 << 20
+        with pytest.raises(duet.OverBudget) as e:
+            model.generate(["hello", "world"], num_beams=16, max_new_tokens=20000)
+        assert e.value.status == 23 and isinstance(e.value, MemoryError) and "memory_budget_mb" in e.value.message
+        assert len(model.generate("hello", max_new_tokens=8).token_ids) == 8
+
+
 def test_generator_cancel_and_close_and_busy(fixtures):
     with duet.Model(fixtures / "t5-tiny", options={"max_requests": 1}) as model:
         full = model.generate("The weather is nice today.", max_new_tokens=400, min_new_tokens=400)

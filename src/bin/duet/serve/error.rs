@@ -59,6 +59,8 @@ impl From<duet::Error> for ApiError {
             | ErrorKind::InputTooLong
             | ErrorKind::Unsupported => StatusCode::BAD_REQUEST,
             ErrorKind::Busy => StatusCode::TOO_MANY_REQUESTS,
+            // The request alone could not fit the model's memory budget: smaller, not later.
+            ErrorKind::OverBudget => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             // Only a client that went away cancels; nobody reads this answer.
             ErrorKind::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),

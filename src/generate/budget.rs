@@ -1,0 +1,71 @@
+//! A generation request's worst-case memory, checked against the model's budget before the
+//! request starts: a request that could not fit is refused with `Error::OverBudget` instead of
+//! running into an allocation failure (which aborts the process) half-way.
+//!
+//! Per decoder row (inputs x beams, or x returned sequences when sampling): the self-attention
+//! cache at full length, the cross-attention cache and encoder states over the longest input, and
+//! the vocabulary work of a step (logits, log-probabilities, scores, candidates); twice that, as a
+//! reorder or a merge of batches copies the caches. Plus the encoder run's attention scores.
+
+use super::params::GenerationParams;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::text::Encoded;
+
+/// The worst case of generating `params` for `inputs`, in bytes (saturating: an absurd request
+/// is `u64::MAX`).
+pub fn worst_case_bytes(model: &Model, inputs: &[Encoded], params: &GenerationParams) -> Result<u64> {
+    let cache = &model.decoder()?.cache;
+    let element = match cache.dtype {
+        ort::value::TensorElementType::Float16 | ort::value::TensorElementType::Bfloat16 => 2u64,
+        _ => 4,
+    };
+    let width = (cache.heads as u64).saturating_mul(cache.head_dim as u64);
+    let per_position = (cache.layers as u64).saturating_mul(2).saturating_mul(width).saturating_mul(element);
+    let input_len = inputs.iter().map(|e| e.ids.len()).max().unwrap_or(0) as u64;
+    let d_model = model.config.d_model.map_or(width, |d| d as u64);
+    let steps = (params.max_new_tokens as u64).saturating_add(1);
+    let per_row = per_position
+        .saturating_mul(steps)
+        .saturating_add(per_position.saturating_mul(input_len))
+        .saturating_add(input_len.saturating_mul(d_model).saturating_mul(4))
+        .saturating_add((model.vocab_size() as u64).saturating_mul(4 * 4))
+        .saturating_add(steps.saturating_mul(8));
+    let per_input = params.num_beams.max(if params.do_sample { params.num_return_sequences } else { 1 }).max(1) as u64;
+    let rows = (inputs.len() as u64).saturating_mul(per_input);
+    let encoder =
+        (inputs.len() as u64).saturating_mul(cache.heads as u64).saturating_mul(input_len.saturating_mul(input_len)).saturating_mul(4);
+    Ok(rows.saturating_mul(per_row).saturating_mul(2).saturating_add(encoder))
+}
+
+/// `worst_case_bytes`, refused when over the model's budget; otherwise the bytes.
+pub fn check_budget(model: &Model, inputs: &[Encoded], params: &GenerationParams) -> Result<u64> {
+    let bytes = worst_case_bytes(model, inputs, params)?;
+    let budget = model.memory_budget();
+    if bytes > budget {
+        let rows = inputs.len() * params.num_beams.max(1);
+        return Err(Error::OverBudget(format!(
+            "this request could need {} at worst ({} input(s), {rows} decoder row(s), {} new tokens, inputs of up to {} tokens), over the model's memory budget of {} (the model option memory_budget_mb); ask for fewer inputs, beams or tokens, or raise the budget",
+            human(bytes),
+            inputs.len(),
+            params.max_new_tokens,
+            inputs.iter().map(|e| e.ids.len()).max().unwrap_or(0),
+            human(budget)
+        )));
+    }
+    Ok(bytes)
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if bytes == u64::MAX {
+        return "more than 16 EiB".into();
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
