@@ -96,9 +96,6 @@ struct State {
     queue: VecDeque<Pending>,
     /// Requests in cohorts.
     running: usize,
-    /// The running requests' worst-case bytes (`super::budget`): a queued request starts only
-    /// while its own fits beside them in the model's memory budget.
-    reserved: u64,
     shutdown: bool,
 }
 
@@ -436,10 +433,11 @@ impl Shared {
                     let error = pending.link.limits.check().err().unwrap_or(Error::Cancelled);
                     pending.link.send(Message::Done(Err(error)));
                 }
-                let (reserved, idle) = (state.reserved, state.running == 0);
-                let joiners = self.admit(&mut state.queue, reserved, idle);
+                // The running requests' worst cases: a queued request starts only while its own
+                // fits beside them in the model's memory budget.
+                let reserved = cohorts.iter().flat_map(|c| &c.members).map(|m| m.link.cost).sum();
+                let joiners = self.admit(&mut state.queue, reserved, cohorts.is_empty());
                 state.running += joiners.len();
-                state.reserved += joiners.iter().map(|p| p.link.cost).sum::<u64>();
                 joiners
             };
             if !joiners.is_empty() {
@@ -468,9 +466,7 @@ impl Shared {
                 cohorts = self.merge_started(cohorts);
             }
             // Recounted, so that requests lost to a panic mid-step free their places too.
-            let mut state = self.lock();
-            state.running = cohorts.iter().map(|c| c.members.len()).sum();
-            state.reserved = cohorts.iter().flat_map(|c| &c.members).map(|m| m.link.cost).sum();
+            self.lock().running = cohorts.iter().map(|c| c.members.len()).sum();
         }
     }
 
@@ -542,7 +538,6 @@ impl Shared {
         {
             let mut state = self.lock();
             state.running = state.running.saturating_sub(1);
-            state.reserved = state.reserved.saturating_sub(link.cost);
         }
         link.send(message);
     }
