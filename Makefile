@@ -170,7 +170,7 @@ c-example: build
 	@mkdir -p $(C_BUILD)
 	$(CC) $(C_FLAGS) examples/c/generate.c -o $(C_BUILD)/generate $(C_LINK)
 	$(CC) $(C_FLAGS) tests/c/abi_checks.c -o $(C_BUILD)/abi_checks $(C_LINK)
-	for x in summarize chat search generator; do $(CC) $(C_FLAGS) examples/c/$$x.c -o $(C_BUILD)/$$x $(C_LINK) -lm || exit 1; done
+	for x in summarize translate chat search generator; do $(CC) $(C_FLAGS) examples/c/$$x.c -o $(C_BUILD)/$$x $(C_LINK) -lm || exit 1; done
 	$(C_BUILD)/generate tests/fixtures/t5-tiny --set max_new_tokens=12 "translate English to German: Hello." "你好，世界 🙂" | tee $(C_BUILD)/generate.out
 	grep -q "(ABI $(ABI_MAJOR).$(ABI_MINOR))" $(C_BUILD)/generate.out
 	$(C_BUILD)/generate tests/fixtures/bart-tiny --set num_beams=3 --set max_new_tokens=8 "Hello world"
@@ -179,6 +179,7 @@ c-example: build
 	$(C_BUILD)/summarize tests/fixtures/t5-tiny
 	$(C_BUILD)/summarize tests/fixtures/bart-tiny
 	$(C_BUILD)/chat tests/fixtures/bart-tiny 50
+	python3 examples/c/translate_goldens.py $(C_BUILD)/translate
 	$(C_BUILD)/search tests/fixtures/t5-tiny $(C_BUILD)/index.bin
 	$(C_BUILD)/generator tests/fixtures/t5-tiny
 	$(C_BUILD)/generator tests/fixtures/t5-tiny scheduling=off 3
@@ -208,6 +209,7 @@ sqlite-test: build sqlite-deps embedder
 	$(CC) $(C_FLAGS) examples/sqlite/rerank_order.c -o $(SQLITE_BUILD)/rerank_order $(C_LINK) -lm
 	examples/sqlite/run_test.sh $(SQLITE_BUILD) $(SQLITE_BUILD)/rerank_order tests/fixtures/t5-tiny
 	examples/sqlite/run_test.sh $(SQLITE_BUILD) $(SQLITE_BUILD)/rerank_order tests/fixtures/bart-tiny
+	examples/sqlite/run_translate_test.sh $(SQLITE_BUILD)
 	examples/sqlite/run_hybrid_test.sh $(SQLITE_BUILD) $(EMBEDDER) tests/fixtures/t5-tiny examples/data/debian-packages.txt target/release/duet
 
 # Python bindings: installed with pip into a throwaway virtualenv, tested with pytest.

@@ -28,7 +28,7 @@
 #define DUET_ABI_MAJOR 1
 
 // Compatible additions (new members at the end of the table) raise this.
-#define DUET_ABI_MINOR 2
+#define DUET_ABI_MINOR 3
 
 // Result of every fallible call. Numbers are part of the ABI and never change meaning.
 typedef enum {
@@ -80,6 +80,9 @@ typedef enum {
   // A request's worst-case memory (inputs x beams x length x cache per token, the vocabulary
   // work) is over the model's `memory_budget_mb`; ask for less or raise the budget.
   DUET_STATUS_OVER_BUDGET = 23,
+  // translate: the model does not know this language code (the message lists the ones it
+  // knows), or a one-pair model was asked for another pair.
+  DUET_STATUS_UNKNOWN_LANGUAGE = 24,
   // duet panicked; the host is unharmed, the object involved should be freed.
   DUET_STATUS_PANIC = 100,
 } duet_status;
@@ -295,6 +298,13 @@ typedef struct {
   duet_status (*generator_cancel)(const duet_generator*);
   duet_status (*generator_result)(const duet_generator*, duet_result**);
   void (*generator_free)(duet_generator*);
+  duet_status (*translate)(const duet_model*,
+                           const char*,
+                           const char*,
+                           const char*,
+                           const duet_params*,
+                           const duet_callbacks*,
+                           duet_reply**);
 } duet_api_v1;
 
 #ifdef __cplusplus
@@ -640,6 +650,23 @@ const char *duet_status_name(int32_t status);
 // concurrent calls share decoder runs.
 duet_status duet_summarize(const duet_model *model,
                            const char *text,
+                           const duet_params *params,
+                           const duet_callbacks *callbacks,
+                           duet_reply **out);
+
+// Translates `text` of any length into `to` (from `from`): NULL `from` takes the model's
+// default source (or none, where the model recognizes the source itself); NULL `to` only for a
+// model that translates one pair. Codes are the model's own (`fra_Latn`, `__fr__`, `fr_XX`,
+// `>>fra<<`) or ISO 639 (`fr`, `fra`, `fre`); `duet_model_info` lists them under "translation".
+// An unknown code fails with `DUET_STATUS_UNKNOWN_LANGUAGE` and the known ones in the message; a
+// model that does not translate with `DUET_STATUS_UNSUPPORTED`. Lines stay lines; long lines are
+// split on sentences (`chunk_tokens`, default 256) and translated `batch_size` at a time, in
+// order; `callbacks->on_progress` hears (chunks done, chunks, 1). The reply's stat "chunks"
+// says how many. Thread-safe; with the model's scheduler on, concurrent calls share decoder runs.
+duet_status duet_translate(const duet_model *model,
+                           const char *text,
+                           const char *to,
+                           const char *from,
                            const duet_params *params,
                            const duet_callbacks *callbacks,
                            duet_reply **out);

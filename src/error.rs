@@ -52,6 +52,8 @@ pub enum Error {
     Busy(String),
     #[error("over the memory budget: {0}")]
     OverBudget(String),
+    #[error("unknown language `{code}`: {reason}")]
+    UnknownLanguage { code: String, reason: String },
 }
 
 impl Clone for Error {
@@ -82,6 +84,7 @@ impl Clone for Error {
             Error::IndexModelMismatch { path, reason } => Error::IndexModelMismatch { path: path.clone(), reason: reason.clone() },
             Error::Busy(m) => Error::Busy(m.clone()),
             Error::OverBudget(m) => Error::OverBudget(m.clone()),
+            Error::UnknownLanguage { code, reason } => Error::UnknownLanguage { code: code.clone(), reason: reason.clone() },
         }
     }
 }
@@ -112,6 +115,7 @@ pub enum ErrorKind {
     IndexModelMismatch,
     Busy,
     OverBudget,
+    UnknownLanguage,
 }
 
 impl Error {
@@ -140,6 +144,7 @@ impl Error {
             Error::IndexModelMismatch { .. } => ErrorKind::IndexModelMismatch,
             Error::Busy(_) => ErrorKind::Busy,
             Error::OverBudget(_) => ErrorKind::OverBudget,
+            Error::UnknownLanguage { .. } => ErrorKind::UnknownLanguage,
         }
     }
 

@@ -291,7 +291,8 @@ fn commands_have_help_and_refuse_what_does_not_apply() {
     assert!(!params.contains("search_mode"), "search keys are not summarize's");
     let all = String::from_utf8_lossy(&duet(&["params"]).stdout).to_string();
     assert!(
-        all.lines().any(|l| l.starts_with("num_beams") && l.contains("generate,summarize,chat,assist") && l.contains("default 1")),
+        all.lines()
+            .any(|l| l.starts_with("num_beams") && l.contains("generate,summarize,translate,chat,assist") && l.contains("default 1")),
         "{all}"
     );
 }
@@ -345,4 +346,42 @@ fn progress_lines_only_when_asked() {
     assert!(stderr(&out).contains("embedding: 600/600"), "{}", stderr(&out));
     args.remove(3);
     assert!(stderr(&duet(&args)).is_empty());
+}
+
+/// `duet translate` gives the Hugging Face recipe's translation (translation_goldens.json) for
+/// each family, and refuses bad codes and models that do not translate in one line.
+#[test]
+fn translate_matches_the_goldens_and_names_bad_codes() {
+    let goldens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::fixture("translation_goldens.json")).unwrap()).unwrap();
+    for g in goldens["translations"].as_array().unwrap().iter().step_by(3) {
+        let dir = common::fixture(g["model"].as_str().unwrap());
+        let mut args =
+            vec!["translate".to_string(), "--model".into(), dir.display().to_string(), "--to".into(), g["to"].as_str().unwrap().into()];
+        if let Some(from) = g["from"].as_str() {
+            args.extend(["--from".to_string(), from.into()]);
+        }
+        for (k, v) in g["params"].as_object().unwrap() {
+            args.extend(["--set".to_string(), format!("{k}={v}")]);
+        }
+        args.push("--json".into());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = duet_stdin(&refs, g["text"].as_str().unwrap());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!((&v["translation"], v["chunks"].as_u64()), (&g["translation"], Some(1)), "{g}");
+    }
+    let nllb = common::fixture("nllb-tiny");
+    let nllb = nllb.to_str().unwrap();
+    assert_one_line_error(&duet_stdin(&["translate", "--model", nllb, "--to", "xx_Nope"], "Hello."), "unknown language `xx_Nope`");
+    assert_one_line_error(&duet_stdin(&["translate", "--model", nllb], "Hello."), "name the target");
+    assert_one_line_error(
+        &duet_stdin(&["translate", "--model", nllb, "--to", "fr", "--set", "summary_length=short"], "Hello."),
+        "does not apply",
+    );
+    let bart = common::fixture("bart-tiny");
+    assert_one_line_error(&duet_stdin(&["translate", "--model", bart.to_str().unwrap(), "--to", "fr"], "Hello."), "does not translate");
+    let info = duet(&["info", "--model", nllb]);
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(v["translation"]["languages"].as_array().map(Vec::len), Some(202));
 }

@@ -6,7 +6,11 @@ mod common;
 use serde_json::Value;
 
 fn goldens() -> Vec<Value> {
-    let text = std::fs::read_to_string(common::fixture("goldens.json")).expect("goldens.json");
+    goldens_of("goldens.json")
+}
+
+fn goldens_of(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(common::fixture(file)).expect(file);
     let v: Value = serde_json::from_str(&text).unwrap();
     v["cases"].as_array().unwrap().clone()
 }
@@ -70,6 +74,17 @@ fn run_all(layout: &str) {
 #[test]
 fn merged_decoder_matches_transformers() {
     run_all("merged");
+}
+
+/// The translation families (NLLB-200 / M2M100, mBART-50, multilingual Marian): encoder and
+/// merged decoder only (tools/make_translation_fixtures.py), here also through the scheduler.
+#[test]
+fn translation_families_match_transformers() {
+    let cases = goldens_of("translation_goldens.json");
+    let families: std::collections::BTreeSet<&str> = cases.iter().map(|c| c["model"].as_str().unwrap()).collect();
+    assert_eq!(families.len(), 3, "{families:?}");
+    let failures: Vec<String> = cases.iter().filter_map(|c| check_case(c, "merged").err()).collect();
+    assert!(failures.is_empty(), "{} of {} translation golden cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 #[test]

@@ -313,8 +313,8 @@ fn bad_requests_get_the_c_abi_messages() {
     assert_eq!((status, answer["status"].clone()), (400, json!("DUET_STATUS_INVALID_ARGUMENT")), "{answer}");
     let (status, answer) = server.post("/generate_stream", json!({"inputs": ["a", "b"]}));
     assert_eq!(status, 400, "{answer}");
-    let (status, answer) = server.post("/translate", json!({"inputs": "Hello", "parameters": {}}));
-    assert_eq!((status, answer["status"].clone()), (501, json!("DUET_STATUS_UNSUPPORTED")), "{answer}");
+    let (status, answer) = server.post("/translate", json!({"inputs": "Hello", "to": "fr"}));
+    assert_eq!((status, answer["status"].clone()), (400, json!("DUET_STATUS_UNKNOWN_LANGUAGE")), "{answer}");
     let (status, answer) = server.post("/nowhere", json!({}));
     assert_eq!(status, 404, "{answer}");
     assert_eq!(server.get("/generate", &[]).0, 405);
@@ -327,6 +327,47 @@ fn bad_requests_get_the_c_abi_messages() {
         let (status, answer) = server.post("/embed", json!({"inputs": ["x"], "normalize": false}));
         assert_eq!(status, 400, "{answer}");
     }
+}
+
+/// POST /translate: the Hugging Face recipe's translations (translation_goldens.json), a list of
+/// inputs, the Inference API's `parameters.tgt_lang` / `src_lang`, and the errors.
+#[test]
+fn translate_answers_as_the_hugging_face_recipe_does() {
+    let goldens: Value = serde_json::from_str(&std::fs::read_to_string(common::fixture("translation_goldens.json")).unwrap()).unwrap();
+    let goldens: Vec<&Value> = goldens["translations"].as_array().unwrap().iter().filter(|g| g["model"] == "nllb-tiny").collect();
+    let server = Server::start(&common::fixture("nllb-tiny"), &[], &[]);
+    for g in &goldens {
+        let body = json!({"inputs": g["text"], "to": g["to"], "from": g["from"], "parameters": g["params"]});
+        let (status, answer) = server.post("/translate", body);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            (&answer["translation_text"], &answer["to"], answer["chunks"].as_u64()),
+            (&g["translation"], &g["to"], Some(1)),
+            "{answer}"
+        );
+    }
+    let (g0, g1) = (goldens[0], goldens[1]);
+    let mut params = g1["params"].clone();
+    params["tgt_lang"] = g1["to"].clone();
+    params["src_lang"] = g1["from"].clone();
+    let (status, answer) = server.post("/translate", json!({"inputs": [g1["text"], g1["text"]], "parameters": params}));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer.as_array().map(|a| a.iter().map(|x| x["translation_text"].clone()).collect::<Vec<_>>()),
+        Some(vec![g1["translation"].clone(); 2])
+    );
+    let (status, answer) = server.post("/translate", json!({"inputs": g0["text"], "to": "xx_Nope"}));
+    assert_eq!((status, answer["status"].clone()), (400, json!("DUET_STATUS_UNKNOWN_LANGUAGE")), "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("fra_Latn"), "{answer}");
+    let (status, answer) = server.post("/translate", json!({"inputs": "Hi.", "to": "fr", "parameters": {"tgt_lang": "de"}}));
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = server.post("/translate", json!({"inputs": "Hi.", "to": "fr", "parameters": {"summary_length": "short"}}));
+    assert_eq!((status, answer["status"].clone()), (400, json!("DUET_STATUS_INVALID_PARAM")), "{answer}");
+    let info: Value = serde_json::from_str(&server.get("/info", &[]).1).unwrap();
+    assert_eq!(info["translation"]["languages"].as_array().map(Vec::len), Some(202));
+    let server = Server::start(&common::fixture("bart-tiny"), &[], &[]);
+    let (status, answer) = server.post("/translate", json!({"inputs": "Hi.", "to": "fr"}));
+    assert_eq!((status, answer["status"].clone()), (400, json!("DUET_STATUS_UNSUPPORTED")), "{answer}");
 }
 
 #[test]

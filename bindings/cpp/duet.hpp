@@ -625,6 +625,15 @@ public:
     Reply summarize(std::string_view text, OnProgress on_progress = {}, OnText on_text = {}) const {
         return summarize_impl(text, nullptr, on_progress, on_text);
     }
+    /// Translates into `to` (from `from`; empty: the model's default source, or none). Codes:
+    /// the model's own or ISO 639; info()'s "translation" lists them. The reply's stat "chunks".
+    Reply translate(std::string_view text, std::string_view to, std::string_view from, const Params &params,
+                    OnProgress on_progress = {}) const {
+        return translate_impl(text, to, from, &params, on_progress);
+    }
+    Reply translate(std::string_view text, std::string_view to, std::string_view from = {}, OnProgress on_progress = {}) const {
+        return translate_impl(text, to, from, nullptr, on_progress);
+    }
     Reply assist(std::string_view question, const Params &params, OnText on_text = {}) const {
         return assist_impl(question, &params, on_text);
     }
@@ -716,6 +725,24 @@ private:
         const duet_callbacks cb = hooks.c_callbacks();
         duet_reply *r = nullptr;
         const duet_status st = duet_summarize(m, t.c_str(), p, &cb, &r);
+        Reply reply(st == DUET_STATUS_OK ? r : nullptr);
+        hooks.finish(st);
+        return reply;
+    }
+
+    Reply translate_impl(std::string_view text, std::string_view to, std::string_view from, const Params *params,
+                         const OnProgress &on_progress) const {
+        const duet_model *m = raw();
+        const duet_params *p = detail::raw_or_null(params);
+        const std::string t = detail::c_copy(text, "text");
+        const std::string target = detail::c_copy(to, "to");
+        const std::string source = detail::c_copy(from, "from");
+        detail::Hooks hooks;
+        hooks.on_progress = on_progress.get();
+        const duet_callbacks cb = hooks.c_callbacks();
+        duet_reply *r = nullptr;
+        const duet_status st = duet_translate(m, t.c_str(), target.empty() ? nullptr : target.c_str(),
+                                              source.empty() ? nullptr : source.c_str(), p, &cb, &r);
         Reply reply(st == DUET_STATUS_OK ? r : nullptr);
         hooks.finish(st);
         return reply;

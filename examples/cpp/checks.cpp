@@ -223,6 +223,21 @@ int main(int argc, char **argv) {
         expect_error("empty document", DUET_STATUS_INVALID_ARGUMENT, [&] { model.summarize("   "); });
     }
 
+    // -- translate: T5's task prefix (en to de) or, for BART, not a translation model ---------
+    {
+        duet::Params tp;
+        tp.set("max_new_tokens", 6);
+        if (model.info_json().find("\"task prefix\"") != std::string::npos) {
+            const duet::Reply r = model.translate("The house is wonderful.", "de", "", tp);
+            expect(r.stat("chunks") == 1, "one chunk");
+            const duet::Reply same = model.translate("The house is wonderful.", "deu", "en", tp);
+            expect(same.text() == r.text(), "deu from en names the same pair as de");
+            expect_error("unknown target", DUET_STATUS_UNKNOWN_LANGUAGE, [&] { model.translate("x", "fr", "", tp); });
+        } else {
+            expect_error("not a translation model", DUET_STATUS_UNSUPPORTED, [&] { model.translate("x", "fr"); });
+        }
+    }
+
     // -- cancel tokens and deadlines ----------------------------------------------------------
     {
         std::string doc;

@@ -22,6 +22,11 @@
  *                                          Every function below takes `"model": "name"` in its
  *                                          json_params to use it instead of the default.
  *   duet_summarize(text [, json_params])   the summary (TEXT)
+ *   duet_translate(text, to [, from [, json_params]])
+ *                                          the translation into language `to` (TEXT): the
+ *                                          model's codes (fra_Latn, fr_XX, >>fra<<) or ISO 639
+ *                                          (fr); `from` NULL or absent takes the model's default
+ *                                          source. duet_open's info lists the languages.
  *   duet_generate(text [, json_params])    the first sequence's text (TEXT)
  *   duet_embed(text [, json_params])       the embedding (pooled and normalised as the model
  *                                          says; L2 for a seq2seq encoder): a BLOB of
@@ -402,6 +407,34 @@ static void fn_summarize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     duet_params_free(params);
 }
 
+/* duet_translate(text, to [, from [, json_params]]) */
+static void fn_translate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    int text_null = 0, to_null = 0, from_null = 1;
+    const char *text = text_arg(ctx, argv, 0, "text", &text_null);
+    if (!text) {
+        if (text_null) sqlite3_result_null(ctx);
+        return;
+    }
+    const char *to = text_arg(ctx, argv, 1, "to", &to_null);
+    if (!to && !to_null) return;
+    const char *from = NULL;
+    if (argc > 2) {
+        from = text_arg(ctx, argv, 2, "from", &from_null);
+        if (!from && !from_null) return;
+    }
+    const duet_model *model;
+    duet_params *params;
+    if (params_and_model(ctx, argc, argv, 3, &params, &model) != 0) return;
+    duet_reply *reply = NULL;
+    duet_status st = duet_translate(model, text, to, from, params, NULL, &reply);
+    const char *out = NULL;
+    if (st == DUET_STATUS_OK) st = duet_reply_text(reply, &out);
+    if (st == DUET_STATUS_OK) sqlite3_result_text(ctx, out, -1, SQLITE_TRANSIENT);
+    else result_duet_error(ctx, st);
+    duet_reply_free(reply);
+    duet_params_free(params);
+}
+
 /* duet_embed(text [, json_params]) -> BLOB of float32 */
 static void fn_embed(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     const duet_model *model;
@@ -538,6 +571,9 @@ int sqlite3_duetsqlite_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_rout
         {"duet_generate", 2, 0, fn_generate},
         {"duet_summarize", 1, 0, fn_summarize},
         {"duet_summarize", 2, 0, fn_summarize},
+        {"duet_translate", 2, 0, fn_translate},
+        {"duet_translate", 3, 0, fn_translate},
+        {"duet_translate", 4, 0, fn_translate},
         {"duet_embed", 1, SQLITE_DETERMINISTIC, fn_embed},
         {"duet_embed", 2, SQLITE_DETERMINISTIC, fn_embed},
         {"duet_rerank", 2, SQLITE_DETERMINISTIC, fn_rerank},

@@ -57,6 +57,9 @@ pub enum duet_status {
     /// A request's worst-case memory (inputs x beams x length x cache per token, the vocabulary
     /// work) is over the model's `memory_budget_mb`; ask for less or raise the budget.
     OverBudget = 23,
+    /// translate: the model does not know this language code (the message lists the ones it
+    /// knows), or a one-pair model was asked for another pair.
+    UnknownLanguage = 24,
     /// duet panicked; the host is unharmed, the object involved should be freed.
     Panic = 100,
 }
@@ -87,6 +90,7 @@ impl From<ErrorKind> for duet_status {
             ErrorKind::IndexModelMismatch => duet_status::IndexModelMismatch,
             ErrorKind::Busy => duet_status::Busy,
             ErrorKind::OverBudget => duet_status::OverBudget,
+            ErrorKind::UnknownLanguage => duet_status::UnknownLanguage,
         }
     }
 }
@@ -118,11 +122,12 @@ impl duet_status {
             duet_status::IndexModelMismatch => "DUET_STATUS_INDEX_MODEL_MISMATCH",
             duet_status::Busy => "DUET_STATUS_BUSY",
             duet_status::OverBudget => "DUET_STATUS_OVER_BUDGET",
+            duet_status::UnknownLanguage => "DUET_STATUS_UNKNOWN_LANGUAGE",
             duet_status::Panic => "DUET_STATUS_PANIC",
         }
     }
 
-    const ALL: [duet_status; 25] = [
+    const ALL: [duet_status; 26] = [
         duet_status::Ok,
         duet_status::InvalidArgument,
         duet_status::NullPointer,
@@ -147,6 +152,7 @@ impl duet_status {
         duet_status::IndexModelMismatch,
         duet_status::Busy,
         duet_status::OverBudget,
+        duet_status::UnknownLanguage,
         duet_status::Panic,
     ];
 }
@@ -193,6 +199,6 @@ mod tests {
     fn codes_are_stable() {
         // These numbers are ABI: this test changes only when a code is added.
         let numbers: Vec<i32> = duet_status::ALL.iter().map(|s| *s as i32).collect();
-        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 100]);
+        assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 100]);
     }
 }

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::generate::control::guarded;
 use crate::generate::{Flow, Observer};
 use crate::model::Model;
-use crate::tasks::{assistant, summarize, Progress};
+use crate::tasks::{assistant, summarize, translate, Progress};
 
 /// Hears how far a long task is: `done` of `total` chunks at map-reduce `level` (from 1).
 /// Called after every batch of chunks and at every decoding step (then with unchanged counts),
@@ -104,6 +104,47 @@ pub unsafe extern "C" fn duet_summarize(
         }
         let stats = vec![("chunks", s.chunks as i64), ("levels", s.levels as i64), ("summaries", s.summaries as i64)];
         *out = new_handle(reply(&s.text, s.finish_reason.into(), stats));
+        Ok(())
+    })
+}
+
+/// Translates `text` of any length into `to` (from `from`): NULL `from` takes the model's
+/// default source (or none, where the model recognizes the source itself); NULL `to` only for a
+/// model that translates one pair. Codes are the model's own (`fra_Latn`, `__fr__`, `fr_XX`,
+/// `>>fra<<`) or ISO 639 (`fr`, `fra`, `fre`); `duet_model_info` lists them under "translation".
+/// An unknown code fails with `DUET_STATUS_UNKNOWN_LANGUAGE` and the known ones in the message; a
+/// model that does not translate with `DUET_STATUS_UNSUPPORTED`. Lines stay lines; long lines are
+/// split on sentences (`chunk_tokens`, default 256) and translated `batch_size` at a time, in
+/// order; `callbacks->on_progress` hears (chunks done, chunks, 1). The reply's stat "chunks"
+/// says how many. Thread-safe; with the model's scheduler on, concurrent calls share decoder runs.
+#[no_mangle]
+pub unsafe extern "C" fn duet_translate(
+    model: *const duet_model,
+    text: *const c_char,
+    to: *const c_char,
+    from: *const c_char,
+    params: *const duet_params,
+    callbacks: *const duet_callbacks,
+    out: *mut *mut duet_reply,
+) -> duet_status {
+    boundary(|| {
+        let out = out_arg(out, "out")?;
+        let model = handle(model, "model")?;
+        let text = str_arg(text, "text")?;
+        let to = if to.is_null() { None } else { Some(str_arg(to, "to")?) };
+        let from = if from.is_null() { None } else { Some(str_arg(from, "from")?) };
+        let (params, limits) = call_params(params)?;
+        let hooks = Hooks::from(callbacks);
+        let (progress_cb, user_data) = (hooks.progress, hooks.user_data);
+        let mut on_progress = |p: Progress| match progress_cb {
+            Some(f) if f(user_data, p.done, p.total, p.level) != 0 => Flow::Stop,
+            _ => Flow::Continue,
+        };
+        let t = guarded(&limits, None, |obs| match &model.scheduler {
+            Some(scheduler) => translate::translate(scheduler, text, (to, from), &params, Some(&mut on_progress), obs),
+            None => translate::translate(&*model.model, text, (to, from), &params, Some(&mut on_progress), obs),
+        })?;
+        *out = new_handle(reply(&t.text, t.finish_reason.into(), vec![("chunks", t.chunks as i64)]));
         Ok(())
     })
 }

@@ -29,8 +29,25 @@ pub struct ModelConfig {
     /// scores `log p(query | input)` on (likelihood reranking), when it was trained on another form
     /// than the generic question-writing prompt.
     pub rerank_template: Option<String>,
+    /// `task_specific_params.translation_<source>_to_<target>.prefix` (T5): (source, target, prefix).
+    pub translation_prefixes: Vec<(String, String, String)>,
     /// Generation defaults: `generation_config.json`, else the generation keys of `config.json`.
     pub generation: Settings,
+}
+
+/// T5's translation prompts: `translation_en_to_de` with prefix "translate English to German: ".
+fn translation_prefixes(config: &Json) -> Vec<(String, String, String)> {
+    let Some(tasks) = config.get("task_specific_params").and_then(Json::as_object) else { return Vec::new() };
+    let mut out: Vec<_> = tasks
+        .iter()
+        .filter_map(|(task, v)| {
+            let (source, target) = task.strip_prefix("translation_")?.split_once("_to_")?;
+            let prefix = v.get("prefix").and_then(Json::as_str)?;
+            (!source.is_empty() && !target.is_empty()).then(|| (source.to_string(), target.to_string(), prefix.to_string()))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn read_json(path: &Path) -> Result<Json> {
@@ -105,6 +122,7 @@ impl ModelConfig {
             max_input_tokens,
             summarization_prefix: None,
             rerank_template: None,
+            translation_prefixes: Vec::new(),
             generation,
         })
     }
@@ -163,6 +181,7 @@ impl ModelConfig {
             max_input_tokens,
             summarization_prefix,
             rerank_template,
+            translation_prefixes: translation_prefixes(&config),
             generation,
         })
     }

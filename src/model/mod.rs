@@ -13,6 +13,7 @@ mod generation_keys;
 mod graph;
 mod identity;
 mod kv_cache;
+pub mod languages;
 mod options;
 pub mod pooling;
 mod row_gather;
@@ -25,6 +26,7 @@ pub use decoder::{Decoder, Layout, Logits};
 pub use encoder::{Encoder, EncoderOutput};
 pub use generation_keys::{generation_default, GENERATION_SPECS};
 pub use kv_cache::KvCache;
+pub use languages::{LanguageCode, Languages};
 pub use options::{model_options_from, new_model_options, scheduler_bounds, OpenOptions, MODEL_OPTION_SPECS};
 pub use pooling::{EmbeddingOverrides, EmbeddingSpec, PoolingMode};
 pub use row_gather::CacheDevice;
@@ -72,6 +74,8 @@ pub struct Model {
     pub kind: ModelKind,
     /// How `embed` pools and prefixes (sentence-transformers files, options, or the default).
     pub embedding: EmbeddingSpec,
+    /// The languages it translates between, and how it is told which.
+    pub languages: Languages,
     /// Computed on first use: hashing the weights takes a moment.
     identity: once_cell::sync::OnceCell<String>,
     /// Width of the encoder's hidden states, read from one probe run on first use.
@@ -201,7 +205,9 @@ impl Model {
             .collect();
         let export_manifest = read_export_manifest(dir);
         let embedding = EmbeddingSpec::read(dir, &embedding_overrides(options)?, false, config.max_input_tokens)?;
+        let languages = Languages::read(dir, &config, &tokenizer);
         Ok(Self {
+            languages,
             dir: dir.to_path_buf(),
             config,
             tokenizer,
@@ -243,6 +249,7 @@ impl Model {
             decoder: None,
             kind: ModelKind::Embedding,
             embedding,
+            languages: Languages::None,
             identity: Default::default(),
             hidden_width: Default::default(),
             encoder_file: EMBEDDING_FILE,
@@ -342,6 +349,7 @@ impl Model {
                 "note": "rss_growth_bytes: resident memory the process gained while ONNX Runtime opened each graph (pre-packed weights, mapped pages touched); one copy per model, shared by every thread calling it",
             },
             "export": self.export_manifest,
+            "translation": self.languages.info_json(),
         });
         let Some(decoder) = &self.decoder else {
             return info;

@@ -1,4 +1,4 @@
-//! What hosts call: summarize, assistant (chat), search (embed, rerank, index). Built only on
+//! What hosts call: summarize, translate, assistant (chat), search (embed, rerank, index). Built only on
 //! the public core: `Model`, `generate`, the tokenizer and teacher forcing.
 
 pub mod assistant;
@@ -6,9 +6,11 @@ pub mod chunking;
 pub mod embed;
 pub mod index;
 pub mod keyword;
+pub mod language_match;
 mod params;
 pub mod rerank;
 pub mod summarize;
+pub mod translate;
 
 pub use params::{new_generation_settings, RerankMode, SummaryLength, TaskSettings, PARAM_SPECS, TASK_SPECS};
 
@@ -20,6 +22,18 @@ pub struct Progress {
     pub done: usize,
     pub total: usize,
     pub level: usize,
+}
+
+/// Runs `f` with the caller's progress callback, or one that hears nothing and never stops.
+pub(crate) fn with_progress<R>(
+    progress: Option<&mut dyn FnMut(Progress) -> crate::generate::Flow>,
+    f: impl FnOnce(&mut dyn FnMut(Progress) -> crate::generate::Flow) -> R,
+) -> R {
+    let mut silent = |_: Progress| crate::generate::Flow::Continue;
+    match progress {
+        Some(p) => f(p),
+        None => f(&mut silent),
+    }
 }
 
 /// Refuses empty and whitespace-only text.

@@ -6,7 +6,7 @@ use crate::generate::{Engine, FinishReason, Flow, GenerationParams, Observer};
 use crate::model::Model;
 use crate::settings::Settings;
 use crate::tasks::chunking::{count_tokens, plan_chunks};
-use crate::tasks::{nonblank, Progress};
+use crate::tasks::{nonblank, with_progress, Progress};
 use crate::tasks::{SummaryLength, TaskSettings};
 use crate::text::Encoded;
 
@@ -67,13 +67,18 @@ pub fn summarize<E: Engine + ?Sized>(
     text: &str,
     params: &Settings,
     progress: Option<&mut dyn FnMut(Progress) -> Flow>,
+    observer: Option<&mut dyn Observer>,
+) -> Result<SummaryOutput> {
+    with_progress(progress, |progress| summarize_with(engine, text, params, progress, observer))
+}
+
+fn summarize_with<E: Engine + ?Sized>(
+    engine: &E,
+    text: &str,
+    params: &Settings,
+    progress: &mut dyn FnMut(Progress) -> Flow,
     mut observer: Option<&mut dyn Observer>,
 ) -> Result<SummaryOutput> {
-    let mut no_progress = |_: Progress| Flow::Continue;
-    let progress: &mut dyn FnMut(Progress) -> Flow = match progress {
-        Some(p) => p,
-        None => &mut no_progress,
-    };
     let model = engine.model();
     nonblank(text, "text")?;
     let template = prompt_template(model, params);
@@ -172,10 +177,17 @@ fn cancelled(parts: Vec<String>, chunks: Option<usize>, level: usize, summaries:
 
 /// Passes decoding steps to the progress callback (so it can cancel mid-chunk) and text to the
 /// inner observer.
-struct StepProgress<'p, 'o> {
+pub(crate) struct StepProgress<'p, 'o> {
     progress: &'p mut dyn FnMut(Progress) -> Flow,
     at: Progress,
     inner: Option<&'o mut dyn Observer>,
+}
+
+impl<'p, 'o> StepProgress<'p, 'o> {
+    /// Reports `at` at every step, and passes steps and text to `inner`.
+    pub(crate) fn new(progress: &'p mut dyn FnMut(Progress) -> Flow, at: Progress, inner: Option<&'o mut dyn Observer>) -> Self {
+        Self { progress, at, inner }
+    }
 }
 
 impl Observer for StepProgress<'_, '_> {

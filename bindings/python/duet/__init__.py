@@ -26,7 +26,7 @@ from ._lib import Callbacks, PROGRESS_CALLBACK, TOKEN_CALLBACK, check, library_p
 from .cancel import CancelToken
 from .chat import Chat, ChatStream
 from .errors import (BusyError, Cancelled, ClosedError, DeadlineExceeded, Error, IndexFileError, IndexModelMismatch, InputTooLong,
-                     ModelBusy, OverBudget,
+                     ModelBusy, OverBudget, UnknownLanguage,
                      InternalError, InvalidArgument, InvalidHandle, InvalidParam, InvalidUtf8, IoError, LibraryNotFound,
                      ModelFileMissing, ModelInvalid, NullPointer, OnnxRuntimeError, PanicError,
                      ProviderUnavailable, RuntimeNotFound, RuntimeVersion, TokenizerError,
@@ -34,18 +34,18 @@ from .errors import (BusyError, Cancelled, ClosedError, DeadlineExceeded, Error,
 from .generator import Event, Generator
 from .index import Index
 from .model import Model
-from .results import FINISH_REASONS, ChatReply, Generation, Reply, Sequence, Summary  # noqa: F401 - FINISH_REASONS as before
+from .results import FINISH_REASONS, ChatReply, Generation, Reply, Sequence, Summary, Translation  # noqa: F401 - FINISH_REASONS as before
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Model", "Chat", "ChatStream", "Index", "CancelToken", "Generation", "Sequence", "Reply", "Summary", "ChatReply",
+    "Model", "Chat", "ChatStream", "Index", "CancelToken", "Generation", "Sequence", "Reply", "Summary", "Translation", "ChatReply",
     "load_library", "library_path", "runtime_init", "version", "status_name", "Generator", "Event",
     "Error", "InvalidArgument", "NullPointer", "InvalidUtf8", "UnknownParam", "InvalidParam",
     "RuntimeNotFound", "RuntimeVersion", "ModelFileMissing", "ModelInvalid", "TokenizerError",
     "InputTooLong", "OnnxRuntimeError", "ProviderUnavailable", "IoError", "InternalError",
     "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "Unsupported", "IndexModelMismatch",
-    "ModelBusy", "OverBudget", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
+    "ModelBusy", "OverBudget", "UnknownLanguage", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
 ]
 
 

@@ -90,6 +90,7 @@ PROTOTYPES = {
     "duet_index_free": (None, [_P]),
     # summarize, chat, assist and replies
     "duet_summarize": (_STATUS, [_P, _S, _P, ctypes.POINTER(Callbacks), _PP]),
+    "duet_translate": (_STATUS, [_P, _S, _S, _S, _P, ctypes.POINTER(Callbacks), _PP]),
     "duet_chat_new": (_STATUS, [_P, _P, _PP]),
     "duet_chat_send": (_STATUS, [_P, _S, ctypes.POINTER(Callbacks), _PP]),
     "duet_chat_reset": (_STATUS, [_P]),

@@ -17,7 +17,7 @@ __all__ = [
     "Error", "InvalidArgument", "NullPointer", "InvalidUtf8", "UnknownParam", "InvalidParam",
     "RuntimeNotFound", "RuntimeVersion", "ModelFileMissing", "ModelInvalid", "TokenizerError",
     "InputTooLong", "OnnxRuntimeError", "ProviderUnavailable", "IoError", "InternalError",
-    "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "Unsupported", "IndexModelMismatch", "ModelBusy", "OverBudget", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
+    "IndexFileError", "Cancelled", "DeadlineExceeded", "InvalidHandle", "Unsupported", "IndexModelMismatch", "ModelBusy", "OverBudget", "UnknownLanguage", "PanicError", "ClosedError", "BusyError", "LibraryNotFound",
 ]
 
 # The numbers of duet_status in include/duet.h (part of the ABI, never renumbered).
@@ -46,6 +46,7 @@ STATUS_NAMES: Dict[int, str] = {
     21: "DUET_STATUS_INDEX_MODEL_MISMATCH",
     22: "DUET_STATUS_BUSY",
     23: "DUET_STATUS_OVER_BUDGET",
+    24: "DUET_STATUS_UNKNOWN_LANGUAGE",
     100: "DUET_STATUS_PANIC",
 }
 
@@ -219,6 +220,12 @@ class OverBudget(Error, MemoryError):
     status = 23
 
 
+class UnknownLanguage(Error, ValueError):
+    """translate: the model does not know the language code (the message lists the ones it
+    knows), or a one-pair model was asked for another pair."""
+    status = 24
+
+
 class BusyError(InvalidArgument):
     """A Chat was used again from inside one of its own callbacks (a Chat serves one call at
     a time); status InvalidArgument (1)."""
@@ -238,7 +245,8 @@ _BY_STATUS: Dict[Optional[int], Type[Error]] = {
     for cls in (InvalidArgument, NullPointer, InvalidUtf8, UnknownParam, InvalidParam, RuntimeNotFound,
                 RuntimeVersion, ModelFileMissing, ModelInvalid, TokenizerError, InputTooLong,
                 OnnxRuntimeError, ProviderUnavailable, IoError, InternalError, IndexFileError, Cancelled,
-                DeadlineExceeded, InvalidHandle, Unsupported, IndexModelMismatch, ModelBusy, OverBudget, PanicError)
+                DeadlineExceeded, InvalidHandle, Unsupported, IndexModelMismatch, ModelBusy, OverBudget, UnknownLanguage,
+                PanicError)
 }
 
 

@@ -13,7 +13,7 @@ from ._convert import PathArg, Text, _c_array, _encode, _encode_path, _options, 
 from ._handle import _Handle
 from ._hooks import ProgressCallback, TokenCallback, _Hooks
 from ._lib import TOKEN_CALLBACK, check, load_library
-from .results import ChatReply, Generation, Reply, Summary, _read_result
+from .results import ChatReply, Generation, Reply, Summary, Translation, _read_result
 
 if TYPE_CHECKING:
     from .chat import Chat
@@ -153,6 +153,23 @@ class Model(_Handle):
         ``stream(piece)`` hears the final summary. Returns a Summary."""
         hooks = _Hooks(on_token=stream, on_progress=progress, token_arity=1)
         return self._reply_call(_lib.lib().duet_summarize, _encode(text, "text"), hooks, params, Summary)
+
+    def translate(self, text: Text, to: Optional[str] = None, from_: Optional[str] = None,
+                  progress: Optional[ProgressCallback] = None, **params: Any) -> Translation:
+        """Translates a text of any length into language ``to`` (from ``from_``, where the model
+        takes a source; default: its tokenizer's). Codes: the model's own (``fra_Latn``,
+        ``__fr__``, ``fr_XX``, ``>>fra<<``) or ISO 639 (``fr``, ``fra``); ``info["translation"]``
+        lists them. An unknown code raises UnknownLanguage, a model that does not translate
+        Unsupported. Lines stay lines; long ones are split on sentences. ``progress(done, total,
+        level)`` as for summarize. Returns a Translation."""
+        target = None if to is None else _encode(to, "to")
+        source = None if from_ is None else _encode(from_, "from_")
+        hooks = _Hooks(on_progress=progress)
+
+        def call(model: Any, data: bytes, p: Any, callbacks: Any, out: Any) -> int:
+            return _lib.lib().duet_translate(model, data, target, source, p, callbacks, out)
+
+        return self._reply_call(call, _encode(text, "text"), hooks, params, Translation)
 
     def assist(self, question: Text, stream: Optional[Callable[[str], Any]] = None, **params: Any) -> ChatReply:
         """One question, no history (a chat of one turn). ``stream(piece)``; returning True

@@ -146,6 +146,17 @@ class Summary(Reply):
         return self.stats["summaries"]
 
 
+class Translation(Reply):
+    """translate()'s reply; ``chunks`` (pieces of the text translated, in order)."""
+
+    _STATS = ("chunks",)
+    __slots__ = ()
+
+    @property
+    def chunks(self) -> int:
+        return self.stats["chunks"]
+
+
 class ChatReply(Reply):
     """A chat/assist reply; ``dropped_turns``, ``prompt_tokens`` and ``input_truncated``."""
 

@@ -241,6 +241,39 @@ def test_summarize_stream_and_cancel(t5):
     assert s.finish_reason == "cancelled"
 
 
+def test_translate_matches_the_hugging_face_recipe_and_the_cli(fixtures, tmp_path):
+    goldens = json.loads((fixtures / "translation_goldens.json").read_text())["translations"]
+    for g in goldens:
+        with duet.Model(fixtures / g["model"]) as model:
+            t = model.translate(g["text"], to=g["to"], from_=g["from"], **g["params"])
+            assert isinstance(t, duet.Translation) and t.chunks == 1
+            assert t.text == g["translation"], g
+    g = goldens[0]
+    sets = [a for k, v in g["params"].items() for a in ("--set", f"{k}={v}")]
+    (tmp_path / "doc.txt").write_text(g["text"])
+    got = json.loads(cli("translate", "--model", str(fixtures / g["model"]), "--to", g["to"], "--json", *sets,
+                         str(tmp_path / "doc.txt")))
+    assert (got["translation"], got["to"], got["chunks"]) == (g["translation"], g["to"], 1)
+
+
+def test_translate_errors_are_specific(fixtures):
+    with duet.Model(fixtures / "nllb-tiny") as model:
+        with pytest.raises(duet.UnknownLanguage) as e:
+            model.translate("Hello.", to="xx_Latn")
+        assert e.value.status == 24 and "fra_Latn" in str(e.value) and isinstance(e.value, ValueError)
+        assert len(model.info["translation"]["languages"]) == 202
+        events = []
+        lines = ["One sentence here. Another one there.", "A third line."]
+        params = {"chunk_tokens": 16, "batch_size": 1, "max_new_tokens": 4}
+        t = model.translate("\n".join(lines), to="fr", progress=lambda d, n, level: events.append((d, n)), **params)
+        assert t.chunks == 3 and events[-1] == (3, 3) and (2, 3) in events
+        alone = [model.translate(line, to="fr", **params).text for line in lines]
+        assert t.text == "\n".join(alone).rstrip()
+    with duet.Model(fixtures / "bart-tiny") as model:
+        with pytest.raises(duet.Unsupported):
+            model.translate("Hello.", to="fr")
+
+
 def test_chat_stream_is_an_iterator(bart):
     with duet.Chat(bart, max_new_tokens=12, system_prompt="You answer briefly.") as chat:
         stream = chat.stream("What did the river do after the storm?")
@@ -391,12 +424,12 @@ def test_index(t5, tmp_path):
 
 def test_public_api():
     assert duet.__version__ == "0.1.0"
-    assert duet.__all__[:17] == ["Model", "Chat", "ChatStream", "Index", "CancelToken", "Generation", "Sequence",
-                                 "Reply", "Summary", "ChatReply", "load_library", "library_path", "runtime_init",
-                                 "version", "status_name", "Generator", "Event"]
+    assert duet.__all__[:18] == ["Model", "Chat", "ChatStream", "Index", "CancelToken", "Generation", "Sequence",
+                                 "Reply", "Summary", "Translation", "ChatReply", "load_library", "library_path",
+                                 "runtime_init", "version", "status_name", "Generator", "Event"]
     assert all(hasattr(duet, name) for name in duet.__all__)
     exceptions = list(duet.errors.__all__)
-    assert duet.__all__[17:] == exceptions
+    assert duet.__all__[18:] == exceptions
     assert all(issubclass(getattr(duet, name), duet.Error) for name in exceptions)
 
 

@@ -26,6 +26,7 @@ impl From<duet::Error> for Failure {
 pub enum Cmd {
     Generate,
     Summarize,
+    Translate,
     Chat,
     Assist,
     Embed,
@@ -35,12 +36,14 @@ pub enum Cmd {
 }
 
 impl Cmd {
-    pub const ALL: [Cmd; 8] = [Cmd::Generate, Cmd::Summarize, Cmd::Chat, Cmd::Assist, Cmd::Embed, Cmd::Rerank, Cmd::Index, Cmd::Search];
+    pub const ALL: [Cmd; 9] =
+        [Cmd::Generate, Cmd::Summarize, Cmd::Translate, Cmd::Chat, Cmd::Assist, Cmd::Embed, Cmd::Rerank, Cmd::Index, Cmd::Search];
 
     pub fn name(self) -> &'static str {
         match self {
             Cmd::Generate => "generate",
             Cmd::Summarize => "summarize",
+            Cmd::Translate => "translate",
             Cmd::Chat => "chat",
             Cmd::Assist => "assist",
             Cmd::Embed => "embed",
@@ -54,7 +57,7 @@ impl Cmd {
 /// Generation keys drive the decoder: the generating commands take them all; the input limits
 /// apply wherever text is encoded.
 const EVERYWHERE: &[&str] = &["max_input_tokens", "truncate_input"];
-const GENERATING: [Cmd; 4] = [Cmd::Generate, Cmd::Summarize, Cmd::Chat, Cmd::Assist];
+const GENERATING: [Cmd; 5] = [Cmd::Generate, Cmd::Summarize, Cmd::Translate, Cmd::Chat, Cmd::Assist];
 
 /// The commands a params key applies to: generation keys as above; task keys by the `[...]` tag
 /// their help starts with (`[all]` or command names).

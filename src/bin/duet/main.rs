@@ -64,6 +64,28 @@ enum Command {
         /// Files to summarize, each on its own; `-` (or none) reads standard input
         files: Vec<String>,
     },
+    /// Translate documents of any length into a language the model knows (`duet info` lists them)
+    #[command(after_help = "Examples:\n  duet translate --model models/nllb-200-distilled-600M --to fra_Latn README.md\n  \
+                            echo 'The house is wonderful.' | duet translate --model models/opus-mt-en-ROMANCE --to fr\n\n\
+                            Codes: the model's own (fra_Latn, __fr__, fr_XX, >>fra<<) or ISO 639 (fr, fra, fre).")]
+    Translate {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        params: ParamArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        progress: common::ProgressArgs,
+        /// The target language (needed unless the model translates one pair)
+        #[arg(long)]
+        to: Option<String>,
+        /// The source language, where the model takes one (NLLB, M2M100, mBART; default: its tokenizer's)
+        #[arg(long)]
+        from: Option<String>,
+        /// Files to translate, each on its own; `-` (or none) reads standard input
+        files: Vec<String>,
+    },
     /// Chat: one turn per line (line editing and history at a terminal; /help, /reset, /quit)
     #[command(
         after_help = "Examples:\n  duet chat --model models/flan-t5-small\n  printf 'hello\\nwhat is a frog?\\n' | duet chat --model models/flan-t5-small"
@@ -197,6 +219,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Summarize { model, params, output, progress, files } => {
             tasks::summarize(&model, &params.resolve(Cmd::Summarize)?, &output, &progress, &files)
+        }
+        Command::Translate { model, params, output, progress, to, from, files } => {
+            tasks::translate(&model, &params.resolve(Cmd::Translate)?, &output, &progress, (to.as_deref(), from.as_deref()), &files)
         }
         Command::Chat { model, params } => tasks::chat(&model, &params.resolve(Cmd::Chat)?),
         Command::Assist { model, params, question } => tasks::assist(&model, &params.resolve(Cmd::Assist)?, &question),

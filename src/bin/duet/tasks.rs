@@ -98,23 +98,69 @@ pub fn summarize(
         let s = guarded(&limits, None, |obs| summarizing::summarize(&model, text, params, Some(&mut on_progress), obs))?;
         bar.finish();
         let v = json!({"file": name, "summary": s.text, "chunks": s.chunks, "levels": s.levels, "summaries": s.summaries, "finish_reason": s.finish_reason.as_str()});
-        if output.jsonl {
-            print_line(&v.to_string())?;
-        } else if output.json {
-            all.push(v);
-        } else {
-            if inputs.len() > 1 {
-                print_line(&format!("== {name}"))?;
-            }
-            print_line(&s.text)?;
-        }
+        emit_file(output, inputs.len() > 1, name, &s.text, v, &mut all)?;
     }
+    finish_files(output, all)
+}
+
+/// One file's answer: its JSON line (--jsonl), kept for the document (--json), or its text (under
+/// a `== name` header when there are several files).
+fn emit_file(
+    output: &OutputArgs,
+    several: bool,
+    name: &str,
+    text: &str,
+    v: serde_json::Value,
+    all: &mut Vec<serde_json::Value>,
+) -> Result<(), Failure> {
+    if output.jsonl {
+        print_line(&v.to_string())?;
+    } else if output.json {
+        all.push(v);
+    } else {
+        if several {
+            print_line(&format!("== {name}"))?;
+        }
+        print_line(text)?;
+    }
+    Ok(())
+}
+
+/// --json: one file's object itself (as before several files were taken); several: an array.
+fn finish_files(output: &OutputArgs, mut all: Vec<serde_json::Value>) -> Result<(), Failure> {
     if output.json {
-        // One file: the object itself (as before several files were taken); several: an array.
         let doc = if all.len() == 1 { all.remove(0) } else { serde_json::Value::Array(all) };
         print_line(&doc.to_string())?;
     }
     Ok(())
+}
+
+pub fn translate(
+    model: &ModelArgs,
+    params: &Settings,
+    output: &OutputArgs,
+    progress: &ProgressArgs,
+    (to, from): (Option<&str>, Option<&str>),
+    files: &[String],
+) -> Result<(), Failure> {
+    let inputs = read_inputs(files)?;
+    let model = model.open()?;
+    let mut all = Vec::new();
+    for (name, text) in &inputs {
+        let bar = progress.bar(1, &format!("{name}: chunks"));
+        let mut on_progress = |p: Progress| {
+            bar.set(p.done as u64, p.total as u64);
+            Flow::Continue
+        };
+        let limits = Limits::start(params, None);
+        let t =
+            guarded(&limits, None, |obs| duet::tasks::translate::translate(&model, text, (to, from), params, Some(&mut on_progress), obs))?;
+        bar.finish();
+        let v = json!({"file": name, "translation": t.text, "to": t.target_language, "from": t.source_language,
+                       "chunks": t.chunks, "finish_reason": t.finish_reason.as_str()});
+        emit_file(output, inputs.len() > 1, name, &t.text, v, &mut all)?;
+    }
+    finish_files(output, all)
 }
 
 /// Ctrl-C while a reply is being written stops that reply, not the chat.

@@ -57,7 +57,8 @@ impl From<duet::Error> for ApiError {
             | ErrorKind::InvalidParam
             | ErrorKind::Tokenizer
             | ErrorKind::InputTooLong
-            | ErrorKind::Unsupported => StatusCode::BAD_REQUEST,
+            | ErrorKind::Unsupported
+            | ErrorKind::UnknownLanguage => StatusCode::BAD_REQUEST,
             ErrorKind::Busy => StatusCode::TOO_MANY_REQUESTS,
             // The request alone could not fit the model's memory budget: smaller, not later.
             ErrorKind::OverBudget => StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,18 +1,18 @@
 //! `POST /summarize`, `POST /embed` and `POST /rerank` (text-embeddings-inference's shapes), and
-//! `POST /translate`. Each runs on a blocking thread under the server's task gate; summaries
-//! generate through the scheduler, so concurrent ones share decoder runs.
+//! `POST /translate`. Each runs on a blocking thread under the server's task gate; summaries and
+//! translations generate through the scheduler, so concurrent ones share decoder runs (they share
+//! the `--max-summaries` places).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use duet::generate::control::guarded;
 use duet::tasks::embed::{embed_with, InputKind};
 use duet::tasks::rerank::rerank_with;
-use duet::tasks::{summarize as summarizing, Progress, RerankMode, TaskSettings};
+use duet::tasks::{summarize as summarizing, translate as translating, Progress, RerankMode, TaskSettings};
 use duet::Flow;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -166,13 +166,62 @@ pub async fn rerank(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
     Ok(Json(Value::Array(answers)))
 }
 
-/// Translation needs the call that resolves language codes per family, which duet does not have
-/// yet: a clear refusal, not a guess.
-pub async fn translate(State(app): State<Arc<App>>) -> Answer {
+#[derive(Deserialize)]
+pub struct TranslateRequest {
+    inputs: Inputs,
+    /// The target language; `parameters.tgt_lang` (the Hugging Face Inference API's name) also works.
+    #[serde(default)]
+    to: Option<String>,
+    /// The source language; or `parameters.src_lang`.
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// Takes a language out of `parameters` under the Inference API's name.
+fn language_param(parameters: &mut Option<Map<String, Value>>, key: &str) -> Result<Option<String>, ApiError> {
+    match parameters.as_mut().and_then(|p| p.remove(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ApiError::bad_request(format!("`parameters.{key}` must be a string, not {other}"))),
+    }
+}
+
+pub async fn translate(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Answer {
     app.admit()?;
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "DUET_STATUS_UNSUPPORTED",
-        "translation is not available yet: duet has no translate call (language codes per model family); use POST /generate with the model's own prompt, e.g. T5's \"translate English to German: ...\"",
-    ))
+    let mut request: TranslateRequest = parse(body)?;
+    app.check_inputs(request.inputs.texts().len())?;
+    let tgt_lang = language_param(&mut request.parameters, "tgt_lang")?;
+    let src_lang = language_param(&mut request.parameters, "src_lang")?;
+    let either = |a: Option<String>, b: Option<String>, what: &str| match (a, b) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::bad_request(format!("two different {what} languages: `{a}` and `{b}`"))),
+        (a, b) => Ok(a.or(b)),
+    };
+    let to = either(request.to.take(), tgt_lang, "target")?;
+    let from = either(request.from.take(), src_lang, "source")?;
+    let mut settings = settings(Cmd::Translate, "/translate", request.parameters.as_ref())?;
+    let (limits, guard) = app.limits(&mut settings)?;
+    let scheduler = app.scheduler.clone();
+    let one = request.inputs.is_one();
+    let texts: Vec<String> = request.inputs.texts().into_iter().map(str::to_string).collect();
+    let answers = app
+        .summaries
+        .run(move || {
+            let mut answers = Vec::with_capacity(texts.len());
+            for text in &texts {
+                let mut on_progress = |_: Progress| if limits.check().is_err() { Flow::Stop } else { Flow::Continue };
+                let t = guarded(&limits, None, |obs| {
+                    translating::translate(&*scheduler, text, (to.as_deref(), from.as_deref()), &settings, Some(&mut on_progress), obs)
+                })?;
+                limits.check()?;
+                answers.push(json!({"translation_text": t.text, "to": t.target_language, "from": t.source_language,
+                                    "chunks": t.chunks, "finish_reason": t.finish_reason.as_str()}));
+            }
+            Ok(answers)
+        })
+        .await;
+    guard.answered();
+    let answers = answers?;
+    Ok(Json(if one { answers.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(answers) }))
 }
