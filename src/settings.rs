@@ -13,6 +13,8 @@ pub enum Value {
     Bool(bool),
     Str(String),
     IntList(Vec<i64>),
+    /// Token sequences (`bad_words_ids`).
+    IntLists(Vec<Vec<i64>>),
     StrList(Vec<String>),
 }
 
@@ -24,6 +26,9 @@ pub enum Kind {
     Bool,
     Str,
     IntList,
+    /// A list of integer lists, as JSON (`[[5, 6], [7]]`); a flat list (`[5, 7]` or `5,7`) is one
+    /// single-integer list per item.
+    IntLists,
     StrList,
     BoolOrWord(&'static [&'static str]),
 }
@@ -106,6 +111,7 @@ impl Settings {
             Kind::Float => Value::Float(v as f64),
             Kind::Bool | Kind::BoolOrWord(_) if v == 0 || v == 1 => Value::Bool(v == 1),
             Kind::IntList => Value::IntList(vec![v]),
+            Kind::IntLists => Value::IntLists(vec![vec![v]]),
             _ => return Err(type_error(spec, "an integer")),
         };
         self.store(spec, value)
@@ -154,6 +160,23 @@ impl Settings {
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(|_| bad("a list of integers"))?;
                 Value::IntList(items)
+            }
+            Kind::IntLists if t.starts_with("[[") || t.starts_with("[ [") || t.contains("[[") => {
+                let lists: Vec<Vec<i64>> = serde_json::from_str(t).map_err(|_| bad("a JSON array of integer arrays"))?;
+                if lists.iter().any(Vec::is_empty) {
+                    return Err(bad("non-empty integer arrays"));
+                }
+                Value::IntLists(lists)
+            }
+            Kind::IntLists => {
+                let inner = t.trim_start_matches('[').trim_end_matches(']');
+                let items = inner
+                    .split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| s.trim().parse::<i64>().map(|i| vec![i]))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|_| bad("a list of integers or a JSON array of integer arrays"))?;
+                Value::IntLists(items)
             }
             Kind::StrList => {
                 if t.starts_with('[') {
@@ -217,6 +240,13 @@ impl Settings {
         }
     }
 
+    pub fn int_lists(&self, key: &str) -> Option<&[Vec<i64>]> {
+        match self.values.get(key) {
+            Some(Value::IntLists(v)) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn str_list(&self, key: &str) -> Option<&[String]> {
         match self.values.get(key) {
             Some(Value::StrList(v)) => Some(v),
@@ -241,6 +271,7 @@ fn type_error(spec: &Spec, given: &str) -> Error {
         Kind::BoolOrWord(_) => "a boolean or a word",
         Kind::Str => "a string",
         Kind::IntList => "a list of integers",
+        Kind::IntLists => "a list of integer lists",
         Kind::StrList => "a list of strings",
     };
     Error::invalid_param(spec.key, format!("expects {expected}, was given {given}"))
@@ -303,6 +334,7 @@ pub mod check {
         match v {
             Value::Int(i) if *i < 0 => Err(format!("token id {i} is negative")),
             Value::IntList(l) if l.iter().any(|i| *i < 0) => Err("token ids must not be negative".into()),
+            Value::IntLists(l) if l.iter().flatten().any(|i| *i < 0) => Err("token ids must not be negative".into()),
             _ => Ok(()),
         }
     }
@@ -318,6 +350,7 @@ mod tests {
         Spec { key: "b", kind: Kind::BoolOrWord(&["never"]), check: any, default: None, help: "" },
         Spec { key: "ids", kind: Kind::IntList, check: check::token_ids, default: None, help: "" },
         Spec { key: "s", kind: Kind::StrList, check: any, default: None, help: "" },
+        Spec { key: "seqs", kind: Kind::IntLists, check: check::token_ids, default: None, help: "" },
     ];
 
     #[test]
@@ -353,5 +386,13 @@ mod tests {
         assert_eq!(s.str_list("s").unwrap().len(), 2);
         s.set_json("n", &serde_json::json!(null)).unwrap();
         assert!(!s.is_set("n"));
+        s.set_json("seqs", &serde_json::json!([[5, 6], [7]])).unwrap();
+        assert_eq!(s.int_lists("seqs"), Some(&[vec![5, 6], vec![7]][..]));
+        s.set_str("seqs", "5, 7").unwrap();
+        assert_eq!(s.int_lists("seqs"), Some(&[vec![5], vec![7]][..]));
+        s.set_int("seqs", 3).unwrap();
+        assert_eq!(s.int_lists("seqs"), Some(&[vec![3]][..]));
+        assert!(s.set_str("seqs", "[[1], []]").is_err());
+        assert!(s.set_str("seqs", "[[1, -2]]").is_err());
     }
 }

@@ -77,7 +77,8 @@ fn merged_decoder_matches_transformers() {
 }
 
 /// The translation families (NLLB-200 / M2M100, mBART-50, multilingual Marian): encoder and
-/// merged decoder only (tools/make_translation_fixtures.py), here also through the scheduler.
+/// merged decoder only (tools/make_translation_fixtures.py); with multi-token `bad_words_ids`
+/// and `begin_suppress_tokens`.
 #[test]
 fn translation_families_match_transformers() {
     let cases = goldens_of("translation_goldens.json");

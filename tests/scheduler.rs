@@ -179,6 +179,29 @@ fn streamed_pieces_add_up_to_the_text_and_a_cancel_stops_only_its_request() {
     });
 }
 
+/// A caller whose observer is slow to say stop: the scheduler has decoded to the end before it
+/// hears, and the answer still keeps only the steps the observer saw, marked cancelled, as a
+/// call decoding alone gives.
+#[test]
+fn a_stop_heard_after_the_end_still_cancels_at_the_step_it_was_said() {
+    common::init_ort();
+    let model = common::shared("t5-tiny", "merged");
+    let greedy = &cases(&model, "t5-tiny")[0];
+    let params = exactly(&greedy.params, 12);
+    let encoded = duet::encode_inputs(&model, &[greedy.text.as_str()], &params).unwrap();
+    let slow_stop = |_: usize, _: &str, _: Option<u32>| {
+        std::thread::sleep(Duration::from_millis(300));
+        Flow::Stop
+    };
+    let mut observer = slow_stop;
+    let alone = duet::generate_encoded(&model, &encoded, &params, Some(&mut observer)).unwrap();
+    let mut observer = slow_stop;
+    let scheduled = scheduler(&model, 32, 64).generate(encoded, &params, Limits::default(), Some(&mut observer)).unwrap();
+    let (a, b) = (&alone[0].sequences[0], &scheduled[0].sequences[0]);
+    assert_eq!((b.finish_reason, &b.token_ids, &b.text), (FinishReason::Cancelled, &a.token_ids, &a.text));
+    assert!(b.token_ids.len() < 12 && (a.score - b.score).abs() < 1e-5, "{a:?} {b:?}");
+}
+
 #[test]
 fn limits_end_their_request_with_their_error() {
     common::init_ort();

@@ -197,6 +197,24 @@ def generation_cases(model, tok, name):
         ("greedy_penalties", [T["penalty"]],
          {"max_new_tokens": 24, "repetition_penalty": 1.5, "no_repeat_ngram_size": 2, **GREEDY, **forced}),
     ]
+    # bad_words_ids (a two-token sequence, a single token, and EOS, which transformers leaves out)
+    # and begin_suppress_tokens, taken from what greedy search generates without them
+    first = 1 if forced else 0
+    eos = model.generation_config.eos_token_id
+    varied = {"no_repeat_ngram_size": 2, **GREEDY, **forced}  # random models repeat one token without it
+    g = mf.hf_generate(model, tok([prefix + T["single"]], return_tensors="pt"), max_new_tokens=20, **varied)[0, 1:].tolist()
+    out = g[first:]
+    pair = next((out[i], out[i + 1]) for i in range(len(out) - 1) if out[i] != out[i + 1])
+    single = next(t for t in out if t not in pair and t != eos)
+    bad = [list(pair), [single], [eos]]
+    specs += [
+        ("greedy_bad_words", [T["single"]], {"max_new_tokens": 20, "bad_words_ids": bad, **varied}),
+        ("beam3_bad_words_batch", [T["single"], T["beam_a"]],
+         {"max_new_tokens": 16, "num_beams": 3, "bad_words_ids": bad, "no_repeat_ngram_size": 2, "do_sample": False,
+          **forced}),
+        ("greedy_begin_suppress", [T["single"]],
+         {"max_new_tokens": 12, "begin_suppress_tokens": [g[first]], **GREEDY, **forced}),
+    ]
     cases = []
     for case_name, inputs, params in specs:
         case, _ = mf.run_case(model, tok, f"{name.split('-')[0]}_{case_name}", name, [prefix + t for t in inputs],
@@ -252,7 +270,11 @@ def build(name, make_tok, make_model, work):
         model, gen = make_model(tok, seed)
         model.generation_config = gen
         model.eval()
-        margin = min(c["min_top2_margin"] for c in generation_cases(model, tok, name))
+        try:
+            margin = min([c["min_top2_margin"] for c in generation_cases(model, tok, name)]
+                         + [hf_translate(model, tok, name, *t)["min_top2_margin"] for t in TRANSLATIONS[name]])
+        except StopIteration:  # greedy output too uniform to pick distinct bad words from
+            margin = 0.0
         if margin > 1e-3:
             break
         print(f"{name}: seed {seed}: top-2 margin {margin:.2e}, trying the next")

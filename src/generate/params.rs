@@ -36,7 +36,11 @@ pub struct GenerationParams {
     pub forced_eos_token_ids: Vec<u32>,
     pub decoder_start_token_id: u32,
     pub suppress_tokens: Vec<u32>,
-    pub bad_words_ids: Vec<u32>,
+    /// Token sequences never generated; a single token equal to an EOS is left out, as
+    /// transformers does.
+    pub bad_words_ids: Vec<Vec<u32>>,
+    /// Not the first token generated after the forced first one (transformers' begin index).
+    pub begin_suppress_tokens: Vec<u32>,
     pub stop_strings: Vec<String>,
     pub max_input_tokens: Option<usize>,
     pub truncate_input: bool,
@@ -97,6 +101,15 @@ impl GenerationParams {
             Error::invalid_param("decoder_start_token_id", "the model defines no decoder start token; set decoder_start_token_id")
         })?;
 
+        let bad_words_ids = s
+            .int_lists("bad_words_ids")
+            .unwrap_or(&[])
+            .iter()
+            .map(|seq| seq.iter().map(|&id| checked_token("bad_words_ids", id, vocab_size)).collect::<Result<Vec<u32>>>())
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|seq| !(seq.len() == 1 && eos_token_ids.contains(&seq[0])))
+            .collect();
         Ok(Self {
             max_new_tokens: max_new_tokens.max(1) as usize,
             min_new_tokens: min_new_tokens as usize,
@@ -117,7 +130,8 @@ impl GenerationParams {
             forced_eos_token_ids: tokens("forced_eos_token_id")?,
             decoder_start_token_id,
             suppress_tokens: tokens("suppress_tokens")?,
-            bad_words_ids: tokens("bad_words_ids")?,
+            bad_words_ids,
+            begin_suppress_tokens: tokens("begin_suppress_tokens")?,
             stop_strings: s.str_list("stop_strings").map(<[String]>::to_vec).unwrap_or_default(),
             max_input_tokens: s.int("max_input_tokens").map(|v| v as usize),
             truncate_input: flag("truncate_input"),

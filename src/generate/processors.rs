@@ -53,7 +53,49 @@ impl LogitsProcessor for NoRepeatNGram {
     }
 }
 
-/// Tokens that may never be generated (`suppress_tokens`, single-token `bad_words_ids`).
+/// `bad_words_ids`: the last token of a sequence is forbidden where the decoder input ends with
+/// the rest of it (always, for one-token sequences), as transformers' NoBadWordsLogitsProcessor.
+pub struct BadWords {
+    single: Vec<u32>,
+    /// (prefix, last token) of the longer sequences.
+    longer: Vec<(Vec<u32>, u32)>,
+}
+
+impl BadWords {
+    pub fn new(words: &[Vec<u32>]) -> Self {
+        let single = words.iter().filter(|w| w.len() == 1).map(|w| w[0]).collect();
+        let longer = words.iter().filter(|w| w.len() > 1).map(|w| (w[..w.len() - 1].to_vec(), w[w.len() - 1])).collect();
+        Self { single, longer }
+    }
+}
+
+impl LogitsProcessor for BadWords {
+    fn process(&self, row: &RowContext, scores: &mut [f32]) {
+        let ended_by = |prefix: &[u32]| row.decoder_ids.ends_with(prefix);
+        let banned = self.single.iter().copied().chain(self.longer.iter().filter(|(p, _)| ended_by(p)).map(|(_, t)| *t));
+        for t in banned {
+            if let Some(s) = scores.get_mut(t as usize) {
+                *s = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+/// `begin_suppress_tokens`: forbidden while the decoder input has `decoder_len` tokens.
+pub struct SuppressAtBegin {
+    tokens: SuppressTokens,
+    decoder_len: usize,
+}
+
+impl LogitsProcessor for SuppressAtBegin {
+    fn process(&self, row: &RowContext, scores: &mut [f32]) {
+        if row.decoder_ids.len() == self.decoder_len {
+            self.tokens.process(row, scores);
+        }
+    }
+}
+
+/// Tokens that may never be generated (`suppress_tokens`).
 pub struct SuppressTokens(pub Vec<u32>);
 
 impl LogitsProcessor for SuppressTokens {
@@ -174,7 +216,7 @@ impl Pipeline {
             processors.push(Box::new(NoRepeatNGram(p.no_repeat_ngram_size)));
         }
         if !p.bad_words_ids.is_empty() {
-            processors.push(Box::new(SuppressTokens(p.bad_words_ids.clone())));
+            processors.push(Box::new(BadWords::new(&p.bad_words_ids)));
         }
         if p.min_new_tokens > 0 && !p.eos_token_ids.is_empty() {
             processors.push(Box::new(MinNewTokens { min_new_tokens: p.min_new_tokens, eos: p.eos_token_ids.clone() }));
@@ -187,6 +229,12 @@ impl Pipeline {
         }
         if !p.suppress_tokens.is_empty() {
             processors.push(Box::new(SuppressTokens(p.suppress_tokens.clone())));
+        }
+        if !p.begin_suppress_tokens.is_empty() {
+            // transformers: the begin index is the decoder input's length (1), one more when a
+            // first token is forced.
+            let at = 1 + usize::from(p.forced_bos_token_id.is_some());
+            processors.push(Box::new(SuppressAtBegin { tokens: SuppressTokens(p.begin_suppress_tokens.clone()), decoder_len: at }));
         }
         let mut warpers: Vec<Box<dyn LogitsProcessor>> = Vec::new();
         if p.do_sample {
@@ -248,6 +296,40 @@ mod tests {
         NoRepeatNGram(2).process(&row(&[0, 1, 2, 1]), &mut s);
         assert_eq!(s[2], f32::NEG_INFINITY);
         assert_eq!(s.iter().filter(|v| v.is_infinite()).count(), 1);
+    }
+
+    #[test]
+    fn bad_words_ban_a_last_token_only_after_the_rest() {
+        let words = BadWords::new(&[vec![1, 2], vec![3], vec![1, 1, 4]]);
+        let banned = |ids: &[u32]| {
+            let mut s = vec![0.0; 5];
+            words.process(&row(ids), &mut s);
+            (0..5).filter(|&i| s[i] == f32::NEG_INFINITY).collect::<Vec<_>>()
+        };
+        assert_eq!(banned(&[0]), vec![3]);
+        assert_eq!(banned(&[0, 1]), vec![2, 3]);
+        assert_eq!(banned(&[0, 1, 1]), vec![2, 3, 4]);
+        assert_eq!(banned(&[0, 1, 2]), vec![3]);
+    }
+
+    #[test]
+    fn eos_alone_is_not_a_bad_word_and_begin_suppression_waits_for_the_forced_token() {
+        let mut caller = crate::tasks::new_generation_settings();
+        caller.set_str("bad_words_ids", "[[1], [5, 1], [6]]").unwrap();
+        caller.set_str("begin_suppress_tokens", "[7]").unwrap();
+        caller.set_int("eos_token_id", 1).unwrap();
+        caller.set_int("forced_bos_token_id", 3).unwrap();
+        caller.set_int("decoder_start_token_id", 0).unwrap();
+        let p = GenerationParams::resolve(&crate::tasks::new_generation_settings(), &caller, 10).unwrap();
+        assert_eq!(p.bad_words_ids, vec![vec![5, 1], vec![6]]);
+        let pipeline = Pipeline::new(&p);
+        let scores_at = |ids: &[u32]| {
+            let mut s = vec![0.0; 10];
+            pipeline.process(&row(ids), &mut s);
+            s
+        };
+        assert_eq!(scores_at(&[0, 3])[7], f32::NEG_INFINITY);
+        assert_eq!(scores_at(&[0, 3, 4])[7], 0.0);
     }
 
     #[test]

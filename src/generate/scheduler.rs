@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 
 use super::control::Limits;
 use super::generation::{check_inputs, outputs, Batch};
-use super::output::{Flow, GenerationOutput, Observer, Sequence};
+use super::output::{FinishReason, Flow, GenerationOutput, Observer, Sequence};
 use super::params::GenerationParams;
 use super::search::{new_search, Event, RowChange, Search};
 use crate::error::{Error, Result};
@@ -191,8 +191,10 @@ impl Ticket {
     pub fn wait(mut self, mut observer: Option<&mut dyn Observer>) -> Result<Vec<GenerationOutput>> {
         let mut stopped = false;
         let mut limited: Option<Error> = None;
+        let mut steps_seen = 0;
         while let Some(message) = self.next() {
             match message {
+                Message::Done(result) if stopped => return limited.map_or_else(|| self.cut_to(result, steps_seen), Err),
                 Message::Done(result) => return limited.map_or(result, Err),
                 Message::Step(_) if stopped || limited.is_some() => {}
                 Message::Step(events) => {
@@ -202,6 +204,7 @@ impl Ticket {
                         limited = Some(e);
                         continue;
                     }
+                    steps_seen += 1;
                     stopped = observer.on_step() == Flow::Stop;
                     for event in events {
                         if let (false, Event::Text { input, piece, token }) = (stopped, event) {
@@ -215,6 +218,26 @@ impl Ticket {
             }
         }
         Err(Error::Internal("the scheduler ended a request without an outcome".into()))
+    }
+}
+
+impl Ticket {
+    /// The observer stopped after `steps` steps, but the scheduler may have decoded further
+    /// before it heard: the sequences keep the tokens of those steps only, as a call decoding
+    /// alone would have, and say `Cancelled`.
+    fn cut_to(&self, result: Result<Vec<GenerationOutput>>, steps: usize) -> Result<Vec<GenerationOutput>> {
+        let mut outputs = result?;
+        for seq in outputs.iter_mut().flat_map(|o| o.sequences.iter_mut()) {
+            if seq.finish_reason == FinishReason::Cancelled || seq.token_ids.len() <= steps {
+                continue;
+            }
+            seq.token_ids.truncate(steps);
+            seq.token_scores.truncate(steps);
+            seq.score = seq.token_scores.iter().sum();
+            seq.text = self.shared.model.tokenizer.decode(&seq.token_ids)?;
+            seq.finish_reason = FinishReason::Cancelled;
+        }
+        Ok(outputs)
     }
 }
 

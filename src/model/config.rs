@@ -69,22 +69,11 @@ fn generation_settings(json: &Json, path: &Path) -> Result<Settings> {
     if let Some(obj) = json.as_object() {
         for spec in GENERATION_SPECS {
             if let Some(v) = obj.get(spec.key).filter(|v| !v.is_null()) {
-                let v = &if spec.key == "bad_words_ids" { single_token_bad_words(v) } else { v.clone() };
                 s.set_json(spec.key, v).map_err(|e| Error::invalid_model(path, format!("generation setting: {e}")))?;
             }
         }
     }
     Ok(s)
-}
-
-/// `[[58100], [5, 6]]` -> `[58100]`: the single-token entries, which the engine masks; longer
-/// sequences are not supported and are left out.
-fn single_token_bad_words(v: &Json) -> Json {
-    let ids: Vec<Json> = v
-        .as_array()
-        .map(|a| a.iter().filter_map(|e| e.as_array().filter(|e| e.len() == 1).map(|e| e[0].clone())).collect())
-        .unwrap_or_default();
-    Json::Array(ids)
 }
 
 /// config.json: its path, its JSON and its `model_type`.

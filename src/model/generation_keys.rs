@@ -67,9 +67,15 @@ pub static GENERATION_SPECS: &[Spec] = &[
     spec!("suppress_tokens", Kind::IntList, check::token_ids, "tokens that are never generated (default: none)"),
     spec!(
         "bad_words_ids",
+        Kind::IntLists,
+        check::token_ids,
+        "token sequences that are never generated, [[5, 6], [7]]: the last token of each is forbidden where the others precede it (a flat list: single tokens)"
+    ),
+    spec!(
+        "begin_suppress_tokens",
         Kind::IntList,
         check::token_ids,
-        "single tokens that are never generated (transformers' bad_words_ids of length 1)"
+        "tokens that may not be the first generated one after the forced first token (default: the model's, else none)"
     ),
     spec!("decoder_start_token_id", Kind::Int, check::token_ids, "first decoder input token (default: the model's, else bos_token_id)"),
     spec!(

@@ -37,6 +37,7 @@ fn text(v: &Value) -> String {
         Value::Float(f) => f.to_string(),
         Value::Str(s) => s.clone(),
         Value::IntList(l) => format!("{l:?}"),
+        Value::IntLists(l) => format!("{l:?}"),
         Value::StrList(l) => l.join(","),
     }
 }

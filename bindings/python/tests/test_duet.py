@@ -248,6 +248,12 @@ def test_translate_matches_the_hugging_face_recipe_and_the_cli(fixtures, tmp_pat
             t = model.translate(g["text"], to=g["to"], from_=g["from"], **g["params"])
             assert isinstance(t, duet.Translation) and t.chunks == 1
             assert t.text == g["translation"], g
+    cases = json.loads((fixtures / "translation_goldens.json").read_text())["cases"]
+    for c in (c for c in cases if "bad_words_ids" in c["params"] or "begin_suppress_tokens" in c["params"]):
+        with duet.Model(fixtures / c["model"]) as model:
+            got = model.generate(c["inputs"], **c["params"])
+            want = [r["sequences"][0]["token_ids"] for r in c["results"]]
+            assert [g.sequences[0].token_ids for g in got] == want, c["name"]
     g = goldens[0]
     sets = [a for k, v in g["params"].items() for a in ("--set", f"{k}={v}")]
     (tmp_path / "doc.txt").write_text(g["text"])

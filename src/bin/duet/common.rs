@@ -322,6 +322,7 @@ fn kind_name(spec: &Spec) -> &'static str {
         Kind::Bool => "bool",
         Kind::Str => "string",
         Kind::IntList => "ints",
+        Kind::IntLists => "int lists",
         Kind::StrList => "strings",
         Kind::BoolOrWord(_) => "bool|word",
     }
