@@ -661,8 +661,8 @@ duet_status duet_summarize(const duet_model *model,
 // An unknown code fails with `DUET_STATUS_UNKNOWN_LANGUAGE` and the known ones in the message; a
 // model that does not translate with `DUET_STATUS_UNSUPPORTED`. Lines stay lines; long lines are
 // split on sentences (`chunk_tokens`, default 256) and translated `batch_size` at a time, in
-// order; `callbacks->on_progress` hears (chunks done, chunks, 1). The reply's stat "chunks"
-// says how many. Thread-safe; with the model's scheduler on, concurrent calls share decoder runs.
+// order; `callbacks->on_progress` hears (chunks done, chunks, 1); the translation is not
+// streamed (`on_token` is not called). The reply's stat "chunks" says how many. Thread-safe; with the model's scheduler on, concurrent calls share decoder runs.
 duet_status duet_translate(const duet_model *model,
                            const char *text,
                            const char *to,

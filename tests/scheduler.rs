@@ -200,6 +200,28 @@ fn a_stop_heard_after_the_end_still_cancels_at_the_step_it_was_said() {
     let (a, b) = (&alone[0].sequences[0], &scheduled[0].sequences[0]);
     assert_eq!((b.finish_reason, &b.token_ids, &b.text), (FinishReason::Cancelled, &a.token_ids, &a.text));
     assert!(b.token_ids.len() < 12 && (a.score - b.score).abs() < 1e-5, "{a:?} {b:?}");
+
+    // a stop from on_step comes before that step's text: the step does not count, alone or not
+    struct StopAtStep(usize);
+    impl duet::Observer for StopAtStep {
+        fn on_text(&mut self, _: usize, _: &str, _: Option<u32>) -> Flow {
+            Flow::Continue
+        }
+        fn on_step(&mut self) -> Flow {
+            self.0 -= 1;
+            std::thread::sleep(Duration::from_millis(if self.0 == 0 { 300 } else { 0 }));
+            if self.0 == 0 {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        }
+    }
+    let encoded = duet::encode_inputs(&model, &[greedy.text.as_str()], &params).unwrap();
+    let alone = duet::generate_encoded(&model, &encoded, &params, Some(&mut StopAtStep(3))).unwrap();
+    let scheduled = scheduler(&model, 32, 64).generate(encoded, &params, Limits::default(), Some(&mut StopAtStep(3))).unwrap();
+    let (a, b) = (&alone[0].sequences[0], &scheduled[0].sequences[0]);
+    assert_eq!((b.finish_reason, &b.token_ids, &b.text), (FinishReason::Cancelled, &a.token_ids, &a.text));
 }
 
 #[test]

@@ -164,6 +164,39 @@ fn long_documents_are_translated_sentence_by_sentence_in_order() {
 }
 
 #[test]
+fn a_cancel_inside_a_batch_keeps_a_prefix_and_the_source_token_takes_its_place_once() {
+    let model = common::shared("nllb-tiny", "merged");
+    let mut params = duet::new_generation_settings();
+    params.set_int("max_new_tokens", 12).unwrap();
+    params.set_int("chunk_tokens", 40).unwrap();
+    params.set_int("batch_size", 2).unwrap();
+    let doc = "The museum will reopen next month after a long renovation. Heavy rain is expected across the northern region this weekend.";
+    let full = translate(&*model, doc, (Some("fr"), None), &params, None, None).unwrap();
+    let mut calls = 0;
+    let mut stop_mid_batch = |_: duet::tasks::Progress| {
+        calls += 1;
+        if calls == 4 {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    };
+    let part = translate(&*model, doc, (Some("fr"), None), &params, Some(&mut stop_mid_batch), None).unwrap();
+    assert_eq!(part.finish_reason, FinishReason::Cancelled);
+    assert!(!part.text.is_empty() && full.text.starts_with(&part.text) && part.text.len() < full.text.len(), "{part:?} / {full:?}");
+
+    // a template that put the code at the other end: one source token, in the configured place
+    let mut d = direction(&model, Some("fr"), Some("deu_Latn")).unwrap();
+    let deu = model.tokenizer.token_to_id("deu_Latn").unwrap();
+    let first = encode_chunk(&model, &d, "Hello.", None, 0).unwrap().ids;
+    assert_eq!(first[0], deu);
+    assert_eq!(first.iter().filter(|t| d.code_ids.contains(t)).count(), 1);
+    d.source_token = Some((deu, duet::model::languages::SourceTokenPlace::Last));
+    let last = encode_chunk(&model, &d, "Hello.", None, 0).unwrap().ids;
+    assert_eq!(last, [&first[1..], &[deu][..]].concat());
+}
+
+#[test]
 fn translate_owns_the_language_tokens_and_returns_one_text() {
     let model = common::shared("nllb-tiny", "merged");
     let mut params = duet::new_generation_settings();

@@ -115,8 +115,8 @@ pub unsafe extern "C" fn duet_summarize(
 /// An unknown code fails with `DUET_STATUS_UNKNOWN_LANGUAGE` and the known ones in the message; a
 /// model that does not translate with `DUET_STATUS_UNSUPPORTED`. Lines stay lines; long lines are
 /// split on sentences (`chunk_tokens`, default 256) and translated `batch_size` at a time, in
-/// order; `callbacks->on_progress` hears (chunks done, chunks, 1). The reply's stat "chunks"
-/// says how many. Thread-safe; with the model's scheduler on, concurrent calls share decoder runs.
+/// order; `callbacks->on_progress` hears (chunks done, chunks, 1); the translation is not
+/// streamed (`on_token` is not called). The reply's stat "chunks" says how many. Thread-safe; with the model's scheduler on, concurrent calls share decoder runs.
 #[no_mangle]
 pub unsafe extern "C" fn duet_translate(
     model: *const duet_model,

@@ -204,8 +204,12 @@ impl Ticket {
                         limited = Some(e);
                         continue;
                     }
-                    steps_seen += 1;
+                    // A stop from on_step comes before this step's text, as a call decoding alone
+                    // hears it before the step: the step does not count. One from on_text does.
                     stopped = observer.on_step() == Flow::Stop;
+                    if !stopped {
+                        steps_seen += 1;
+                    }
                     for event in events {
                         if let (false, Event::Text { input, piece, token }) = (stopped, event) {
                             stopped = observer.on_text(input, &piece, token) == Flow::Stop;

@@ -75,7 +75,10 @@ impl Languages {
                 if codes.is_empty() {
                     return Self::None;
                 }
-                let fifty = field("tokenizer_class").is_some_and(|c| c.starts_with("MBart50"));
+                // mBART-cc25 has 25 codes; mBART-50 52 (`language_codes: "ML50"` in older configs).
+                let fifty = field("tokenizer_class").is_some_and(|c| c.starts_with("MBart50"))
+                    || field("language_codes").is_some_and(|c| c == "ML50")
+                    || codes.len() > 25;
                 let (source, target) = if fifty {
                     (SourceTokenPlace::First, TargetTokenPlace::ForcedFirst)
                 } else {

@@ -91,8 +91,10 @@ pub fn direction(model: &Model, to: Option<&str>, from: Option<&str>) -> Result<
             Ok(Direction { text_prefix: format!("{} ", to.code), target_language: Some(bare(&to.code).to_string()), ..Default::default() })
         }
         Languages::Pair { source, target } => {
+            // A group (`mul`, `ROMANCE`) names no one language to hold a caller to.
+            let group = |o: &str| o == "mul" || o.chars().any(|c| c.is_ascii_uppercase());
             let check = |asked: Option<&str>, own: &Option<String>, what: &str| match (asked, own) {
-                (Some(a), Some(o)) if !same_code(a, o) => Err(Error::UnknownLanguage {
+                (Some(a), Some(o)) if !group(o) && !same_code(a, o) => Err(Error::UnknownLanguage {
                     code: a.to_string(),
                     reason: format!(
                         "this model translates one pair, {} to {}; its {what} language is {o}",
@@ -111,7 +113,9 @@ pub fn direction(model: &Model, to: Option<&str>, from: Option<&str>) -> Result<
             })
         }
         Languages::TaskPrefixes(pairs) => {
-            let targets: Vec<&str> = pairs.iter().map(|p| p.target.as_str()).collect();
+            let mut targets: Vec<&str> = pairs.iter().map(|p| p.target.as_str()).collect();
+            targets.sort_unstable();
+            targets.dedup();
             let mut fitting: Vec<usize> = (0..pairs.len()).collect();
             if pairs.len() > 1 || to.is_some() {
                 let to = required(to, &targets)?;
@@ -119,7 +123,9 @@ pub fn direction(model: &Model, to: Option<&str>, from: Option<&str>) -> Result<
                 fitting.retain(|&i| same_code(to, &pairs[i].target));
             }
             if let Some(from) = from {
-                let sources: Vec<&str> = fitting.iter().map(|&i| pairs[i].source.as_str()).collect();
+                let mut sources: Vec<&str> = fitting.iter().map(|&i| pairs[i].source.as_str()).collect();
+                sources.sort_unstable();
+                sources.dedup();
                 match_code(from, &sources, "source")?;
                 fitting.retain(|&i| same_code(from, &pairs[i].source));
             }
@@ -147,11 +153,17 @@ pub fn direction(model: &Model, to: Option<&str>, from: Option<&str>) -> Result<
 pub fn encode_chunk(model: &Model, direction: &Direction, text: &str, limit: Option<usize>, index: usize) -> Result<Encoded> {
     let mut e = model.tokenizer.encode(&format!("{}{text}", direction.text_prefix), None, false, index)?;
     if let Some((id, place)) = direction.source_token {
+        // The tokenizer's template may put a code at either end (a tokenizer.json saved under
+        // the other `legacy_behaviour`): both go, and the source token takes its configured place.
         let is_code = |t: Option<&u32>| t.is_some_and(|t| direction.code_ids.contains(t));
+        if is_code(e.ids.first()) {
+            e.ids.remove(0);
+        }
+        if is_code(e.ids.last()) {
+            e.ids.pop();
+        }
         match place {
-            SourceTokenPlace::First if is_code(e.ids.first()) => e.ids[0] = id,
             SourceTokenPlace::First => e.ids.insert(0, id),
-            SourceTokenPlace::Last if is_code(e.ids.last()) => *e.ids.last_mut().expect("not empty") = id,
             SourceTokenPlace::Last => e.ids.push(id),
         }
     }
@@ -241,14 +253,23 @@ fn translate_with<E: Engine + ?Sized>(
         let at = Progress { done: done_before, total, level: 1 };
         let mut step = StepProgress::new(&mut *progress, at, observer.as_mut().map(|o| &mut **o as &mut dyn Observer));
         let out = engine.generate_encoded(batch, &batch_params, Some(&mut step))?;
-        let cancelled = out.iter().any(|o| o.finish_reason() == FinishReason::Cancelled);
+        // A cancelled batch keeps its chunks up to the first one cut short (that one's text so
+        // far included): the text stays a prefix of the document's translation.
+        let mut cancelled = false;
         for o in &out {
-            if o.finish_reason() == FinishReason::Length {
-                finish_reason = FinishReason::Length;
+            match o.finish_reason() {
+                FinishReason::Length => finish_reason = FinishReason::Length,
+                FinishReason::Cancelled => cancelled = true,
+                _ => {}
             }
             parts.push(o.sequences[0].text.trim().to_string());
+            if cancelled {
+                break;
+            }
         }
-        if cancelled || progress(Progress { done: done_before + batch.len(), total, level: 1 }) == Flow::Stop {
+        let done = done_before + batch.len();
+        let stop = progress(Progress { done, total, level: 1 }) == Flow::Stop;
+        if cancelled || (stop && done < total) {
             finish_reason = FinishReason::Cancelled;
             break;
         }
