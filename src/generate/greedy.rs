@@ -4,7 +4,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::output::{FinishReason, Sequence};
-use super::processors::{log_softmax, softmax, RowContext};
+use super::processors::{log_prob, softmax, RowContext};
 use super::search::{Event, RowChange, Rules, Search};
 use crate::error::Result;
 use crate::model::Logits;
@@ -88,7 +88,7 @@ impl Search for Greedy {
             } else {
                 argmax(&scores)
             };
-            row.token_scores.push(log_softmax(&scores)[token as usize]);
+            row.token_scores.push(log_prob(&scores, token as usize));
             row.ids.push(token);
             let stop = row.stream.push(tokenizer, token, stops)?;
             let reason = if p.is_eos(token) {

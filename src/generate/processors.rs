@@ -260,14 +260,29 @@ impl Pipeline {
     }
 }
 
-pub fn log_softmax(scores: &[f32]) -> Vec<f32> {
+/// The maximum and the log of the sum of `exp(s - max)`; `None` when every score is -inf.
+fn log_normalizer(scores: &[f32]) -> Option<(f32, f32)> {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
-        return vec![f32::NEG_INFINITY; scores.len()];
+        return None;
     }
     let sum: f64 = scores.iter().map(|&s| ((s - max) as f64).exp()).sum();
-    let log_sum = sum.ln() as f32;
-    scores.iter().map(|&s| s - max - log_sum).collect()
+    Some((max, sum.ln() as f32))
+}
+
+pub fn log_softmax(scores: &[f32]) -> Vec<f32> {
+    match log_normalizer(scores) {
+        None => vec![f32::NEG_INFINITY; scores.len()],
+        Some((max, log_sum)) => scores.iter().map(|&s| s - max - log_sum).collect(),
+    }
+}
+
+/// `log_softmax(scores)[token]` without a vocabulary-sized vector (the same arithmetic).
+pub fn log_prob(scores: &[f32], token: usize) -> f32 {
+    match (log_normalizer(scores), scores.get(token)) {
+        (Some((max, log_sum)), Some(&s)) => s - max - log_sum,
+        _ => f32::NEG_INFINITY,
+    }
 }
 
 pub fn softmax(scores: &[f32]) -> Vec<f32> {
@@ -361,6 +376,16 @@ mod tests {
         let mut s = vec![3.0, 2.0, 1.0, 0.0];
         TopP(0.5).process(&row(&[0]), &mut s);
         assert_eq!(s.iter().filter(|v| v.is_finite()).count(), 1);
+    }
+
+    #[test]
+    fn log_prob_is_log_softmax_at_the_token() {
+        let s = [1.0, -2.5, 3.25, f32::NEG_INFINITY, 0.5];
+        let all = log_softmax(&s);
+        for (t, want) in all.iter().enumerate() {
+            assert_eq!(log_prob(&s, t).to_bits(), want.to_bits());
+        }
+        assert_eq!(log_prob(&[f32::NEG_INFINITY; 3], 1), f32::NEG_INFINITY);
     }
 
     #[test]
