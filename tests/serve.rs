@@ -391,24 +391,30 @@ fn full_queues_and_deadlines_are_answered_with_a_reason() {
         assert_eq!(status, 200);
         assert_eq!(done.as_object().unwrap().len(), 1, "{done}");
     });
-    // One task place, none to wait in: a second embed while one runs is refused with 503.
-    let many: Vec<String> = (0..256).map(|i| document(400 + i)).collect();
-    std::thread::scope(|scope| {
-        let slow = scope.spawn(|| server.post("/embed", json!({"inputs": many, "parameters": {"batch_size": 1}})));
-        let mut refused = None;
-        for _ in 0..400 {
-            let (status, answer) = server.post("/embed", json!({"inputs": ["x"]}));
-            if status == 503 {
-                refused = Some(answer);
-                break;
+    // One task place, none to wait in: a second embed while one runs is refused with 503. The
+    // probes run for as long as the slow embed does (inputs at the 512-token limit, one at a
+    // time); a machine fast enough to finish it between two probes gets another try.
+    let many: Vec<String> = (0..256).map(|i| document(3000 + i)).collect();
+    let mut refused = None;
+    for _attempt in 0..5 {
+        std::thread::scope(|scope| {
+            let slow = scope.spawn(|| server.post("/embed", json!({"inputs": many, "truncate": true, "parameters": {"batch_size": 1}})));
+            while refused.is_none() && !slow.is_finished() {
+                let (status, answer) = server.post("/embed", json!({"inputs": ["x"]}));
+                if status == 503 {
+                    refused = Some(answer);
+                }
             }
-            std::thread::sleep(Duration::from_millis(5));
+            let (status, answer) = slow.join().unwrap();
+            assert_eq!(status, 200, "{answer}");
+        });
+        if refused.is_some() {
+            break;
         }
-        let refused = refused.expect("an embed while the only task place is taken is refused");
-        assert_eq!(refused["status"], json!("DUET_HTTP_OVERLOADED"));
-        assert!(refused["error"].as_str().unwrap().contains("--max-tasks 1"), "{refused}");
-        assert_eq!(slow.join().unwrap().0, 200);
-    });
+    }
+    let refused = refused.expect("an embed while the only task place is taken is refused");
+    assert_eq!(refused["status"], json!("DUET_HTTP_OVERLOADED"));
+    assert!(refused["error"].as_str().unwrap().contains("--max-tasks 1"), "{refused}");
     let (status, answer) = server
         .post("/generate", json!({"inputs": "Hello", "parameters": {"max_new_tokens": 20000, "min_new_tokens": 20000, "timeout_ms": 200}}));
     assert_eq!((status, answer["status"].clone()), (504, json!("DUET_STATUS_DEADLINE_EXCEEDED")), "{answer}");
