@@ -2,7 +2,7 @@
 //! that fit a token budget, with a few sentences of overlap between neighbours.
 
 use crate::error::{Error, Result};
-use crate::text::Tokenizer;
+use crate::text::{Encoded, Tokenizer};
 
 /// Sentences of `text`, trimmed, in order. A sentence ends after `.!?;…` followed by white
 /// space, after CJK `。！？；`, or at a line break. Nothing is dropped but white space.
@@ -140,6 +140,39 @@ pub fn plan_chunks(tokenizer: &Tokenizer, text: &str, budget: usize, overlap_tok
         first = back;
     }
     Ok((sentences, chunks))
+}
+
+/// The chunks of `text`, each made into a model input by `encode` (a template, language tokens)
+/// and refused by it with `InputTooLong` past `limit`. The budget counts the chunk text alone;
+/// where an input still runs past the limit (a merge where text meets template), the chunks are
+/// planned again with the budget cut by the excess.
+pub fn encoded_chunks(
+    tokenizer: &Tokenizer,
+    text: &str,
+    (limit, budget, overlap): (usize, usize, usize),
+    mut encode: impl FnMut(&str) -> Result<Encoded>,
+) -> Result<Vec<Encoded>> {
+    let mut budget = budget;
+    for _ in 0..8 {
+        let (_, chunks) = plan_chunks(tokenizer, text, budget, overlap)?;
+        let mut excess = 0;
+        let mut inputs = Vec::with_capacity(chunks.len());
+        for c in &chunks {
+            match encode(&c.text) {
+                Ok(e) => inputs.push(e),
+                Err(Error::InputTooLong { tokens, limit, .. }) => excess = excess.max(tokens - limit),
+                Err(e) => return Err(e),
+            }
+        }
+        if excess == 0 {
+            return Ok(inputs);
+        }
+        if budget <= excess + 1 {
+            break;
+        }
+        budget -= excess + 1;
+    }
+    Err(Error::Internal(format!("chunks of the text do not fit the {limit}-token input limit")))
 }
 
 #[cfg(test)]

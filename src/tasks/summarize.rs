@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::generate::{Engine, FinishReason, Flow, GenerationParams, Observer};
 use crate::model::Model;
 use crate::settings::Settings;
-use crate::tasks::chunking::{count_tokens, plan_chunks};
+use crate::tasks::chunking::{count_tokens, encoded_chunks};
 use crate::tasks::{nonblank, with_progress, Progress};
 use crate::tasks::{SummaryLength, TaskSettings};
 use crate::text::Encoded;
@@ -144,31 +144,11 @@ fn summarize_with<E: Engine + ?Sized>(
     Err(Error::InvalidArgument(format!("the text still does not fit after {MAX_LEVELS} levels of summaries")))
 }
 
-/// The encoded prompts of the chunks of `text`. The budget counts the chunk text alone; where a
-/// prompt still runs past `limit` (a merge where text meets template), the chunks are planned
-/// again with the budget cut by the excess.
+/// The encoded prompts of the chunks of `text`.
 fn chunk_prompts(model: &Model, template: &str, text: &str, limit: usize, budget: usize, overlap: usize) -> Result<Vec<Encoded>> {
-    let mut budget = budget;
-    for _ in 0..8 {
-        let (_, chunks) = plan_chunks(&model.tokenizer, text, budget, overlap)?;
-        let mut excess = 0;
-        let mut prompts = Vec::with_capacity(chunks.len());
-        for c in &chunks {
-            match model.tokenizer.encode(&template.replace("{text}", &c.text), Some(limit), false, 0) {
-                Ok(e) => prompts.push(e),
-                Err(Error::InputTooLong { tokens, limit, .. }) => excess = excess.max(tokens - limit),
-                Err(e) => return Err(e),
-            }
-        }
-        if excess == 0 {
-            return Ok(prompts);
-        }
-        if budget <= excess + 1 {
-            break;
-        }
-        budget -= excess + 1;
-    }
-    Err(Error::Internal(format!("chunks of the text do not fit the {limit}-token input limit")))
+    encoded_chunks(&model.tokenizer, text, (limit, budget, overlap), |chunk| {
+        model.tokenizer.encode(&template.replace("{text}", chunk), Some(limit), false, 0)
+    })
 }
 
 fn cancelled(parts: Vec<String>, chunks: Option<usize>, level: usize, summaries: usize) -> SummaryOutput {

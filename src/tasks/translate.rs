@@ -8,7 +8,7 @@ use crate::generate::{Engine, FinishReason, Flow, GenerationParams, Observer};
 use crate::model::languages::{LanguageCode, Languages, SourceTokenPlace, TargetTokenPlace};
 use crate::model::Model;
 use crate::settings::Settings;
-use crate::tasks::chunking::plan_chunks;
+use crate::tasks::chunking::encoded_chunks;
 use crate::tasks::language_match::{bare, match_code, same_code};
 use crate::tasks::summarize::StepProgress;
 use crate::tasks::{nonblank, with_progress, Progress, TaskSettings};
@@ -295,39 +295,22 @@ fn translate_with<E: Engine + ?Sized>(
     })
 }
 
-/// Lines of `text` and the encoded chunks of each, fitting `limit`. A chunk that tokenizes longer
-/// in its prefix's company than alone (a merge at the seam) makes the budget smaller and the
-/// plan is made again.
+/// Lines of `text` and the encoded chunks of each, fitting `limit`.
 fn plan(model: &Model, direction: &Direction, text: &str, limit: usize, budget: usize) -> Result<(Vec<Line>, Vec<Encoded>)> {
-    let mut budget = budget;
-    for _ in 0..8 {
-        let mut lines = Vec::new();
-        let mut inputs = Vec::new();
-        let mut excess = 0;
-        for line in text.trim().lines() {
-            if line.trim().is_empty() {
-                lines.push(Line::Blank);
-                continue;
-            }
-            let start = inputs.len();
-            for chunk in plan_chunks(&model.tokenizer, line, budget, 0)?.1 {
-                match encode_chunk(model, direction, &chunk.text, Some(limit), inputs.len()) {
-                    Ok(e) => inputs.push(e),
-                    Err(Error::InputTooLong { tokens, limit, .. }) => excess = excess.max(tokens - limit),
-                    Err(e) => return Err(e),
-                }
-            }
-            lines.push(Line::Chunks(start..inputs.len()));
+    let mut lines = Vec::new();
+    let mut inputs: Vec<Encoded> = Vec::new();
+    for line in text.trim().lines() {
+        if line.trim().is_empty() {
+            lines.push(Line::Blank);
+            continue;
         }
-        if excess == 0 {
-            return Ok((lines, inputs));
-        }
-        if budget <= excess + 1 {
-            break;
-        }
-        budget -= excess + 1;
+        let start = inputs.len();
+        inputs.extend(encoded_chunks(&model.tokenizer, line, (limit, budget, 0), |chunk| {
+            encode_chunk(model, direction, chunk, Some(limit), start)
+        })?);
+        lines.push(Line::Chunks(start..inputs.len()));
     }
-    Err(Error::Internal(format!("chunks of the text do not fit the {limit}-token input limit")))
+    Ok((lines, inputs))
 }
 
 /// Scripts written without spaces between words or sentences (chunks join without one).
