@@ -170,12 +170,14 @@ c-example: build
 	@mkdir -p $(C_BUILD)
 	$(CC) $(C_FLAGS) examples/c/generate.c -o $(C_BUILD)/generate $(C_LINK)
 	$(CC) $(C_FLAGS) tests/c/abi_checks.c -o $(C_BUILD)/abi_checks $(C_LINK)
+	$(CC) $(C_FLAGS) -pthread tests/c/lifetimes.c -o $(C_BUILD)/lifetimes $(C_LINK)
 	for x in summarize translate chat search generator; do $(CC) $(C_FLAGS) examples/c/$$x.c -o $(C_BUILD)/$$x $(C_LINK) -lm || exit 1; done
 	$(C_BUILD)/generate tests/fixtures/t5-tiny --set max_new_tokens=12 "translate English to German: Hello." "你好，世界 🙂" | tee $(C_BUILD)/generate.out
 	grep -q "(ABI $(ABI_MAJOR).$(ABI_MINOR))" $(C_BUILD)/generate.out
 	$(C_BUILD)/generate tests/fixtures/bart-tiny --set num_beams=3 --set max_new_tokens=8 "Hello world"
 	$(C_BUILD)/abi_checks tests/fixtures/t5-tiny
 	$(C_BUILD)/abi_checks tests/fixtures/bart-tiny
+	$(C_BUILD)/lifetimes tests/fixtures/t5-tiny
 	$(C_BUILD)/summarize tests/fixtures/t5-tiny
 	$(C_BUILD)/summarize tests/fixtures/bart-tiny
 	$(C_BUILD)/chat tests/fixtures/bart-tiny 50
@@ -290,6 +292,7 @@ leakcheck: c-example
 	$(CC) $(C_FLAGS) tests/c/rss_loop.c -o $(C_BUILD)/rss_loop $(C_LINK)
 	$(VALGRIND) $(C_BUILD)/abi_checks tests/fixtures/t5-tiny
 	$(VALGRIND) $(C_BUILD)/abi_checks tests/fixtures/bart-tiny
+	$(VALGRIND) $(C_BUILD)/lifetimes tests/fixtures/t5-tiny
 	$(VALGRIND) $(C_BUILD)/chat tests/fixtures/bart-tiny 20
 	$(VALGRIND) $(C_BUILD)/search tests/fixtures/t5-tiny $(C_BUILD)/index.bin
 	$(VALGRIND) $(C_BUILD)/rss_loop tests/fixtures/t5-tiny 300

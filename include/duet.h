@@ -334,7 +334,8 @@ duet_status duet_generate(const duet_model *model,
                           duet_result **out);
 
 // Frees a result; NULL is a no-op.
-// Thread safety: call once, when no other thread uses the object.
+// Thread safety: call once. A call still using the object on another thread keeps it until that
+// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 void duet_result_free(duet_result *result);
 
 // Number of inputs in the result (as given to duet_generate).
@@ -437,7 +438,8 @@ duet_status duet_runtime_init(const char *ort_library);
 // `*out` receives a model to free with `duet_model_free`. Thread-safe.
 duet_status duet_model_open(const char *dir, const duet_model_options *options, duet_model **out);
 
-// Frees a model; NULL is a no-op. No other thread may be using it. Chats and indexes made
+// Frees a model; NULL is a no-op. A call still inside it on another thread keeps it until that
+// call returns (new calls get DUET_STATUS_INVALID_HANDLE at once). Chats and indexes made
 // from it keep what they need alive until they are freed themselves; a generator still running
 // on its scheduler ends with DUET_STATUS_CANCELLED.
 void duet_model_free(duet_model *model);
@@ -457,7 +459,8 @@ duet_status duet_model_execution_provider(const duet_model *model, const char **
 duet_status duet_params_new(duet_params **out);
 
 // Frees parameters; NULL is a no-op.
-// Thread safety: call once, when no other thread uses the object.
+// Thread safety: call once. A call still using the object on another thread keeps it until that
+// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 void duet_params_free(duet_params *params);
 
 // Sets an integer key (`max_new_tokens`, `num_beams`, ...; number keys and 0/1 for boolean
@@ -499,7 +502,8 @@ duet_status duet_cancel_token_cancel(const duet_cancel_token *token);
 duet_status duet_cancel_token_reset(const duet_cancel_token *token);
 
 // Frees a token; NULL is a no-op. Params holding it keep working.
-// Thread safety: call once, when no other thread uses the object.
+// Thread safety: call once. A call still using the object on another thread keeps it until that
+// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 void duet_cancel_token_free(duet_cancel_token *token);
 
 // Creates model options with every key at its default. Free with `duet_model_options_free`.
@@ -507,7 +511,8 @@ void duet_cancel_token_free(duet_cancel_token *token);
 duet_status duet_model_options_new(duet_model_options **out);
 
 // Frees model options; NULL is a no-op.
-// Thread safety: call once, when no other thread uses the object.
+// Thread safety: call once. A call still using the object on another thread keeps it until that
+// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 void duet_model_options_free(duet_model_options *options);
 
 // Sets an integer option (`intra_threads`, `device_id`).
@@ -631,11 +636,13 @@ duet_status duet_index_load(const duet_model *model,
                             duet_index **out);
 
 // Frees an index; NULL is a no-op.
-// Thread safety: call once, when no other thread uses the object.
+// Thread safety: call once. A call still using the object on another thread keeps it until that
+// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 void duet_index_free(duet_index *index);
 
 // The message of the last failed call on this thread ("" if none). Valid until the next
-// failing call on the same thread; do not free it.
+// failing call on the same thread; do not free it. In a thread's destructors (after its
+// storage is gone) it is a static "(no message: the thread is exiting)".
 const char *duet_last_error_message(void);
 
 // The name of a status code, e.g. "DUET_STATUS_MODEL_INVALID"; "DUET_STATUS_UNKNOWN" for
@@ -694,7 +701,8 @@ duet_status duet_chat_reset(duet_chat *chat);
 duet_status duet_chat_num_turns(const duet_chat *chat, size_t *out);
 
 // Frees a conversation; NULL is a no-op.
-// Thread safety: call once, when no other thread uses the object.
+// Thread safety: call once. A call still using the object on another thread keeps it until that
+// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 void duet_chat_free(duet_chat *chat);
 
 // One question, no history (a chat of one turn). Thread-safe.
@@ -722,7 +730,8 @@ duet_status duet_reply_stat(const duet_reply *reply,
                             int64_t *out);
 
 // Frees a reply; NULL is a no-op.
-// Thread safety: call once, when no other thread uses the object.
+// Thread safety: call once. A call still using the object on another thread keeps it until that
+// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 void duet_reply_free(duet_reply *reply);
 
 #ifdef __cplusplus

@@ -461,3 +461,34 @@ fn embedding_model_misuse_gets_its_status() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// ByT5 tokenizes bytes, but its input is still text: bytes that are not UTF-8 (a stray byte, a
+/// character cut short) are `INVALID_UTF8`, and the same text as valid UTF-8 generates as in Rust.
+#[test]
+fn byt5_input_must_be_utf8() {
+    common::init_ort();
+    let dir = cs(common::fixture("byt5-tiny").to_str().unwrap());
+    let (mut model, mut params, mut result) = (null_mut(), null_mut(), null_mut());
+    unsafe {
+        assert_eq!(duet_model_open(dir.as_ptr(), null(), &mut model), duet_status::Ok);
+        assert_eq!(duet_params_new(&mut params), duet_status::Ok);
+        assert_eq!(duet_params_set_int(params, c"max_new_tokens".as_ptr(), 8), duet_status::Ok);
+        for bad in [&b"caf\xc3\0"[..], b"\xff ok\0", b"\xe4\xb8\x68\0"] {
+            let st = duet_generate(model, [bad.as_ptr() as *const c_char].as_ptr(), 1, params, None, null_mut(), &mut result);
+            assert_eq!(st, duet_status::InvalidUtf8, "{bad:?}");
+            assert!(result.is_null());
+        }
+        let good = cs("café 你好");
+        assert_eq!(duet_generate(model, [good.as_ptr()].as_ptr(), 1, params, None, null_mut(), &mut result), duet_status::Ok);
+        let mut text = null();
+        assert_eq!(duet_result_text(result, 0, 0, &mut text), duet_status::Ok);
+        let ours = std::ffi::CStr::from_ptr(text).to_str().unwrap().to_string();
+        let rust = common::shared("byt5-tiny", "merged");
+        let mut s = duet::new_generation_settings();
+        s.set_int("max_new_tokens", 8).unwrap();
+        assert_eq!(ours, duet::generate(&rust, &["café 你好"], &s, None).unwrap()[0].sequences[0].text);
+        duet_result_free(result);
+        duet_params_free(params);
+        duet_model_free(model);
+    }
+}

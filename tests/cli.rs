@@ -138,6 +138,39 @@ fn a_closed_stdout_is_not_a_panic() {
     assert!(!status.success(), "a broken pipe is not a success");
 }
 
+/// A stdout that cannot be written (`> /dev/full`): every kind of command, help included, says so
+/// in one line and exits 2; none succeeds or panics.
+#[test]
+fn an_unwritable_stdout_is_an_error_for_every_command() {
+    let model = common::fixture("t5-tiny");
+    let model = model.to_str().unwrap();
+    let byt5 = common::fixture("byt5-tiny");
+    let text = std::env::temp_dir().join(format!("duet-cli-full-{}.txt", std::process::id()));
+    std::fs::write(&text, "Hello.\n").unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["--help"],
+        vec!["--version"],
+        vec!["generate", "--help"],
+        vec!["options"],
+        vec!["params", "generate"],
+        vec!["info", "--model", model],
+        vec!["generate", "--model", model, "--set", "max_new_tokens=4", "hello"],
+        vec!["generate", "--model", byt5.to_str().unwrap(), "--stream", "--set", "max_new_tokens=4", "hello"],
+        vec!["embed", "--model", model, "hello"],
+        vec!["translate", "--model", model, "--to", "de", text.to_str().unwrap()],
+        vec!["summarize", "--model", model, text.to_str().unwrap()],
+    ];
+    for args in commands {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_duet")).args(&args).env("DUET_ORT_LIBRARY", ort_library()).stdout(full).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("writing the output") && err.lines().count() == 1 && !err.contains("panicked"), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_file(text);
+}
+
 #[test]
 fn too_old_onnx_runtime_is_refused() {
     // A library that answers OrtGetApiBase with an old version string.

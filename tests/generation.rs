@@ -246,3 +246,76 @@ fn beam_search_stops_hypotheses_at_stop_strings() {
     }
     assert!(out[0].sequences.iter().any(|q| q.finish_reason == FinishReason::StopString), "{:?}", out[0].sequences);
 }
+
+/// ByT5 (bytes, tokenized by duet): streamed pieces are whole characters and add up to the text,
+/// which drops bytes that are not UTF-8 as transformers' `errors="ignore"` does.
+#[test]
+fn byt5_streams_whole_characters() {
+    let model = common::shared("byt5-tiny", "merged");
+    let inputs = [TEXT, "你好，世界！", "emoji 🙂🎉 test"];
+    let mut pieces: Vec<String> = vec![String::new(); inputs.len()];
+    let mut observer = |i: usize, piece: &str, _: Option<u32>| {
+        assert!(!piece.is_empty() && !piece.contains('\u{FFFD}'), "{piece:?}");
+        pieces[i].push_str(piece);
+        Flow::Continue
+    };
+    let out = duet::generate(&model, &inputs, &settings(&[("max_new_tokens", "40")]), Some(&mut observer)).unwrap();
+    for (i, o) in out.iter().enumerate() {
+        assert_eq!(pieces[i], o.sequences[0].text, "input {i}");
+    }
+    let text = "你好 🙂";
+    let ids = model.tokenizer.encode_plain(text).unwrap();
+    assert_eq!(ids.len(), text.len());
+    let (stops, mut stream) = (duet::text::StopMatcher::default(), duet::text::TextStream::new());
+    let mut streamed = Vec::new();
+    for &id in &ids {
+        stream.push(&model.tokenizer, id, &stops).unwrap();
+        streamed.extend(stream.take_piece(&stops));
+    }
+    assert_eq!(streamed, ["你", "好", " ", "🙂"]);
+    // a character cut short, and a byte that never starts one, are dropped
+    let broken: Vec<u32> = [0xe4u32, 0xb8, 0x68, 0xff, 0x69].iter().map(|b| b + 3).collect();
+    assert_eq!(model.tokenizer.decode(&broken).unwrap(), "hi");
+}
+
+/// A decoder prefix: the output starts with it (scored 0, streamed like generated text), and
+/// max_new_tokens counts the tokens after it.
+#[test]
+fn a_decoder_prefix_starts_every_output() {
+    let model = common::shared("t5-tiny", "merged");
+    let prefix = model.tokenizer.encode_plain("The museum").unwrap();
+    let mut s = settings(&[("max_new_tokens", "6"), ("min_new_tokens", "6"), ("num_beams", "1")]);
+    s.set_json("decoder_prefix", &serde_json::json!(prefix)).unwrap();
+    let mut streamed = String::new();
+    let mut observer = |_: usize, piece: &str, _: Option<u32>| {
+        streamed.push_str(piece);
+        Flow::Continue
+    };
+    let out = duet::generate(&model, &[TEXT], &s, Some(&mut observer)).unwrap();
+    let seq = &out[0].sequences[0];
+    assert_eq!(seq.token_ids.len(), prefix.len() + 6);
+    assert_eq!(seq.token_ids[..prefix.len()], prefix[..]);
+    assert!(seq.text.starts_with("The museum") && streamed == seq.text, "{seq:?} / {streamed:?}");
+    assert_eq!(seq.score, seq.token_scores[prefix.len()..].iter().sum::<f32>());
+    // the older spelling gives the same
+    let mut old = settings(&[("max_new_tokens", "6"), ("min_new_tokens", "6")]);
+    let pairs: Vec<[u32; 2]> = prefix.iter().enumerate().map(|(i, &t)| [i as u32 + 1, t]).collect();
+    old.set_json("forced_decoder_ids", &serde_json::json!(pairs)).unwrap();
+    assert_eq!(duet::generate(&model, &[TEXT], &old, None).unwrap()[0].sequences[0].token_ids, seq.token_ids);
+    for (key, value) in [
+        ("forced_decoder_ids", serde_json::json!([[2, 5]])),
+        ("forced_decoder_ids", serde_json::json!([[1, 5], [3, 6]])),
+        ("decoder_prefix", serde_json::json!([100000])),
+    ] {
+        let mut s = duet::new_generation_settings();
+        s.set_json(key, &value).unwrap();
+        let err = duet::generate(&model, &[TEXT], &s, None).unwrap_err();
+        assert!(matches!(&err, duet::Error::InvalidParam { key: k, .. } if k == key), "{value}: {err}");
+    }
+    let mut both = settings(&[("max_length", "3")]);
+    both.set_json("decoder_prefix", &serde_json::json!([5, 6])).unwrap();
+    let err = duet::generate(&model, &[TEXT], &both, None).unwrap_err();
+    assert!(matches!(&err, duet::Error::InvalidParam { key, .. } if key == "max_length"), "{err}");
+    both.set_json("forced_decoder_ids", &serde_json::json!([[1, 5]])).unwrap();
+    assert!(duet::generate(&model, &[TEXT], &both, None).is_err());
+}

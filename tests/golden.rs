@@ -81,11 +81,25 @@ fn merged_decoder_matches_transformers() {
 /// and `begin_suppress_tokens`.
 #[test]
 fn translation_families_match_transformers() {
-    let cases = goldens_of("translation_goldens.json");
-    let families: std::collections::BTreeSet<&str> = cases.iter().map(|c| c["model"].as_str().unwrap()).collect();
-    assert_eq!(families.len(), 3, "{families:?}");
+    run_families("translation_goldens.json", 3);
+}
+
+/// The T5 relatives (tools/make_family_fixtures.py): ByT5 (bytes, tokenized by duet itself),
+/// mT5, CodeT5 (byte-level BPE on a T5 graph) and LongT5 (transient-global attention, inputs past
+/// two blocks); with decoder prefixes (`decoder_prefix`, `forced_decoder_ids`) as transformers'
+/// `decoder_input_ids`.
+#[test]
+fn t5_relatives_match_transformers() {
+    run_families("family_goldens.json", 4);
+}
+
+/// Every case of `file`, on the merged decoder (the only graphs those fixtures keep).
+fn run_families(file: &str, families: usize) {
+    let cases = goldens_of(file);
+    let models: std::collections::BTreeSet<&str> = cases.iter().map(|c| c["model"].as_str().unwrap()).collect();
+    assert_eq!(models.len(), families, "{file}: {models:?}");
     let failures: Vec<String> = cases.iter().filter_map(|c| check_case(c, "merged").err()).collect();
-    assert!(failures.is_empty(), "{} of {} translation golden cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(failures.is_empty(), "{file}: {} of {} golden cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 #[test]

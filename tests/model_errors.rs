@@ -220,3 +220,61 @@ fn generation_config_is_optional() {
     // transformers' default max_length of 20 counts the start token: 19 new tokens at most.
     assert!(out[0].sequences[0].token_ids.len() <= 19);
 }
+
+/// Metadata is checked against the graphs at open: a vocab_size the logits contradict, token ids
+/// outside the vocabulary, each refused naming the file and the field (C: MODEL_INVALID; the
+/// CLI: one line, exit 1); a huge n_positions is read as a limit of 2^24 tokens, not overflowed.
+#[test]
+fn metadata_is_checked_against_the_graphs() {
+    let wide = ScratchModel::of("t5-tiny", "wide-vocab");
+    wide.edit_json("config.json", |v| v["vocab_size"] = 900.into());
+    expect_err(wide.open(), "config.json", "vocab_size is 900, but the logits");
+    let narrow = ScratchModel::of("t5-tiny", "narrow-vocab");
+    let tokens = narrow.open().unwrap().tokenizer.id_bound();
+    assert!(tokens < 800);
+    narrow.edit_json("config.json", |v| v["vocab_size"] = tokens.into());
+    expect_err(narrow.open(), "config.json", "but the logits of");
+
+    for (file, key, value) in [
+        ("generation_config.json", "eos_token_id", serde_json::json!(5000)),
+        ("generation_config.json", "forced_eos_token_id", serde_json::json!([1, 800])),
+        ("generation_config.json", "bad_words_ids", serde_json::json!([[5, 99999]])),
+        ("generation_config.json", "decoder_start_token_id", serde_json::json!(801)),
+    ] {
+        let m = ScratchModel::of("t5-tiny", &format!("token-{key}"));
+        m.edit_json(file, |v| v[key] = value.clone());
+        expect_err(m.open(), file, &format!("{key}: token id"));
+    }
+    let m = ScratchModel::of("t5-tiny", "config-pad");
+    m.remove("generation_config.json");
+    m.edit_json("config.json", |v| v["pad_token_id"] = 800.into());
+    expect_err(m.open(), "config.json", "pad_token_id: token id 800 is outside");
+
+    let huge = ScratchModel::of("t5-tiny", "huge-positions");
+    huge.edit_json("config.json", |v| v["n_positions"] = serde_json::json!(u64::MAX));
+    let model = huge.open().unwrap();
+    assert_eq!(model.config.max_input_tokens, Some(1 << 24));
+    let long = "word ".repeat(3000);
+    let mut s = duet::new_generation_settings();
+    s.set_int("max_new_tokens", 2).unwrap();
+    let out = duet::generate(&model, &[long.as_str()], &s, None).unwrap();
+    assert!(!out[0].input_truncated && out[0].input_tokens > 3000, "{:?}", out[0].input_tokens);
+
+    // through the C ABI and the CLI
+    let dir = std::ffi::CString::new(wide.0.to_str().unwrap()).unwrap();
+    let mut handle = std::ptr::null_mut();
+    let status = unsafe { duet::ffi::duet_model_open(dir.as_ptr(), std::ptr::null(), &mut handle) };
+    assert_eq!(status, duet::ffi::duet_status::ModelInvalid);
+    assert!(handle.is_null());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(["info", "--model", wide.0.to_str().unwrap()])
+        .env(
+            "DUET_ORT_LIBRARY",
+            std::env::var_os("DUET_ORT_LIBRARY").unwrap_or_else(|| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").into()),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("vocab_size is 900") && !stderr.contains("panicked"), "{stderr}");
+}

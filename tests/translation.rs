@@ -219,3 +219,38 @@ fn translate_owns_the_language_tokens_and_returns_one_text() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// A decoder prefix follows the target language's token: the translation is what generate gives
+/// with the decoder input `[start, fra_Latn, prefix...]` (transformers' decoder_input_ids), and it
+/// starts with the prefix. A text of several chunks refuses a prefix (it would start each chunk).
+#[test]
+fn a_decoder_prefix_starts_the_translation_after_the_language_token() {
+    let model = common::shared("nllb-tiny", "merged");
+    let text = "The museum will reopen next month.";
+    let word = model.tokenizer.encode_plain("Le").unwrap();
+    let mut params = duet::new_generation_settings();
+    params.set_json("decoder_prefix", &serde_json::json!(word)).unwrap();
+    params.set_int("max_new_tokens", 10).unwrap();
+    params.set_int("no_repeat_ngram_size", 2).unwrap();
+    let out = translate(&*model, text, (Some("fra_Latn"), Some("eng_Latn")), &params, None, None).unwrap();
+    assert!(out.text.starts_with("Le"), "{out:?}");
+
+    let fra = model.tokenizer.token_to_id("fra_Latn").unwrap();
+    let d = direction(&model, Some("fra_Latn"), Some("eng_Latn")).unwrap();
+    let input = encode_chunk(&model, &d, text, None, 0).unwrap();
+    let mut direct = duet::new_generation_settings();
+    direct.set_json("decoder_prefix", &serde_json::json!([vec![fra], word.clone()].concat())).unwrap();
+    direct.set_int("forced_bos_token_id", i64::from(fra)).unwrap();
+    direct.set_int("max_new_tokens", 10).unwrap();
+    direct.set_int("no_repeat_ngram_size", 2).unwrap();
+    let want = duet::generate_encoded(&model, &[input], &duet::resolve_params(&model, &direct).unwrap(), None).unwrap();
+    assert_eq!(out.text, want[0].sequences[0].text);
+    assert_eq!(want[0].sequences[0].token_ids[0], fra);
+    assert_eq!(want[0].sequences[0].token_scores[..1 + word.len()], vec![0.0; 1 + word.len()][..]);
+
+    let two_lines = format!("{text}\n{text}");
+    match translate(&*model, &two_lines, (Some("fra_Latn"), None), &params, None, None) {
+        Err(Error::InvalidParam { key, reason }) => assert!(key == "decoder_prefix" && reason.contains("2 chunks"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}

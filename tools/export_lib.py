@@ -551,6 +551,10 @@ def sample_inputs(model_dir):
     tokenizer that knows no English still gets meaningful input). Each ends with the tokenizer's EOS."""
     from tokenizers import Tokenizer
 
+    if not (Path(model_dir) / "tokenizer.json").exists():  # ByT5: bytes + 3, then </s>
+        out = [[b + 3 for b in t.encode()] + [1] for t in SAMPLE_TEXTS]
+        rng = np.random.default_rng(1234)
+        return out + [[int(i) for i in rng.integers(3, 259, n)] + [1] for n in (12, 24, 48, 96)[:N_VOCAB_SAMPLES]]
     tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
     out = [tok.encode(t).ids for t in SAMPLE_TEXTS]
     special = set(tok.get_added_tokens_decoder())

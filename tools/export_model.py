@@ -98,7 +98,7 @@ def marian_tokenizer_json(tok):
 
 def write_tokenizer_json(model, out):
     """Returns how tokenizer.json came about."""
-    from transformers import AutoTokenizer, MarianTokenizer
+    from transformers import AutoTokenizer, ByT5Tokenizer, MarianTokenizer
 
     if (out / "tokenizer.json").exists():
         if Path(model).is_dir() and not (Path(model) / "tokenizer.json").exists():
@@ -111,6 +111,9 @@ def write_tokenizer_json(model, out):
     if isinstance(tok, MarianTokenizer):
         marian_tokenizer_json(tok).save(str(out / "tokenizer.json"))
         return "converted from MarianTokenizer by this script (see marian_tokenizer_json)"
+    if isinstance(tok, ByT5Tokenizer):
+        tok.save_pretrained(out)  # duet reads ByT5's bytes and added tokens from tokenizer_config.json
+        return "none: ByT5 tokenizes UTF-8 bytes (tokenizer_config.json, read by duet)"
     raise SystemExit(f"cannot make tokenizer.json: transformers has no fast conversion for {type(tok).__name__}")
 
 
@@ -132,6 +135,21 @@ def add_decoder_mask(out):
     return note
 
 
+def trace_shapes(config):
+    """Input shapes for the trace where the default ones would fix a length into the graphs.
+
+    LongT5's local and transient-global attention pad the input to a multiple of the block length
+    under an `if` that tracing resolves once: traced at a multiple (Optimum's 16 tokens against a
+    block of 8 or 16), the graph never pads and fails on other lengths. A length that is a multiple of
+    neither the block nor the global block keeps both paddings in the graph."""
+    if config.model_type != "longt5":
+        return {}
+    block, global_block = config.local_radius + 1, getattr(config, "global_block_size", 1)
+    length = next(n for n in range(17, 17 + block * global_block + 1)
+                  if (block < 2 or n % block) and (global_block < 2 or n % global_block))
+    return {"sequence_length": length}
+
+
 def export(model, out, opset=18, merged=True, cross_cache=True):
     """Exports `model` into directory `out`; returns {file name: note} for the printout."""
     from optimum.exporters.onnx import main_export
@@ -139,7 +157,8 @@ def export(model, out, opset=18, merged=True, cross_cache=True):
 
     out = Path(out)
     # Post-processing merges the two decoders into decoder_model_merged.onnx and keeps the split pair.
-    main_export(model, output=out, task="text2text-generation-with-past", opset=opset)
+    main_export(model, output=out, task="text2text-generation-with-past", opset=opset,
+                **trace_shapes(AutoConfig.from_pretrained(model)))
     if not merged:
         (out / MERGED).unlink(missing_ok=True)
     for f in SPLIT + ([MERGED] if merged else []):

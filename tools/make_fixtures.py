@@ -167,15 +167,22 @@ def t5_tokenizer(lines):
                            extra_ids=8, model_max_length=512, clean_up_tokenization_spaces=False)
 
 
-def bart_tokenizer(lines):
-    """Byte-level BPE like BART/RoBERTa: <s>=0 <pad>=1 </s>=2 <unk>=3 ... <mask>=last."""
+def byte_level_bpe(lines, specials, vocab_size):
+    """Byte-level BPE as RoBERTa's, `<s> text </s>` around the input; `specials` take ids 0.."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=800, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(lines, trainer)
-    tok.post_processor = processors.RobertaProcessing(sep=("</s>", 2), cls=("<s>", 0), add_prefix_space=False)
+    tok.post_processor = processors.RobertaProcessing(sep=("</s>", specials.index("</s>")),
+                                                      cls=("<s>", specials.index("<s>")), add_prefix_space=False)
+    return tok
+
+
+def bart_tokenizer(lines):
+    """Byte-level BPE like BART/RoBERTa: <s>=0 <pad>=1 </s>=2 <unk>=3 ... <mask>=last."""
+    tok = byte_level_bpe(lines, ["<s>", "<pad>", "</s>", "<unk>"], 800)
     return BartTokenizerFast(tokenizer_object=tok, model_max_length=256, clean_up_tokenization_spaces=False)
 
 
@@ -224,6 +231,54 @@ def export_onnx(pt_dir, onnx_dir):
     sys.path.insert(0, str(ROOT / "tools"))
     from export_model import export
     export(str(pt_dir), str(onnx_dir), opset=18, merged=True, cross_cache=False)  # as Optimum leaves it
+
+
+def keep_merged_export(onnx_dir, out_dir, extra_files=()):
+    """out_dir gets the encoder and merged decoder of an export, its configs and tokenizer files
+    (those present of META_FILES and `extra_files`), and GRAPHS.txt."""
+    global ONNX_FILES
+    kept = ["encoder_model.onnx", "decoder_model_merged.onnx"]
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    for f in kept + META_FILES + list(extra_files):
+        if (onnx_dir / f).exists():
+            shutil.copy(onnx_dir / f, out_dir / f)
+    graphs, ONNX_FILES = ONNX_FILES, kept
+    try:
+        (out_dir / "GRAPHS.txt").write_text(describe_graphs(out_dir))
+    finally:
+        ONNX_FILES = graphs
+
+
+def export_merged_fixture(model, tok, work, name, extra_files=()):
+    """Saves `model` and `tok` under `work`, exports them, keeps the merged layout as fixture `name`
+    (keep_merged_export) and returns the model and tokenizer reloaded from the checkpoint."""
+    pt_dir, onnx_dir = work / f"{name}-pt", work / f"{name}-onnx"
+    model.save_pretrained(pt_dir)
+    tok.save_pretrained(pt_dir)
+    export_onnx(pt_dir, onnx_dir)
+    keep_merged_export(onnx_dir, FIXTURES / name, extra_files)
+    return AutoModelForSeq2SeqLM.from_pretrained(pt_dir, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(pt_dir)
+
+
+def replay_merged(fixture, cases):
+    """Replays generation goldens with ONNX Runtime through Optimum (merged decoder); fails on any
+    difference."""
+    from optimum.onnxruntime import ORTModelForSeq2SeqLM
+
+    ort_model = ORTModelForSeq2SeqLM.from_pretrained(fixture, use_cache=True, use_merged=True)
+    tok = AutoTokenizer.from_pretrained(fixture)
+    for c in cases:
+        enc = tok(c["inputs"], return_tensors="pt", padding=True)
+        out = ort_model.generate(**enc, **hf_kwargs(ort_model, c["params"], len(c["inputs"])))
+        nret = c["params"].get("num_return_sequences", 1)
+        prefix = len(decoder_prefix(c["params"]))
+        for i, r in enumerate(c["results"]):
+            for j, s in enumerate(r["sequences"]):
+                ids = out[i * nret + j, 1:].tolist()
+                got = ids[:prefix] + cut_at_eos(ids[prefix:], eos_set(ort_model, c["params"]))
+                assert got == s["token_ids"], (c["name"], i, j, got, s["token_ids"])
+    print(f"{fixture.name}: {len(cases)} cases replayed with ONNX Runtime")
 
 
 def describe_graphs(model_dir):
@@ -286,13 +341,32 @@ def hf_generate(model, enc, **kwargs):
         return model.generate(**enc, **kwargs, past_key_values=cache)
 
 
+def decoder_prefix(params):
+    """duet's decoder_prefix (or its older spelling forced_decoder_ids [[1, a], [2, b]])."""
+    if "forced_decoder_ids" in params:
+        return [t for _, t in params["forced_decoder_ids"]]
+    return params.get("decoder_prefix", [])
+
+
+def hf_kwargs(model, params, batch):
+    """`params` as transformers takes them: a decoder prefix is decoder_input_ids after the start token."""
+    kwargs = {k: v for k, v in params.items() if k not in ("decoder_prefix", "forced_decoder_ids")}
+    prefix = decoder_prefix(params)
+    if prefix:
+        start = params.get("decoder_start_token_id", model.generation_config.decoder_start_token_id)
+        kwargs["decoder_input_ids"] = torch.tensor([[start] + prefix] * batch)
+    return kwargs
+
+
 def run_case(model, tok, name, model_name, inputs, params):
     enc = tok(inputs, return_tensors="pt", padding=True)
     beam = params.get("num_beams", 1) > 1
+    prefix = len(decoder_prefix(params))
     with BeamMarginProbe(model) as probe:
-        out = hf_generate(model, enc, **params, output_scores=True, return_dict_in_generate=True)
+        out = hf_generate(model, enc, **hf_kwargs(model, params, len(inputs)), output_scores=True,
+                          return_dict_in_generate=True)
     eos = eos_set(model, params)
-    gen = out.sequences[:, 1:]  # drop decoder_start_token_id
+    gen = out.sequences[:, 1:]  # drop decoder_start_token_id (a decoder prefix stays, as duet returns it)
     if beam:
         trans = model.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
     else:
@@ -303,15 +377,16 @@ def run_case(model, tok, name, model_name, inputs, params):
         seqs = []
         for j in range(nret):
             r = i * nret + j
-            ids = cut_at_eos(gen[r].tolist(), eos)
-            ts = trans[r, : len(ids)].tolist()
+            ids = gen[r].tolist()
+            ids = ids[:prefix] + cut_at_eos(ids[prefix:], eos)
+            ts = [0.0] * prefix + trans[r, : len(ids) - prefix].tolist()  # duet scores a prefix token 0
             if beam:
                 score = out.sequences_scores[r].item()
                 lp = params.get("length_penalty", model.generation_config.length_penalty)
-                assert abs(sum(ts) / len(ids) ** lp - score) < 1e-4, (name, sum(ts), score)
+                assert abs(sum(ts) / (len(ids) - prefix) ** lp - score) < 1e-4, (name, sum(ts), score)
             else:
                 score = sum(ts)
-                for step in range(len(ids)):
+                for step in range(len(ids) - prefix):
                     top2 = torch.topk(out.scores[step][r], 2).values
                     if math.isfinite(top2[1].item()):
                         margin = min(margin, (top2[0] - top2[1]).item())

@@ -15,24 +15,17 @@ ONNX Runtime replay. Runs in about a minute on two CPU cores.
 """
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-if os.environ.get("PYTHONHASHSEED") != "0":  # Optimum's decoder merge is only reproducible with it
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(sys.executable, [sys.executable, *sys.argv])
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_fixtures as mf  # noqa: E402
+import make_fixtures as mf  # noqa: E402  (re-runs this script with PYTHONHASHSEED=0)
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
 from transformers import (  # noqa: E402
-    AutoModelForSeq2SeqLM,
-    AutoTokenizer,
     GenerationConfig,
     M2M100Config,
     M2M100ForConditionalGeneration,
@@ -46,7 +39,6 @@ from transformers import (  # noqa: E402
 )
 
 FIXTURES = mf.FIXTURES
-KEPT_FILES = ["encoder_model.onnx", "decoder_model_merged.onnx"]
 
 FRENCH = """\
 Le renard brun saute par-dessus le chien paresseux.
@@ -264,7 +256,6 @@ SEEDS = {"nllb-tiny": 11, "mbart50-tiny": 12, "marian-tiny": 13}
 
 
 def build(name, make_tok, make_model, work):
-    pt_dir, onnx_dir, out_dir = work / f"{name}-pt", work / f"{name}-onnx", FIXTURES / name
     tok = make_tok(lines(), work)
     for seed in range(SEEDS[name], SEEDS[name] + 50):  # the first seed with large top-1/top-2 margins
         model, gen = make_model(tok, seed)
@@ -278,20 +269,7 @@ def build(name, make_tok, make_model, work):
         if margin > 1e-3:
             break
         print(f"{name}: seed {seed}: top-2 margin {margin:.2e}, trying the next")
-    model.save_pretrained(pt_dir)
-    tok.save_pretrained(pt_dir)
-    mf.export_onnx(pt_dir, onnx_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    for f in KEPT_FILES + mf.META_FILES:
-        if (onnx_dir / f).exists():
-            shutil.copy(onnx_dir / f, out_dir / f)
-    graphs = mf.ONNX_FILES
-    mf.ONNX_FILES = KEPT_FILES
-    (out_dir / "GRAPHS.txt").write_text(mf.describe_graphs(out_dir))
-    mf.ONNX_FILES = graphs
-    model = AutoModelForSeq2SeqLM.from_pretrained(pt_dir, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(pt_dir)
+    model, tok = mf.export_merged_fixture(model, tok, work, name)
     cases = generation_cases(model, tok, name)
     translations = [dict(model=name, **hf_translate(model, tok, name, *t)) for t in TRANSLATIONS[name]]
     for t in translations:
@@ -300,23 +278,6 @@ def build(name, make_tok, make_model, work):
         if c["min_top2_margin"] < 1e-3:
             print(f"warning: {c['name']}: top-2 margin {c['min_top2_margin']:.2e}", file=sys.stderr)
     return cases, translations
-
-
-def verify(name, cases):
-    """Replays the generation goldens with ONNX Runtime through Optimum (merged decoder)."""
-    from optimum.onnxruntime import ORTModelForSeq2SeqLM
-
-    ort_model = ORTModelForSeq2SeqLM.from_pretrained(FIXTURES / name, use_cache=True, use_merged=True)
-    tok = AutoTokenizer.from_pretrained(FIXTURES / name)
-    for c in cases:
-        enc = tok(c["inputs"], return_tensors="pt", padding=True)
-        out = ort_model.generate(**enc, **c["params"])
-        nret = c["params"].get("num_return_sequences", 1)
-        for i, r in enumerate(c["results"]):
-            for j, s in enumerate(r["sequences"]):
-                got = mf.cut_at_eos(out[i * nret + j, 1:].tolist(), mf.eos_set(ort_model, c["params"]))
-                assert got == s["token_ids"], (c["name"], i, j, got, s["token_ids"])
-    print(f"{name}: {len(cases)} cases replayed with ONNX Runtime")
 
 
 def main():
@@ -341,7 +302,7 @@ def main():
         print(f"{t['model']:13} {t['to']:9} {t['from'] or '-':9} {t['min_top2_margin']:.4f} {t['translation'][:60]!r}")
     if not args.no_verify:
         for name, (cases, _) in built.items():
-            verify(name, cases)
+            mf.replay_merged(FIXTURES / name, cases)
     if not args.keep_work:
         shutil.rmtree(work)
     for name in built:

@@ -219,7 +219,8 @@ pub(crate) unsafe fn call_params(params: *const duet_params) -> Result<(crate::S
 }
 
 /// Frees a result; NULL is a no-op.
-/// Thread safety: call once, when no other thread uses the object.
+/// Thread safety: call once. A call still using the object on another thread keeps it until that
+/// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 #[no_mangle]
 pub unsafe extern "C" fn duet_result_free(result: *mut duet_result) {
     free_handle(result, "result")
@@ -272,7 +273,8 @@ pub unsafe extern "C" fn duet_result_token_ids(
 ) -> duet_status {
     boundary(|| {
         let (ids, len) = (out_arg(ids, "ids")?, out_arg(len, "len")?);
-        let s = handle(result, "result")?.sequence(input, seq)?;
+        let result = handle(result, "result")?;
+        let s = result.sequence(input, seq)?;
         *ids = s.token_ids.as_ptr();
         *len = s.token_ids.len();
         Ok(())
@@ -318,7 +320,8 @@ pub unsafe extern "C" fn duet_result_input_info(
 ) -> duet_status {
     boundary(|| {
         let (tokens_out, truncated_out) = (out_arg(input_tokens, "input_tokens")?, out_arg(truncated, "truncated")?);
-        let i = handle(result, "result")?.input(input)?;
+        let result = handle(result, "result")?;
+        let i = result.input(input)?;
         *tokens_out = i.input_tokens;
         *truncated_out = i.truncated;
         Ok(())

@@ -53,7 +53,8 @@ pub unsafe extern "C" fn duet_model_open(dir: *const c_char, options: *const due
     })
 }
 
-/// Frees a model; NULL is a no-op. No other thread may be using it. Chats and indexes made
+/// Frees a model; NULL is a no-op. A call still inside it on another thread keeps it until that
+/// call returns (new calls get DUET_STATUS_INVALID_HANDLE at once). Chats and indexes made
 /// from it keep what they need alive until they are freed themselves; a generator still running
 /// on its scheduler ends with DUET_STATUS_CANCELLED.
 #[no_mangle]

@@ -67,7 +67,8 @@ pub unsafe extern "C" fn duet_params_new(out: *mut *mut duet_params) -> duet_sta
 }
 
 /// Frees parameters; NULL is a no-op.
-/// Thread safety: call once, when no other thread uses the object.
+/// Thread safety: call once. A call still using the object on another thread keeps it until that
+/// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_free(params: *mut duet_params) {
     free_handle(params, "params")
@@ -116,7 +117,7 @@ pub unsafe extern "C" fn duet_params_unset(params: *mut duet_params, key: *const
 #[no_mangle]
 pub unsafe extern "C" fn duet_params_set_cancel_token(params: *mut duet_params, token: *const duet_cancel_token) -> duet_status {
     boundary(|| {
-        let params = handle_mut(params, "params")?;
+        let mut params = handle_mut(params, "params")?;
         params.cancel = if token.is_null() { None } else { Some(handle(token, "token")?.token.clone()) };
         Ok(())
     })
@@ -152,7 +153,8 @@ pub unsafe extern "C" fn duet_cancel_token_reset(token: *const duet_cancel_token
 }
 
 /// Frees a token; NULL is a no-op. Params holding it keep working.
-/// Thread safety: call once, when no other thread uses the object.
+/// Thread safety: call once. A call still using the object on another thread keeps it until that
+/// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 #[no_mangle]
 pub unsafe extern "C" fn duet_cancel_token_free(token: *mut duet_cancel_token) {
     free_handle(token, "token")
@@ -169,7 +171,8 @@ pub unsafe extern "C" fn duet_model_options_new(out: *mut *mut duet_model_option
 }
 
 /// Frees model options; NULL is a no-op.
-/// Thread safety: call once, when no other thread uses the object.
+/// Thread safety: call once. A call still using the object on another thread keeps it until that
+/// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 #[no_mangle]
 pub unsafe extern "C" fn duet_model_options_free(options: *mut duet_model_options) {
     free_handle(options, "options")

@@ -282,7 +282,8 @@ pub unsafe extern "C" fn duet_index_load(
 }
 
 /// Frees an index; NULL is a no-op.
-/// Thread safety: call once, when no other thread uses the object.
+/// Thread safety: call once. A call still using the object on another thread keeps it until that
+/// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 #[no_mangle]
 pub unsafe extern "C" fn duet_index_free(index: *mut duet_index) {
     free_handle(index, "index")

@@ -1,7 +1,7 @@
 //! Status codes (fixed numbers, never reused) and the per-thread last error message.
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, CStr, CString};
 
 use crate::error::{Error, ErrorKind};
 
@@ -161,9 +161,15 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
+/// Records the thread's last error. In a thread's destructors, after its storage is gone, the
+/// message is dropped (the status still says what happened): never a panic, which would abort.
 pub(crate) fn set_last_error(message: &str) {
     let c = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    let _ = LAST_ERROR.try_with(|e| {
+        if let Ok(mut slot) = e.try_borrow_mut() {
+            *slot = c;
+        }
+    });
 }
 
 pub(crate) fn fail(e: &Error) -> duet_status {
@@ -172,10 +178,12 @@ pub(crate) fn fail(e: &Error) -> duet_status {
 }
 
 /// The message of the last failed call on this thread ("" if none). Valid until the next
-/// failing call on the same thread; do not free it.
+/// failing call on the same thread; do not free it. In a thread's destructors (after its
+/// storage is gone) it is a static "(no message: the thread is exiting)".
 #[no_mangle]
 pub extern "C" fn duet_last_error_message() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    const EXITING: &CStr = c"(no message: the thread is exiting)";
+    LAST_ERROR.try_with(|e| e.try_borrow().map_or(EXITING.as_ptr(), |m| m.as_ptr())).unwrap_or(EXITING.as_ptr())
 }
 
 /// The name of a status code, e.g. "DUET_STATUS_MODEL_INVALID"; "DUET_STATUS_UNKNOWN" for

@@ -195,7 +195,7 @@ pub unsafe extern "C" fn duet_chat_send(
 ) -> duet_status {
     boundary(|| {
         let out = out_arg(out, "out")?;
-        let c = handle_mut(chat, "chat")?;
+        let mut c = handle_mut(chat, "chat")?;
         let text = str_arg(user_text, "user_text")?;
         let limits = crate::generate::control::Limits::start(&c.settings, c.cancel.clone());
         let mut hooks = Hooks::from(callbacks);
@@ -227,7 +227,8 @@ pub unsafe extern "C" fn duet_chat_num_turns(chat: *const duet_chat, out: *mut u
 }
 
 /// Frees a conversation; NULL is a no-op.
-/// Thread safety: call once, when no other thread uses the object.
+/// Thread safety: call once. A call still using the object on another thread keeps it until that
+/// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 #[no_mangle]
 pub unsafe extern "C" fn duet_chat_free(chat: *mut duet_chat) {
     free_handle(chat, "chat")
@@ -297,7 +298,8 @@ pub unsafe extern "C" fn duet_reply_stat(reply: *const duet_reply, key: *const c
 }
 
 /// Frees a reply; NULL is a no-op.
-/// Thread safety: call once, when no other thread uses the object.
+/// Thread safety: call once. A call still using the object on another thread keeps it until that
+/// call returns; new calls get DUET_STATUS_INVALID_HANDLE at once.
 #[no_mangle]
 pub unsafe extern "C" fn duet_reply_free(reply: *mut duet_reply) {
     free_handle(reply, "reply")

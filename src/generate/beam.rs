@@ -56,7 +56,10 @@ pub(crate) struct BeamSearch {
     vocab: usize,
     /// Continuations looked at per item and step.
     keep: usize,
+    /// Steps that generated (the decoder prefix's steps are not counted).
     step: usize,
+    /// Decoder prefix tokens fed so far.
+    fed: usize,
 }
 
 impl BeamSearch {
@@ -73,7 +76,7 @@ impl BeamSearch {
                 improvable: true,
             })
             .collect();
-        Self { rules, items, vocab, keep, step: 0 }
+        Self { rules, items, vocab, keep, step: 0, fed: 0 }
     }
 
     fn ends_with_stop(&self, tokenizer: &Tokenizer, ids: &[u32], token: u32) -> Result<bool> {
@@ -97,6 +100,15 @@ impl Search for BeamSearch {
     }
 
     fn advance(&mut self, tokenizer: &Tokenizer, logits: &Logits, first: usize, _: &mut Vec<Event>) -> Result<RowChange> {
+        // The decoder prefix is fed to every beam alike; the scores stay as they were.
+        if let Some(&token) = self.rules.params.decoder_prefix.get(self.fed) {
+            for beam in self.items.iter_mut().flat_map(|it| it.running.iter_mut()) {
+                beam.ids.push(token);
+                beam.token_scores.push(0.0);
+            }
+            self.fed += 1;
+            return Ok(RowChange::Same);
+        }
         let p = &self.rules.params;
         let (nb, vocab, step) = (p.num_beams, self.vocab, self.step);
         let generated = step + 1;

@@ -24,7 +24,7 @@ pub fn worst_case_bytes(model: &Model, inputs: &[Encoded], params: &GenerationPa
     let per_position = (cache.layers as u64).saturating_mul(2).saturating_mul(width).saturating_mul(element);
     let input_len = inputs.iter().map(|e| e.ids.len()).max().unwrap_or(0) as u64;
     let d_model = model.config.d_model.map_or(width, |d| d as u64);
-    let steps = (params.max_new_tokens as u64).saturating_add(1);
+    let steps = (params.max_new_tokens as u64).saturating_add(1).saturating_add(params.decoder_prefix.len() as u64);
     let per_row = per_position
         .saturating_mul(steps)
         .saturating_add(per_position.saturating_mul(input_len))

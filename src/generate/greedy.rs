@@ -11,7 +11,7 @@ use crate::model::Logits;
 use crate::text::{TextStream, Tokenizer};
 
 struct Row {
-    /// Decoder start token, then the generated tokens.
+    /// Decoder start token, the decoder prefix as far as it was fed, then the generated tokens.
     ids: Vec<u32>,
     token_scores: Vec<f32>,
     finished: Option<FinishReason>,
@@ -27,6 +27,7 @@ pub(crate) struct Greedy {
     /// The rows still decoding, in batch order: finished rows leave the batch (transformers keeps
     /// them, fed with padding; every row's own computation is the same either way).
     active: Vec<usize>,
+    /// Steps that generated (the decoder prefix's steps are not counted).
     steps: usize,
 }
 
@@ -71,16 +72,30 @@ impl Search for Greedy {
     }
 
     fn advance(&mut self, tokenizer: &Tokenizer, logits: &Logits, first: usize, events: &mut Vec<Event>) -> Result<RowChange> {
+        let prefix = self.rules.params.decoder_prefix.len();
+        // Every row is at the same position while the prefix is fed: its next token is given.
+        if let Some(&token) = self.active.first().and_then(|&r| self.rules.params.decoder_prefix.get(self.rows[r].ids.len() - 1)) {
+            for &i in &self.active {
+                let row = &mut self.rows[i];
+                row.ids.push(token);
+                row.token_scores.push(0.0);
+                row.stream.push(tokenizer, token, &self.rules.stops)?;
+                if let Some(piece) = row.stream.take_piece(&self.rules.stops) {
+                    events.push(Event::Text { input: i, piece, token: Some(token) });
+                }
+            }
+            return Ok(RowChange::Same);
+        }
         let active = std::mem::take(&mut self.active);
         let mut keep = Vec::with_capacity(active.len());
         for (j, &i) in active.iter().enumerate() {
             let (p, pipeline, stops) = (&self.rules.params, &self.rules.pipeline, &self.rules.stops);
             let row = &mut self.rows[i];
             let mut scores = logits.row(first + j).to_vec();
-            let ctx = RowContext { decoder_ids: &row.ids, generated: row.ids.len() - 1 };
+            let ctx = RowContext { decoder_ids: &row.ids, generated: row.ids.len() - 1 - prefix };
             pipeline.process(&ctx, &mut scores);
             if scores.iter().all(|s| *s == f32::NEG_INFINITY) {
-                return Err(super::nothing_to_generate(i, row.ids.len() - 1));
+                return Err(super::nothing_to_generate(i, ctx.generated));
             }
             let token = if p.do_sample {
                 pipeline.warp(&ctx, &mut scores);

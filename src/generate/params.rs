@@ -41,6 +41,10 @@ pub struct GenerationParams {
     pub bad_words_ids: Vec<Vec<u32>>,
     /// Not the first token generated after the forced first one (transformers' begin index).
     pub begin_suppress_tokens: Vec<u32>,
+    /// Tokens every output starts with, fed to the decoder before anything is generated
+    /// (transformers' `decoder_input_ids` after the start token). `max_new_tokens` and
+    /// `min_new_tokens` count the tokens after them.
+    pub decoder_prefix: Vec<u32>,
     pub stop_strings: Vec<String>,
     pub max_input_tokens: Option<usize>,
     pub truncate_input: bool,
@@ -59,18 +63,30 @@ impl GenerationParams {
         let tokens =
             |k: &str| -> Result<Vec<u32>> { s.int_list(k).unwrap_or(&[]).iter().map(|&id| checked_token(k, id, vocab_size)).collect() };
 
+        let decoder_prefix = decoder_prefix(caller, vocab_size)?;
+        let prefix_len = decoder_prefix.len() as i64;
         // As in transformers: an explicit max_new_tokens wins over max_length (default 20), which
-        // counts the decoder start token. The caller's max_length also beats the model's max_new_tokens.
+        // counts the decoder start token and the prefix. The caller's max_length also beats the
+        // model's max_new_tokens.
+        let max_length = |len: i64| -> Result<i64> {
+            if len - 1 - prefix_len < 1 {
+                return Err(Error::invalid_param(
+                    "max_length",
+                    format!("{len} leaves no room to generate after the start token and the {prefix_len}-token decoder_prefix"),
+                ));
+            }
+            Ok(len - 1 - prefix_len)
+        };
         let max_new_tokens = if let Some(n) = caller.int("max_new_tokens") {
             n
         } else if let Some(len) = caller.int("max_length") {
-            len - 1
+            max_length(len)?
         } else if let Some(n) = defaults.int("max_new_tokens") {
             n
         } else {
-            defaults.int("max_length").unwrap_or_else(|| table("max_length").parse().unwrap_or(20)) - 1
+            max_length(defaults.int("max_length").unwrap_or_else(|| table("max_length").parse().unwrap_or(20)))?
         };
-        let min_new_tokens = int("min_new_tokens").max(int("min_length") - 1).max(0);
+        let min_new_tokens = int("min_new_tokens").max(int("min_length") - 1 - prefix_len).max(0);
 
         let num_beams = int("num_beams") as usize;
         let num_return_sequences = int("num_return_sequences") as usize;
@@ -132,6 +148,7 @@ impl GenerationParams {
             suppress_tokens: tokens("suppress_tokens")?,
             bad_words_ids,
             begin_suppress_tokens: tokens("begin_suppress_tokens")?,
+            decoder_prefix,
             stop_strings: s.str_list("stop_strings").map(<[String]>::to_vec).unwrap_or_default(),
             max_input_tokens: s.int("max_input_tokens").map(|v| v as usize),
             truncate_input: flag("truncate_input"),
@@ -141,6 +158,39 @@ impl GenerationParams {
     pub fn is_eos(&self, token: u32) -> bool {
         self.eos_token_ids.contains(&token)
     }
+}
+
+/// `decoder_prefix`, or the caller's `forced_decoder_ids` when they force positions 1, 2, ... in
+/// order (what the older transformers did with them; 4.57 reads neither from a model's config).
+fn decoder_prefix(caller: &Settings, vocab_size: usize) -> Result<Vec<u32>> {
+    let prefix = caller.int_list("decoder_prefix");
+    let forced = caller.int_lists("forced_decoder_ids");
+    let ids: Vec<i64> = match (prefix, forced) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid_param("forced_decoder_ids", "set decoder_prefix or forced_decoder_ids, not both"));
+        }
+        (Some(p), None) => p.to_vec(),
+        (None, Some(pairs)) => {
+            for (i, pair) in pairs.iter().enumerate() {
+                if pair[0] != i as i64 + 1 {
+                    return Err(Error::invalid_param(
+                        "forced_decoder_ids",
+                        format!(
+                            "entry {i} forces position {}; only positions 1, 2, ... in order (a decoder prefix) are supported, as transformers 4.57 supports decoder_input_ids only",
+                            pair[0]
+                        ),
+                    ));
+                }
+            }
+            pairs.iter().map(|p| p[1]).collect()
+        }
+        (None, None) => Vec::new(),
+    };
+    let key = if forced.is_some() { "forced_decoder_ids" } else { "decoder_prefix" };
+    if ids.len() > 1 << 16 {
+        return Err(Error::invalid_param(key, format!("{} tokens is longer than the 65536 allowed", ids.len())));
+    }
+    ids.iter().map(|&id| checked_token(key, id, vocab_size)).collect()
 }
 
 fn checked_token(key: &str, id: i64, vocab_size: usize) -> Result<u32> {

@@ -7,9 +7,9 @@ use super::params::GenerationParams;
 
 /// What a processor may look at for one row.
 pub struct RowContext<'a> {
-    /// Decoder input so far: the start token, then the generated tokens.
+    /// Decoder input so far: the start token, the decoder prefix, then the generated tokens.
     pub decoder_ids: &'a [u32],
-    /// Tokens generated so far (`decoder_ids.len() - 1`).
+    /// Tokens generated so far, after the prefix (`decoder_ids.len() - 1 - prefix`).
     pub generated: usize,
 }
 
@@ -134,8 +134,9 @@ fn force(tokens: &[u32], scores: &mut [f32]) {
 pub struct ForcedBos(pub u32);
 
 impl LogitsProcessor for ForcedBos {
+    /// Only right after the start token: never after a decoder prefix, as transformers.
     fn process(&self, row: &RowContext, scores: &mut [f32]) {
-        if row.generated == 0 {
+        if row.decoder_ids.len() == 1 {
             force(&[self.0], scores);
         }
     }
@@ -231,9 +232,10 @@ impl Pipeline {
             processors.push(Box::new(SuppressTokens(p.suppress_tokens.clone())));
         }
         if !p.begin_suppress_tokens.is_empty() {
-            // transformers: the begin index is the decoder input's length (1), one more when a
-            // first token is forced.
-            let at = 1 + usize::from(p.forced_bos_token_id.is_some());
+            // transformers: the begin index is the decoder input's length (start token and
+            // prefix), one more when a first token is forced after the start token alone.
+            let prefix = p.decoder_prefix.len();
+            let at = 1 + prefix + usize::from(prefix == 0 && p.forced_bos_token_id.is_some());
             processors.push(Box::new(SuppressAtBegin { tokens: SuppressTokens(p.begin_suppress_tokens.clone()), decoder_len: at }));
         }
         let mut warpers: Vec<Box<dyn LogitsProcessor>> = Vec::new();

@@ -12,6 +12,10 @@ use crate::settings::Settings;
 pub const SUPPORTED_MODEL_TYPES: &[&str] =
     &["t5", "mt5", "umt5", "longt5", "bart", "mbart", "marian", "pegasus", "m2m_100", "blenderbot", "blenderbot-small", "nllb-moe"];
 
+/// A position limit above this (2^24 tokens) is read as this: no input that long fits in memory,
+/// and arithmetic on the limit stays far from overflow.
+const MAX_POSITIONS: usize = 1 << 24;
+
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub model_type: String,
@@ -96,7 +100,8 @@ impl ModelConfig {
         let vocab_size = usize_field(&config, &["vocab_size"]).ok_or_else(|| Error::invalid_model(&config_path, "has no `vocab_size`"))?;
         // RoBERTa's families count two positions for the padding offset (transformers: 514 → 512).
         let offset = if ["roberta", "xlm-roberta", "camembert", "longformer"].contains(&model_type.as_str()) { 2 } else { 0 };
-        let max_input_tokens = usize_field(&config, &["max_position_embeddings", "n_positions"]).map(|m| m.saturating_sub(offset));
+        let max_input_tokens =
+            usize_field(&config, &["max_position_embeddings", "n_positions"]).map(|m| m.saturating_sub(offset).min(MAX_POSITIONS));
         let mut generation = Settings::new(GENERATION_SPECS);
         if let Some(pad) = config.get("pad_token_id").and_then(Json::as_i64) {
             generation.set_int("pad_token_id", pad).map_err(|e| Error::invalid_model(&config_path, format!("pad_token_id: {e}")))?;
@@ -128,7 +133,7 @@ impl ModelConfig {
             let d_model = usize_field(&config, &["d_model", "hidden_size"])?;
             decoder_heads.filter(|h| *h > 0).map(|h| d_model / h)
         });
-        let max_input_tokens = usize_field(&config, &["max_position_embeddings", "n_positions"]);
+        let max_input_tokens = usize_field(&config, &["max_position_embeddings", "n_positions"]).map(|m| m.min(MAX_POSITIONS));
         let summarization_prefix = config.pointer("/task_specific_params/summarization/prefix").and_then(Json::as_str).map(str::to_string);
         let rerank_template = match config.pointer("/task_specific_params/rerank/template") {
             None => None,
@@ -173,6 +178,38 @@ impl ModelConfig {
             translation_prefixes: translation_prefixes(&config),
             generation,
         })
+    }
+
+    /// Every token id of the model's generation settings lies within `vocab_size`; otherwise the
+    /// file that set it is refused, naming the field (a request would fail on it every time).
+    pub fn check_generation_tokens(&self, dir: &Path) -> Result<()> {
+        let g = &self.generation;
+        for key in [
+            "eos_token_id",
+            "pad_token_id",
+            "bos_token_id",
+            "decoder_start_token_id",
+            "forced_bos_token_id",
+            "forced_eos_token_id",
+            "suppress_tokens",
+            "begin_suppress_tokens",
+            "bad_words_ids",
+        ] {
+            let ids: Vec<i64> = match (g.int(key), g.int_list(key), g.int_lists(key)) {
+                (Some(i), _, _) => vec![i],
+                (_, Some(l), _) => l.to_vec(),
+                (_, _, Some(ls)) => ls.iter().flatten().copied().collect(),
+                _ => continue,
+            };
+            if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as u64 >= self.vocab_size as u64) {
+                let file = if dir.join("generation_config.json").exists() { "generation_config.json" } else { "config.json" };
+                return Err(Error::invalid_model(
+                    dir.join(file),
+                    format!("{key}: token id {bad} is outside the vocabulary (0..{}, config.json vocab_size)", self.vocab_size),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn is_supported_type(&self) -> bool {

@@ -43,6 +43,8 @@ struct Graph {
     /// `decoder_attention_mask` `[rows, past + 1]` over the self-attention positions
     /// (tools/decoder_mask.py): rows at different positions can share a run, left-padded.
     takes_self_mask: bool,
+    /// Width of `logits` when the graph fixes it.
+    logits_width: Option<usize>,
 }
 
 impl Graph {
@@ -53,14 +55,14 @@ impl Graph {
         if needs_hidden_states {
             io.require_float_input("encoder_hidden_states")?;
         }
-        io.require_output("logits")?;
+        let logits_width = io.require_logits()?;
         let takes_hidden_states = io.has_input("encoder_hidden_states");
         // tools/decoder_mask.py gives it a default of ones: an overridable initializer.
         let takes_self_mask = io.has_input(SELF_MASK) || io.has_overridable(SELF_MASK);
         if io.has_input(SELF_MASK) {
             io.require_input(SELF_MASK, TensorElementType::Int64)?;
         }
-        Ok(Self { session: Mutex::new(session), path: path.to_path_buf(), takes_hidden_states, takes_self_mask })
+        Ok(Self { session: Mutex::new(session), path: path.to_path_buf(), takes_hidden_states, takes_self_mask, logits_width })
     }
 }
 
@@ -75,6 +77,8 @@ pub struct Decoder {
     bind_cache_to: Option<CacheDevice>,
     /// Row selection for the caches, on the device they live on.
     pub rows: RowGather,
+    /// The vocabulary every run's logits must span (config.json's `vocab_size`, checked at open).
+    vocab: usize,
 }
 
 /// Next-token logits of each row, `[rows, vocab]`.
@@ -99,7 +103,22 @@ impl Decoder {
     }
 
     fn unbound(layout: Layout, first: Graph, with_past: Option<Graph>, cache: CacheShape) -> Self {
-        Self { layout, first, with_past, cache, bind_cache_to: None, rows: RowGather::new(CacheDevice::Host, false) }
+        Self { layout, first, with_past, cache, bind_cache_to: None, rows: RowGather::new(CacheDevice::Host, false), vocab: 0 }
+    }
+
+    /// Refuses a `vocab_size` that a graph's static logits width contradicts; every run's logits
+    /// are then checked against it.
+    pub fn expect_vocab(&mut self, vocab_size: usize, config_path: &Path) -> Result<()> {
+        for graph in std::iter::once(&self.first).chain(self.with_past.as_ref()) {
+            if let Some(width) = graph.logits_width.filter(|w| *w != vocab_size) {
+                return Err(Error::invalid_model(
+                    config_path,
+                    format!("vocab_size is {vocab_size}, but the logits of {} are {width} wide", graph.path.display()),
+                ));
+            }
+        }
+        self.vocab = vocab_size;
+        Ok(())
     }
 
     pub fn split(
@@ -235,7 +254,7 @@ impl Decoder {
             None => {
                 let feed: Vec<(Cow<'static, str>, SessionInputValue<'_>)> =
                     inputs.into_iter().map(|(n, v)| (n, SessionInputValue::from(v))).collect();
-                collect(session.run(feed).map_err(onnx)?, &graph.path, &wanted)?
+                collect(session.run(feed).map_err(onnx)?, &graph.path, &wanted, self.vocab)?
             }
             Some(device) => {
                 let mut binding = session.create_binding().map_err(onnx)?;
@@ -247,7 +266,7 @@ impl Decoder {
                 for name in &wanted {
                     binding.bind_output_to_device(name.as_str(), &cache_memory).map_err(onnx)?;
                 }
-                let collected = collect(session.run_binding(&binding).map_err(onnx)?, &graph.path, &wanted)?;
+                let collected = collect(session.run_binding(&binding).map_err(onnx)?, &graph.path, &wanted, self.vocab)?;
                 collected
             }
         };
@@ -277,10 +296,20 @@ fn collect(
     mut outputs: ort::session::SessionOutputs<'_>,
     path: &Path,
     wanted: &[String],
+    expected_vocab: usize,
 ) -> Result<(Logits, std::vec::IntoIter<DynTensor>)> {
     let value = outputs.remove("logits").ok_or_else(|| Error::invalid_model(path, "no `logits` output"))?;
     let (shape, data) = tensors::to_host_f32(&tensors::into_tensor(value, "logits")?)?;
-    let (rows, seq, vocab) = (shape[0] as usize, shape[1] as usize, shape[2] as usize);
+    let &[rows, seq, vocab] = shape.as_slice() else {
+        return Err(Error::invalid_model(path, format!("the logits it returned are {shape:?}, not [rows, positions, vocabulary]")));
+    };
+    let (rows, seq, vocab) = (rows as usize, seq as usize, vocab as usize);
+    if vocab != expected_vocab || seq == 0 || data.len() != rows * seq * vocab {
+        return Err(Error::invalid_model(
+            path,
+            format!("the logits it returned are {shape:?}; config.json's vocab_size is {expected_vocab}"),
+        ));
+    }
     let data = if seq == 1 {
         data
     } else {

@@ -77,6 +77,23 @@ pub static GENERATION_SPECS: &[Spec] = &[
         check::token_ids,
         "tokens that may not be the first generated one after the forced first token (default: the model's, else none)"
     ),
+    spec!(
+        "decoder_prefix",
+        Kind::IntList,
+        check::token_ids,
+        "tokens every output starts with, after the decoder start token (transformers' decoder_input_ids); generated tokens follow them (default: none)"
+    ),
+    spec!(
+        "forced_decoder_ids",
+        Kind::IntLists,
+        |v| match v {
+            crate::settings::Value::IntLists(l) if l.iter().any(|p| p.len() != 2 || p.iter().any(|i| *i < 0)) => {
+                Err("pairs [position, token id] of non-negative integers are expected".into())
+            }
+            _ => Ok(()),
+        },
+        "[[1, a], [2, b], ...]: the older spelling of decoder_prefix [a, b, ...]; positions 1, 2, ... in order only (ignored in a model's generation_config.json, as transformers 4.57 does)"
+    ),
     spec!("decoder_start_token_id", Kind::Int, check::token_ids, "first decoder input token (default: the model's, else bos_token_id)"),
     spec!(
         "stop_strings",

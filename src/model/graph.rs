@@ -67,6 +67,27 @@ impl<'a> GraphIo<'a> {
         Err(Error::invalid_model(self.path, format!("the graph has no output `{name}` (outputs: {})", outputs.join(", "))))
     }
 
+    /// `logits` must be a float tensor `[rows, positions, vocab]`; returns its width when static.
+    pub fn require_logits(&self) -> Result<Option<usize>> {
+        self.require_output("logits")?;
+        let ty = self.session.outputs().iter().find(|o| o.name() == "logits").map(|o| o.dtype());
+        let element = ty.and_then(ValueType::tensor_type);
+        if !element.is_some_and(is_float_type) {
+            return Err(Error::invalid_model(
+                self.path,
+                format!("output `logits` is {ty:?}, expected a tensor of float32, float16 or bfloat16"),
+            ));
+        }
+        let dims: Vec<i64> = ty.and_then(ValueType::tensor_shape).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        if dims.len() != 3 {
+            return Err(Error::invalid_model(
+                self.path,
+                format!("output `logits` has {} dimensions {dims:?}, expected 3 (rows, positions, vocabulary)", dims.len()),
+            ));
+        }
+        Ok((dims[2] > 0).then_some(dims[2] as usize))
+    }
+
     pub fn input_names(&self) -> Vec<String> {
         self.session.inputs().iter().map(|i| i.name().to_string()).collect()
     }

@@ -88,8 +88,7 @@ impl Languages {
             }
             "marian" => {
                 let mut codes: Vec<LanguageCode> = tokenizer
-                    .inner()
-                    .get_vocab(true)
+                    .vocab()
                     .into_iter()
                     .filter(|(t, _)| is_marian_code(t))
                     .map(|(code, id)| LanguageCode { code, token_id: Some(id) })
@@ -147,11 +146,10 @@ fn read_tokenizer_config(dir: &Path) -> Json {
 /// The tokenizer's added tokens that `is_code` accepts, in id order.
 fn added_codes(tokenizer: &Tokenizer, is_code: impl Fn(&str) -> bool) -> Vec<LanguageCode> {
     let mut codes: Vec<LanguageCode> = tokenizer
-        .inner()
-        .get_added_tokens_decoder()
+        .added_tokens()
         .into_iter()
-        .filter(|(_, t)| is_code(&t.content))
-        .map(|(id, t)| LanguageCode { code: t.content, token_id: Some(id) })
+        .filter(|(_, t)| is_code(t))
+        .map(|(id, code)| LanguageCode { code, token_id: Some(id) })
         .collect();
     codes.sort_by_key(|c| c.token_id);
     codes

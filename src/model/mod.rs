@@ -187,8 +187,10 @@ impl Model {
             decoder.bind_cache_to(device);
         }
         let logits_vocab = config.vocab_size;
+        decoder.expect_vocab(logits_vocab, &dir.join("config.json"))?;
+        config.check_generation_tokens(dir)?;
         if tokenizer.id_bound() > logits_vocab {
-            return Err(Error::invalid_model(dir.join("tokenizer.json"), "the tokenizer's vocabulary exceeds the model's logits"));
+            return Err(Error::invalid_model(dir.join(tokenizer.file_name()), "the tokenizer's vocabulary exceeds the model's logits"));
         }
         let files: &[&str] = match layout {
             Layout::Merged => &[ENCODER_FILE, MERGED_DECODER_FILE],
@@ -279,7 +281,7 @@ impl Model {
             .get_or_try_init(|| {
                 identity::embedding_identity(
                     &self.dir.join(self.encoder_file),
-                    &self.dir.join("tokenizer.json"),
+                    &self.dir.join(self.tokenizer.file_name()),
                     &self.embedding.describe(),
                 )
             })
@@ -334,6 +336,7 @@ impl Model {
             "vocab_size": self.logits_vocab,
             "memory_budget_bytes": self.memory_budget,
             "tokenizer_vocab_size": self.tokenizer.id_bound(),
+            "tokenizer": self.tokenizer.kind(),
             "max_input_tokens": self.config.max_input_tokens,
             "execution_provider": self.provider.ort_name(),
             "providers_skipped": self.provider_notes,
@@ -405,7 +408,7 @@ fn tokenizer_within(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
     let tokenizer = Tokenizer::from_dir(dir)?;
     if tokenizer.id_bound() > vocab_size {
         return Err(Error::invalid_model(
-            dir.join("tokenizer.json"),
+            dir.join(tokenizer.file_name()),
             format!(
                 "the tokenizer has token ids up to {} but the model's vocabulary (config.json vocab_size) is {vocab_size}",
                 tokenizer.id_bound() - 1

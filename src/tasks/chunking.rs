@@ -45,7 +45,7 @@ pub struct Chunk {
 
 /// Token count of `text` without special tokens.
 pub fn count_tokens(tokenizer: &Tokenizer, text: &str) -> Result<usize> {
-    Ok(tokenizer.inner().encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?.len())
+    Ok(tokenizer.encode_plain(text)?.len())
 }
 
 /// Pieces of one over-long sentence, each at most `budget` tokens when tokenized alone, cut at
@@ -69,8 +69,7 @@ fn split_long(tokenizer: &Tokenizer, sentence: &str, budget: usize) -> Result<Ve
 
 /// `text` cut into runs of `window` tokens.
 fn cut_at_tokens(tokenizer: &Tokenizer, text: &str, window: usize) -> Result<Vec<String>> {
-    let enc = tokenizer.inner().encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-    let offsets = enc.get_offsets();
+    let (_, offsets) = tokenizer.encode_plain_with_offsets(text)?;
     let mut pieces = Vec::new();
     let mut start_byte = 0;
     for run in offsets.chunks(window) {

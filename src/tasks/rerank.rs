@@ -73,6 +73,6 @@ pub fn rerank_with(model: &Model, query: &str, passages: &[&str], params: &Setti
 }
 
 fn first_token(model: &Model, word: &str) -> Result<u32> {
-    let ids = model.tokenizer.inner().encode(word, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
-    ids.get_ids().first().copied().ok_or_else(|| Error::invalid_param("relevance_tokens", format!("`{word}` encodes to no token")))
+    let ids = model.tokenizer.encode_plain(word)?;
+    ids.first().copied().ok_or_else(|| Error::invalid_param("relevance_tokens", format!("`{word}` encodes to no token")))
 }

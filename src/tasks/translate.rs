@@ -188,6 +188,10 @@ pub fn translation_params(model: &Model, direction: &Direction, params: &Setting
     }
     if let Some(t) = direction.forced_first_token {
         gen.forced_bos_token_id = Some(t);
+        // A caller's decoder prefix follows the target language's token, which it would displace.
+        if !gen.decoder_prefix.is_empty() {
+            gen.decoder_prefix.insert(0, t);
+        }
     }
     if let Some(t) = direction.decoder_start_token {
         gen.decoder_start_token_id = t;
@@ -239,6 +243,14 @@ fn translate_with<E: Engine + ?Sized>(
         )));
     }
     let (lines, inputs) = plan(model, &direction, text, limit, budget)?;
+    if inputs.len() > 1 {
+        if let Some(key) = ["decoder_prefix", "forced_decoder_ids"].into_iter().find(|k| params.is_set(k)) {
+            return Err(Error::invalid_param(
+                key,
+                format!("a decoder prefix starts one translation, and this text is {} chunks (lines, or chunk_tokens); translate the part it starts alone", inputs.len()),
+            ));
+        }
+    }
     let caller_sets_length = task.sets_max_length;
     let total = inputs.len();
     let mut parts: Vec<String> = Vec::with_capacity(total);

@@ -1,5 +1,6 @@
 //! Text in and out: the tokenizer, and streaming detokenization with stop strings.
 
+mod bytes;
 mod stream;
 mod tokenizer;
 

@@ -1,7 +1,7 @@
 //! Streaming detokenization: text pieces that are always valid UTF-8 (a character split over
 //! several byte tokens comes out whole) and never show a stop string or a prefix of one.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Finds stop strings in generated text.
 #[derive(Debug, Clone, Default)]
@@ -61,12 +61,8 @@ impl TextStream {
     /// Adds a token; returns the position of a stop string if the text now holds one.
     pub fn push(&mut self, tokenizer: &crate::text::Tokenizer, id: u32, stops: &StopMatcher) -> Result<Option<usize>> {
         self.ids.push(id);
-        // A byte token's text is only known once its run of bytes has ended.
-        if !tokenizer.is_byte_token(id) {
-            let text = tokenizer.inner().decode(&self.ids, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
-            if !text.ends_with('\u{FFFD}') {
-                self.text = text;
-            }
+        if let Some(text) = tokenizer.decode_partial(&self.ids)? {
+            self.text = text;
         }
         Ok(if stops.is_empty() { None } else { stops.find(&self.text) })
     }

@@ -1,18 +1,31 @@
-//! The model's `tokenizer.json`, wrapped so that truncation is explicit and reported.
+//! The model's tokenizer (`tokenizer.json`, or ByT5's bytes), wrapped so that truncation is
+//! explicit and reported.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use tokenizers::TruncationDirection;
 
+use super::bytes::ByteTokenizer;
 use crate::error::{Error, Result};
 
+/// Each token's byte span in the text it came from.
+pub type Offsets = Vec<(usize, usize)>;
+
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    backend: Backend,
     /// Largest token id the tokenizer can produce, plus one.
     id_bound: usize,
     clean_up_spaces: bool,
-    /// Ids of byte-fallback tokens (`<0xE4>`), whose text depends on the bytes that follow.
-    byte_tokens: Vec<bool>,
+}
+
+enum Backend {
+    Json {
+        inner: Box<tokenizers::Tokenizer>,
+        /// Ids of byte-fallback tokens (`<0xE4>`), whose text depends on the bytes that follow.
+        byte_tokens: Vec<bool>,
+    },
+    Bytes(Box<ByteTokenizer>),
 }
 
 /// One encoded input: its ids (special tokens included) and whether it was cut to fit.
@@ -27,6 +40,14 @@ pub struct Encoded {
 impl Tokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
+        if !path.exists() && ByteTokenizer::is_byt5(dir) {
+            let bytes = ByteTokenizer::from_dir(dir)?;
+            return Ok(Self {
+                id_bound: bytes.id_bound(),
+                clean_up_spaces: read_clean_up_flag(dir),
+                backend: Backend::Bytes(Box::new(bytes)),
+            });
+        }
         if !path.exists() {
             return Err(Error::ModelFileMissing {
                 path,
@@ -49,19 +70,74 @@ impl Tokenizer {
                 byte_tokens[id as usize] = true;
             }
         }
-        Ok(Self { inner, id_bound, clean_up_spaces, byte_tokens })
+        Ok(Self { backend: Backend::Json { inner: Box::new(inner), byte_tokens }, id_bound, clean_up_spaces })
     }
 
-    pub fn is_byte_token(&self, id: u32) -> bool {
-        self.byte_tokens.get(id as usize).copied().unwrap_or(false)
+    /// What tokenizes: `tokenizer.json`, or `bytes` (ByT5's UTF-8 bytes, read by duet).
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Json { .. } => "tokenizer.json",
+            Backend::Bytes(_) => "bytes",
+        }
+    }
+
+    /// The file the tokenizer was read from, for messages.
+    pub fn file_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Json { .. } => "tokenizer.json",
+            Backend::Bytes(bytes) => bytes.source_file(),
+        }
     }
 
     pub fn id_bound(&self) -> usize {
         self.id_bound
     }
 
-    pub(crate) fn inner(&self) -> &tokenizers::Tokenizer {
-        &self.inner
+    /// Token ids of `text` without the model's special tokens.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.encode_plain_with_offsets(text)?.0)
+    }
+
+    /// Token ids of `text` without special tokens, and each one's byte span in `text`.
+    pub fn encode_plain_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Offsets)> {
+        match &self.backend {
+            Backend::Json { inner, .. } => {
+                let enc = inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+                Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+            }
+            Backend::Bytes(bytes) => Ok(bytes.encode_plain(text)),
+        }
+    }
+
+    /// Added tokens (special or not) by id.
+    pub fn added_tokens(&self) -> Vec<(u32, String)> {
+        match &self.backend {
+            Backend::Json { inner, .. } => inner.get_added_tokens_decoder().into_iter().map(|(id, t)| (id, t.content)).collect(),
+            Backend::Bytes(bytes) => bytes.added_tokens().map(|(id, t)| (id, t.to_owned())).collect(),
+        }
+    }
+
+    /// Every named token and its id (ByT5's bytes have no names: its added tokens only).
+    pub fn vocab(&self) -> HashMap<String, u32> {
+        match &self.backend {
+            Backend::Json { inner, .. } => inner.get_vocab(true),
+            Backend::Bytes(bytes) => bytes.added_tokens().map(|(id, t)| (t.to_owned(), id)).collect(),
+        }
+    }
+
+    /// The text of `ids` while they grow one at a time, or `None` while it can still change
+    /// (inside a run of byte tokens, or ending in part of a character).
+    pub fn decode_partial(&self, ids: &[u32]) -> Result<Option<String>> {
+        match &self.backend {
+            Backend::Json { inner, byte_tokens } => {
+                if ids.last().is_some_and(|&id| byte_tokens.get(id as usize).copied().unwrap_or(false)) {
+                    return Ok(None);
+                }
+                let text = inner.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+                Ok((!text.ends_with('\u{FFFD}')).then_some(text))
+            }
+            Backend::Bytes(bytes) => Ok((!bytes.ends_mid_character(ids)).then(|| bytes.decode(ids))),
+        }
     }
 
     /// Encodes with the model's special tokens. Inputs longer than `limit` are an error unless
@@ -72,10 +148,16 @@ impl Tokenizer {
         // space, which makes no tokens, or very long tokens), the whole text is: nothing after the
         // prefix may be dropped without a word.
         let mut text = match limit {
-            Some(limit) if text.len() > limit * 64 + 4096 => prefix_at_space(text, limit * 64 + 4096),
+            Some(limit) if text.len() > limit.saturating_mul(64).saturating_add(4096) => {
+                prefix_at_space(text, limit.saturating_mul(64).saturating_add(4096))
+            }
             _ => text,
         };
-        let whole = |t: &str, special| self.inner.encode(t, special).map_err(|e| Error::Tokenizer(e.to_string()));
+        let inner = match &self.backend {
+            Backend::Json { inner, .. } => inner,
+            Backend::Bytes(bytes) => return self.encode_bytes(bytes, text, limit, truncate, index),
+        };
+        let whole = |t: &str, special| inner.encode(t, special).map_err(|e| Error::Tokenizer(e.to_string()));
         let mut full = whole(text, true)?;
         if text.len() < original.len() && limit.is_some_and(|l| full.get_ids().len() <= l) {
             text = original;
@@ -91,7 +173,7 @@ impl Tokenizer {
                 let mut plain = encode(false)?;
                 let specials = original_len - plain.get_ids().len();
                 plain.truncate(limit.saturating_sub(specials), 0, TruncationDirection::Right);
-                let processed = self.inner.post_process(plain, None, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+                let processed = inner.post_process(plain, None, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
                 if processed.get_ids().len() > limit {
                     return Err(Error::invalid_param(
                         "max_input_tokens",
@@ -104,14 +186,41 @@ impl Tokenizer {
         }
     }
 
+    /// ByT5: one token per byte, `</s>` appended; truncation keeps it, as transformers does.
+    fn encode_bytes(&self, bytes: &ByteTokenizer, text: &str, limit: Option<usize>, truncate: bool, index: usize) -> Result<Encoded> {
+        let ids = bytes.encode(text);
+        let original_len = ids.len();
+        match limit {
+            Some(limit) if original_len > limit => {
+                if !truncate {
+                    return Err(Error::InputTooLong { index, tokens: original_len, limit });
+                }
+                if limit == 0 {
+                    return Err(Error::invalid_param("max_input_tokens", "0 tokens leave no room for the input beside </s>"));
+                }
+                let (mut plain, _) = bytes.encode_plain(text);
+                plain.truncate(limit - 1);
+                bytes.add_eos(&mut plain);
+                Ok(Encoded { ids: plain, original_len, truncated: true })
+            }
+            _ => Ok(Encoded { ids, original_len, truncated: false }),
+        }
+    }
+
     /// Decodes without special tokens, as `tokenizer.decode(ids, skip_special_tokens=True)`.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        let text = self.inner.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let text = match &self.backend {
+            Backend::Json { inner, .. } => inner.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string()))?,
+            Backend::Bytes(bytes) => bytes.decode(ids),
+        };
         Ok(if self.clean_up_spaces { clean_up_tokenization(&text) } else { text })
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        match &self.backend {
+            Backend::Json { inner, .. } => inner.token_to_id(token),
+            Backend::Bytes(bytes) => bytes.token_to_id(token),
+        }
     }
 }
 

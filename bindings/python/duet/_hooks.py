@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any, Callable, Optional
 
+from . import _exit
 from ._lib import Callbacks, PROGRESS_CALLBACK, TOKEN_CALLBACK, check
 
 # stream(piece, input_index, token_id) for generate, stream(piece) elsewhere, and
@@ -29,9 +30,10 @@ class _Hooks:
         self.c_token = TOKEN_CALLBACK(self._on_token) if on_token is not None else TOKEN_CALLBACK()
         self.c_progress = PROGRESS_CALLBACK(self._on_progress) if on_progress is not None else PROGRESS_CALLBACK()
         self.struct = Callbacks(self.c_token, self.c_progress, None)
+        _exit.begin(self)
 
     def _on_token(self, _user_data: Optional[int], input_index: int, piece: int, piece_len: int, token_id: int) -> int:
-        if self.error is not None:
+        if self.error is not None or _exit.exiting():
             return 1
         try:
             assert self._token_fn is not None  # C calls this only when it was given
@@ -46,7 +48,7 @@ class _Hooks:
             return 1
 
     def _on_progress(self, _user_data: Optional[int], done: int, total: int, level: int) -> int:
-        if self.error is not None:
+        if self.error is not None or _exit.exiting():
             return 1
         try:
             assert self._progress_fn is not None  # C calls this only when it was given
@@ -57,6 +59,7 @@ class _Hooks:
 
     def finish(self, status: int) -> None:
         """After the C call: the callback's exception first, else the status."""
+        _exit.end(self)
         if self.error is not None:  # the callback's exception is what the caller must see
             err, self.error = self.error, None
             raise err

@@ -9,7 +9,7 @@ import enum
 import threading
 from typing import Any, Callable, Deque, Final, Optional, Union
 
-from . import _lib
+from . import _exit, _lib
 from ._convert import Text, _encode, _Params
 from ._handle import _Closing, _Handle
 from ._hooks import _Hooks
@@ -145,6 +145,7 @@ class _StreamState:
         self.c_token = TOKEN_CALLBACK(self._on_token)
         self.struct = Callbacks(self.c_token, PROGRESS_CALLBACK(), None)
         self.thread = threading.Thread(target=self._run, args=(data,), name="duet-chat-stream", daemon=True)
+        _exit.begin(self, "cancel")
 
     def _on_token(self, _user_data: Optional[int], _input_index: int, piece: int, piece_len: int, _token_id: int) -> int:
         try:
@@ -152,7 +153,7 @@ class _StreamState:
             with self.cond:
                 while len(self.items) >= self.AHEAD and not self.cancelled:
                     self.cond.wait()
-                if self.cancelled:
+                if self.cancelled or _exit.exiting():
                     return 1
                 self.items.append(text)
                 self.cond.notify_all()
@@ -182,6 +183,7 @@ class _StreamState:
             with self.cond:
                 self.done = True
                 self.cond.notify_all()
+            _exit.end(self)
 
     def get(self) -> Union[str, _End]:
         """The next piece, or _END when the answer is over or cancelled."""
@@ -196,10 +198,13 @@ class _StreamState:
                 return item
             return _END
 
-    def cancel_and_wait(self) -> None:
+    def cancel(self) -> None:
         with self.cond:
             self.cancelled = True
             self.cond.notify_all()
+
+    def cancel_and_wait(self) -> None:
+        self.cancel()
         if self.thread.is_alive() and threading.current_thread() is not self.thread:
             self.thread.join()
 

@@ -770,3 +770,31 @@ def test_index_hybrid_search_on_real_descriptions(minilm, t5, tmp_path, repo):
     assert e.value.status == 21
     with duet.Index.load(minilm, path) as loaded:
         assert loaded.text(1).startswith("vim:")
+
+
+EXIT_WHILE_CALLING_BACK = r"""
+import sys, threading, time
+import duet
+model = duet.Model(sys.argv[1])
+if sys.argv[2] == "chat-stream":
+    stream = model.chat(max_new_tokens=300, min_new_tokens=300).stream("Hello there")
+    print(next(iter(stream)), flush=True)
+else:  # a daemon thread inside a streaming generate
+    started = threading.Event()
+    def on_piece(piece, index, token):
+        started.set()
+        time.sleep(0.01)
+    threading.Thread(target=lambda: model.generate("The museum will reopen.", stream=on_piece, max_new_tokens=300,
+                                                   min_new_tokens=300), daemon=True).start()
+    started.wait()
+print("exiting", flush=True)
+"""
+
+
+@pytest.mark.parametrize("case", ["chat-stream", "thread-in-generate"])
+def test_interpreter_exit_while_a_call_streams_does_not_abort(case):
+    """A callback into Python after the interpreter began finalizing would end its thread inside
+    duet and abort the process: at exit, calls that call back are cancelled and waited for."""
+    proc = _run_python(EXIT_WHILE_CALLING_BACK, dict(os.environ), str(FIXTURES / "t5-tiny"), case)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.strip().endswith("exiting") and "FATAL" not in proc.stderr, proc.stderr[-2000:]

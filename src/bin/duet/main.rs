@@ -261,9 +261,17 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
-            // --help, --version
-            let _ = e.print();
-            return ExitCode::SUCCESS;
+            // --help, --version: a stdout that cannot take them is a failure like any other write
+            use std::io::{IsTerminal, Write};
+            let mut out = std::io::stdout().lock();
+            let text = if out.is_terminal() { e.render().ansi().to_string() } else { e.render().to_string() };
+            return match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("duet: writing the output: {err}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Err(e) => {
             let text = e.to_string();
