@@ -209,6 +209,8 @@ sqlite-test: build sqlite-deps embedder
 	@mkdir -p $(SQLITE_BUILD)
 	$(CC) $(C_FLAGS) -shared -fPIC examples/sqlite/duet_sqlite.c -o $(SQLITE_BUILD)/duet_sqlite.so $(C_LINK) -lm
 	$(CC) $(C_FLAGS) examples/sqlite/rerank_order.c -o $(SQLITE_BUILD)/rerank_order $(C_LINK) -lm
+	$(CC) $(C_FLAGS) -pthread examples/sqlite/interrupt_check.c -o $(SQLITE_BUILD)/interrupt_check -lsqlite3
+	DUET_ORT_LIBRARY=$(ORT_LIB) $(SQLITE_BUILD)/interrupt_check $(CURDIR)/$(SQLITE_BUILD)/duet_sqlite.so tests/fixtures/t5-tiny
 	examples/sqlite/run_test.sh $(SQLITE_BUILD) $(SQLITE_BUILD)/rerank_order tests/fixtures/t5-tiny
 	examples/sqlite/run_test.sh $(SQLITE_BUILD) $(SQLITE_BUILD)/rerank_order tests/fixtures/bart-tiny
 	examples/sqlite/run_translate_test.sh $(SQLITE_BUILD)

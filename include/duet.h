@@ -28,7 +28,7 @@
 #define DUET_ABI_MAJOR 1
 
 // Compatible additions (new members at the end of the table) raise this.
-#define DUET_ABI_MINOR 3
+#define DUET_ABI_MINOR 4
 
 // Result of every fallible call. Numbers are part of the ABI and never change meaning.
 typedef enum {
@@ -154,17 +154,6 @@ typedef int32_t (*duet_token_callback)(void *user_data,
                                        size_t piece_len,
                                        int32_t token_id);
 
-// One event. `piece` is NUL-terminated UTF-8 owned by the generator, valid until the next
-// call on it (NULL when `kind` is not TEXT).
-typedef struct {
-  duet_event_kind kind;
-  size_t input_index;
-  const char *piece;
-  size_t piece_len;
-  int32_t token_id;
-  duet_finish_reason finish_reason;
-} duet_event;
-
 // Hears how far a long task is: `done` of `total` chunks at map-reduce `level` (from 1).
 // Called after every batch of chunks and at every decoding step (then with unchanged counts),
 // so that returning non-zero cancels within one step.
@@ -178,6 +167,17 @@ typedef struct {
   // Passed back to both callbacks.
   void *user_data;
 } duet_callbacks;
+
+// One event. `piece` is NUL-terminated UTF-8 owned by the generator, valid until the next
+// call on it (NULL when `kind` is not TEXT).
+typedef struct {
+  duet_event_kind kind;
+  size_t input_index;
+  const char *piece;
+  size_t piece_len;
+  int32_t token_id;
+  duet_finish_reason finish_reason;
+} duet_event;
 
 // Every function of duet.h, as pointers. Members are only ever added at the end.
 typedef struct {
@@ -305,6 +305,12 @@ typedef struct {
                            const duet_params*,
                            const duet_callbacks*,
                            duet_reply**);
+  duet_status (*generate_with)(const duet_model*,
+                               const char*const *,
+                               size_t,
+                               const duet_params*,
+                               const duet_callbacks*,
+                               duet_result**);
 } duet_api_v1;
 
 #ifdef __cplusplus
@@ -332,6 +338,18 @@ duet_status duet_generate(const duet_model *model,
                           duet_token_callback callback,
                           void *user_data,
                           duet_result **out);
+
+// As `duet_generate`, with `callbacks` (may be NULL): `on_token` streams as duet_generate's
+// callback does, and `on_progress` hears (steps done, most new tokens, 1) before every decoding
+// step, beam search's included, so that returning non-zero from either cancels within one step
+// (the result then says DUET_FINISH_REASON_CANCELLED). Thread-safe, as `duet_generate`; the
+// callbacks run on the calling thread.
+duet_status duet_generate_with(const duet_model *model,
+                               const char *const *inputs,
+                               size_t n_inputs,
+                               const duet_params *params,
+                               const duet_callbacks *callbacks,
+                               duet_result **out);
 
 // Frees a result; NULL is a no-op.
 // Thread safety: call once. A call still using the object on another thread keeps it until that

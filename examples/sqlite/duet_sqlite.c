@@ -57,11 +57,13 @@
  * `make install` puts it in PREFIX/lib/duet_sqlite.so (rpath $ORIGIN: it finds libduet, and
  * libduet finds ONNX Runtime, beside it with no environment variable).
  */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sqlite3ext.h>
 SQLITE_EXTENSION_INIT1
@@ -374,6 +376,51 @@ static int text_call_args(sqlite3_context *ctx, int argc, sqlite3_value **argv,
     return params_and_model(ctx, argc, argv, 1, params, model) != 0;
 }
 
+/* sqlite3_interrupt() on the connection ends a duet call within one decoding step: duet's progress
+   callback, called before every step, asks SQLite whether the statement was interrupted
+   (sqlite3_is_interrupted from SQLite 3.41; before it, a nested "SELECT 1" fails with
+   SQLITE_INTERRUPT while the flag is up), at most every 10 ms. */
+struct interrupt_watch {
+    sqlite3 *db;
+    struct timespec next;
+    int interrupted;
+};
+
+static int connection_interrupted(sqlite3 *db) {
+#if SQLITE_VERSION_NUMBER >= 3041000
+    return sqlite3_is_interrupted(db);
+#else
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT 1", -1, &stmt, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    return rc == SQLITE_INTERRUPT;
+#endif
+}
+
+static int32_t check_interrupt(void *user_data, size_t done, size_t total, size_t level) {
+    (void)done; (void)total; (void)level;
+    struct interrupt_watch *w = user_data;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (!w->interrupted && (now.tv_sec > w->next.tv_sec || (now.tv_sec == w->next.tv_sec && now.tv_nsec >= w->next.tv_nsec))) {
+        w->interrupted = connection_interrupted(w->db);
+        w->next = now;
+        w->next.tv_nsec += 10 * 1000 * 1000;
+        if (w->next.tv_nsec >= 1000000000L) { w->next.tv_sec++; w->next.tv_nsec -= 1000000000L; }
+    }
+    return w->interrupted;
+}
+
+static duet_callbacks interrupt_callbacks(sqlite3_context *ctx, struct interrupt_watch *w) {
+    w->db = sqlite3_context_db_handle(ctx);
+    w->next.tv_sec = 0;
+    w->next.tv_nsec = 0;
+    w->interrupted = 0;
+    duet_callbacks callbacks = {NULL, check_interrupt, w};
+    return callbacks;
+}
+
 /* duet_generate(text [, json_params]) */
 static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     const duet_model *model;
@@ -382,10 +429,13 @@ static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     if (text_call_args(ctx, argc, argv, &model, &text, &params) != 0) return;
     duet_result *result = NULL;
     const char *inputs[] = {text};
-    duet_status st = duet_generate(model, inputs, 1, params, NULL, NULL, &result);
+    struct interrupt_watch watch;
+    duet_callbacks callbacks = interrupt_callbacks(ctx, &watch);
+    duet_status st = duet_generate_with(model, inputs, 1, params, &callbacks, &result);
     const char *out = NULL;
     if (st == DUET_STATUS_OK) st = duet_result_text(result, 0, 0, &out);
-    if (st == DUET_STATUS_OK) sqlite3_result_text(ctx, out, -1, SQLITE_TRANSIENT);
+    if (watch.interrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+    else if (st == DUET_STATUS_OK) sqlite3_result_text(ctx, out, -1, SQLITE_TRANSIENT);
     else result_duet_error(ctx, st);
     duet_result_free(result);
     duet_params_free(params);
@@ -398,10 +448,13 @@ static void fn_summarize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     duet_params *params;
     if (text_call_args(ctx, argc, argv, &model, &text, &params) != 0) return;
     duet_reply *reply = NULL;
-    duet_status st = duet_summarize(model, text, params, NULL, &reply);
+    struct interrupt_watch watch;
+    duet_callbacks callbacks = interrupt_callbacks(ctx, &watch);
+    duet_status st = duet_summarize(model, text, params, &callbacks, &reply);
     const char *out = NULL;
     if (st == DUET_STATUS_OK) st = duet_reply_text(reply, &out);
-    if (st == DUET_STATUS_OK) sqlite3_result_text(ctx, out, -1, SQLITE_TRANSIENT);
+    if (watch.interrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+    else if (st == DUET_STATUS_OK) sqlite3_result_text(ctx, out, -1, SQLITE_TRANSIENT);
     else result_duet_error(ctx, st);
     duet_reply_free(reply);
     duet_params_free(params);
@@ -426,10 +479,13 @@ static void fn_translate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     duet_params *params;
     if (params_and_model(ctx, argc, argv, 3, &params, &model) != 0) return;
     duet_reply *reply = NULL;
-    duet_status st = duet_translate(model, text, to, from, params, NULL, &reply);
+    struct interrupt_watch watch;
+    duet_callbacks callbacks = interrupt_callbacks(ctx, &watch);
+    duet_status st = duet_translate(model, text, to, from, params, &callbacks, &reply);
     const char *out = NULL;
     if (st == DUET_STATUS_OK) st = duet_reply_text(reply, &out);
-    if (st == DUET_STATUS_OK) sqlite3_result_text(ctx, out, -1, SQLITE_TRANSIENT);
+    if (watch.interrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+    else if (st == DUET_STATUS_OK) sqlite3_result_text(ctx, out, -1, SQLITE_TRANSIENT);
     else result_duet_error(ctx, st);
     duet_reply_free(reply);
     duet_params_free(params);

@@ -7,6 +7,7 @@ use super::handles::{free_handle, handle, new_handle, new_string};
 use super::model::duet_model;
 use super::params::duet_params;
 use super::status::duet_status;
+use super::tasks::{duet_callbacks, duet_progress_callback};
 use crate::error::{Error, Result};
 use crate::generate::control::{guarded, Limits};
 use crate::generate::{encode_inputs, generate, resolve_params, FinishReason, Flow, GenerationOutput, Observer};
@@ -160,29 +161,92 @@ pub unsafe extern "C" fn duet_generate(
     user_data: *mut c_void,
     out: *mut *mut duet_result,
 ) -> duet_status {
-    boundary(|| {
-        let out = out_arg(out, "out")?;
-        let model = handle(model, "model")?;
-        if inputs.is_null() {
-            return Err(Error::NullPointer("inputs"));
-        }
-        if n_inputs == 0 {
-            return Err(Error::InvalidArgument("n_inputs is 0".into()));
-        }
-        let texts = str_array(inputs, n_inputs, "inputs")?;
-        let (settings, limits) = call_params(params)?;
-        let mut observer = callback.map(|callback| CallbackObserver { callback, user_data });
-        let observer = observer.as_mut().map(|o| o as &mut dyn Observer);
-        let outputs = match &model.scheduler {
-            Some(scheduler) => {
-                let params = resolve_params(&model.model, &settings)?;
-                scheduler.generate(encode_inputs(&model.model, &texts, &params)?, &params, limits, observer)?
+    let token = callback.map(|callback| CallbackObserver { callback, user_data });
+    boundary(|| generate_call(model, inputs, n_inputs, params, GenerateHooks { token, progress: None, user_data, steps: 0, total: 0 }, out))
+}
+
+/// As `duet_generate`, with `callbacks` (may be NULL): `on_token` streams as duet_generate's
+/// callback does, and `on_progress` hears (steps done, most new tokens, 1) before every decoding
+/// step, beam search's included, so that returning non-zero from either cancels within one step
+/// (the result then says DUET_FINISH_REASON_CANCELLED). Thread-safe, as `duet_generate`; the
+/// callbacks run on the calling thread.
+#[no_mangle]
+pub unsafe extern "C" fn duet_generate_with(
+    model: *const duet_model,
+    inputs: *const *const c_char,
+    n_inputs: usize,
+    params: *const duet_params,
+    callbacks: *const duet_callbacks,
+    out: *mut *mut duet_result,
+) -> duet_status {
+    let hooks = match callbacks.as_ref() {
+        None => GenerateHooks { token: None, progress: None, user_data: std::ptr::null_mut(), steps: 0, total: 0 },
+        Some(c) => GenerateHooks {
+            token: c.on_token.map(|callback| CallbackObserver { callback, user_data: c.user_data }),
+            progress: c.on_progress,
+            user_data: c.user_data,
+            steps: 0,
+            total: 0,
+        },
+    };
+    boundary(|| generate_call(model, inputs, n_inputs, params, hooks, out))
+}
+
+/// A generate call's callbacks: the token stream, and progress before every step.
+struct GenerateHooks {
+    token: Option<CallbackObserver>,
+    progress: duet_progress_callback,
+    user_data: *mut c_void,
+    steps: usize,
+    total: usize,
+}
+
+impl Observer for GenerateHooks {
+    fn on_text(&mut self, input: usize, piece: &str, token_id: Option<u32>) -> Flow {
+        self.token.as_mut().map_or(Flow::Continue, |t| t.on_text(input, piece, token_id))
+    }
+
+    fn on_step(&mut self) -> Flow {
+        if let Some(progress) = self.progress {
+            if unsafe { progress(self.user_data, self.steps, self.total, 1) } != 0 {
+                return Flow::Stop;
             }
-            None => guarded(&limits, observer, |obs| generate(&model.model, &texts, &settings, obs))?,
-        };
-        *out = new_handle(duet_result::new(&outputs, &texts));
-        Ok(())
-    })
+        }
+        self.steps += 1;
+        Flow::Continue
+    }
+}
+
+unsafe fn generate_call(
+    model: *const duet_model,
+    inputs: *const *const c_char,
+    n_inputs: usize,
+    params: *const duet_params,
+    mut hooks: GenerateHooks,
+    out: *mut *mut duet_result,
+) -> Result<()> {
+    let out = out_arg(out, "out")?;
+    let model = handle(model, "model")?;
+    if inputs.is_null() {
+        return Err(Error::NullPointer("inputs"));
+    }
+    if n_inputs == 0 {
+        return Err(Error::InvalidArgument("n_inputs is 0".into()));
+    }
+    let texts = str_array(inputs, n_inputs, "inputs")?;
+    let (settings, limits) = call_params(params)?;
+    let resolved = resolve_params(&model.model, &settings)?;
+    hooks.total = resolved.max_new_tokens + resolved.decoder_prefix.len();
+    let observer: Option<&mut dyn Observer> = if hooks.token.is_some() || hooks.progress.is_some() { Some(&mut hooks) } else { None };
+    let outputs = match &model.scheduler {
+        Some(scheduler) => {
+            let encoded = limits.within(|| encode_inputs(&model.model, &texts, &resolved))?;
+            scheduler.generate(encoded, &resolved, limits, observer)?
+        }
+        None => guarded(&limits, observer, |obs| generate(&model.model, &texts, &settings, obs))?,
+    };
+    *out = new_handle(duet_result::new(&outputs, &texts));
+    Ok(())
 }
 
 /// The `n` strings of a C array, each checked for NULL and UTF-8.

@@ -193,7 +193,7 @@ pub unsafe extern "C" fn duet_generator_new(
         let texts = str_array(inputs, n_inputs, "inputs")?;
         let (settings, limits) = call_params(params)?;
         let params = resolve_params(&model.model, &settings)?;
-        let encoded = encode_inputs(&model.model, &texts, &params)?;
+        let encoded = limits.within(|| encode_inputs(&model.model, &texts, &params))?;
         let source = match &model.scheduler {
             Some(scheduler) => Source::Scheduled(scheduler.submit(encoded, &params, limits)?),
             None => {

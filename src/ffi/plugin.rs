@@ -8,7 +8,7 @@ use super::*;
 /// Incompatible changes to the table or to any function in it raise this.
 pub const DUET_ABI_MAJOR: u32 = 1;
 /// Compatible additions (new members at the end of the table) raise this.
-pub const DUET_ABI_MINOR: u32 = 3;
+pub const DUET_ABI_MINOR: u32 = 4;
 
 /// Every function of duet.h, as pointers. Members are only ever added at the end.
 #[rustfmt::skip] // written by tools/gen_plugin_table.py, one member a line
@@ -86,6 +86,7 @@ pub struct duet_api_v1 {
     pub generator_result: unsafe extern "C" fn(*const duet_generator, *mut *mut duet_result) -> duet_status,
     pub generator_free: unsafe extern "C" fn(*mut duet_generator),
     pub translate: unsafe extern "C" fn(*const duet_model, *const c_char, *const c_char, *const c_char, *const duet_params, *const duet_callbacks, *mut *mut duet_reply) -> duet_status,
+    pub generate_with: unsafe extern "C" fn(*const duet_model, *const *const c_char, usize, *const duet_params, *const duet_callbacks, *mut *mut duet_result) -> duet_status,
 }
 
 #[rustfmt::skip]
@@ -161,6 +162,7 @@ static PLUGIN_V1: duet_api_v1 = duet_api_v1 {
     generator_result: duet_generator_result,
     generator_free: duet_generator_free,
     translate: duet_translate,
+    generate_with: duet_generate_with,
 };
 
 /// The function table for a host built against ABI major `host_abi_major` (pass

@@ -1,6 +1,6 @@
 //! Stopping a call from outside: a cancel token any thread may trip, and a deadline
-//! (`timeout_ms`). Both are checked at every decoding step and end the call with
-//! `Error::Cancelled` / `Error::DeadlineExceeded`.
+//! (`timeout_ms`). Both are checked at every decoding step, and while an input is tokenized,
+//! and end the call with `Error::Cancelled` / `Error::DeadlineExceeded`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,6 +51,16 @@ impl Limits {
         self.cancel.is_none() && self.deadline.is_none()
     }
 
+    /// Runs `f` with these limits on tokenization too (`text::with_check`): an encode stops
+    /// early with their error.
+    pub fn within<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.is_unlimited() {
+            return f();
+        }
+        let limits = self.clone();
+        crate::text::with_check(std::sync::Arc::new(move || limits.check()), f)
+    }
+
     pub fn check(&self) -> Result<()> {
         if self.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
             return Err(Error::Cancelled);
@@ -91,7 +101,7 @@ pub fn guarded<R>(
 ) -> Result<R> {
     limits.check()?;
     let mut g = Guarded { inner: observer, limits, stopped_by: None };
-    let out = f(Some(&mut g));
+    let out = limits.within(|| f(Some(&mut g)));
     match g.stopped_by {
         Some(e) => Err(e),
         None => out,

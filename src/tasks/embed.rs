@@ -45,6 +45,10 @@ pub fn embed(model: &Model, texts: &[&str], params: &Settings) -> Result<Vec<Vec
 }
 
 pub fn embed_with(model: &Model, texts: &[&str], params: &Settings, kind: InputKind, limits: &Limits) -> Result<Embeddings> {
+    limits.within(|| embed_limited(model, texts, params, kind, limits))
+}
+
+fn embed_limited(model: &Model, texts: &[&str], params: &Settings, kind: InputKind, limits: &Limits) -> Result<Embeddings> {
     let spec = &model.embedding;
     let task = crate::tasks::TaskSettings::parse(params);
     let limit = task.max_input_tokens.or(spec.max_seq_length).or(model.config.max_input_tokens);

@@ -247,6 +247,10 @@ impl Index {
     /// The best `o.k` entries, best first. Reranked hits (the first `o.rerank_top_n` of the first
     /// stage, rescored) come first in rerank order; the rest keep the first stage's order and score.
     pub fn search_with(&self, model: &Model, query: &str, o: &SearchOptions, params: &Settings, limits: &Limits) -> Result<Vec<Hit>> {
+        limits.within(|| self.search_limited(model, query, o, params, limits))
+    }
+
+    fn search_limited(&self, model: &Model, query: &str, o: &SearchOptions, params: &Settings, limits: &Limits) -> Result<Vec<Hit>> {
         if o.k == 0 {
             return Err(Error::InvalidArgument("k is 0".into()));
         }

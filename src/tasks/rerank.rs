@@ -20,6 +20,10 @@ pub fn rerank(model: &Model, query: &str, passages: &[&str], params: &Settings) 
 
 /// As [`rerank`], the call's limits (cancel, deadline) checked before every batch.
 pub fn rerank_with(model: &Model, query: &str, passages: &[&str], params: &Settings, limits: &Limits) -> Result<Vec<f32>> {
+    limits.within(|| rerank_limited(model, query, passages, params, limits))
+}
+
+fn rerank_limited(model: &Model, query: &str, passages: &[&str], params: &Settings, limits: &Limits) -> Result<Vec<f32>> {
     nonblank(query, "the query")?;
     for (i, p) in passages.iter().enumerate() {
         nonblank(p, &format!("passage {i}"))?;

@@ -3,17 +3,22 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use tokenizers::TruncationDirection;
 
 use super::bytes::ByteTokenizer;
+use super::interrupt;
 use crate::error::{Error, Result};
 
 /// Each token's byte span in the text it came from.
 pub type Offsets = Vec<(usize, usize)>;
 
+/// Cheap to clone (the tokenizer itself is shared): an interruptible encode sends a clone to a
+/// worker thread.
+#[derive(Clone)]
 pub struct Tokenizer {
-    backend: Backend,
+    backend: Arc<Backend>,
     /// Largest token id the tokenizer can produce, plus one.
     id_bound: usize,
     clean_up_spaces: bool,
@@ -45,7 +50,7 @@ impl Tokenizer {
             return Ok(Self {
                 id_bound: bytes.id_bound(),
                 clean_up_spaces: read_clean_up_flag(dir),
-                backend: Backend::Bytes(Box::new(bytes)),
+                backend: Arc::new(Backend::Bytes(Box::new(bytes))),
             });
         }
         if !path.exists() {
@@ -70,12 +75,12 @@ impl Tokenizer {
                 byte_tokens[id as usize] = true;
             }
         }
-        Ok(Self { backend: Backend::Json { inner: Box::new(inner), byte_tokens }, id_bound, clean_up_spaces })
+        Ok(Self { backend: Arc::new(Backend::Json { inner: Box::new(inner), byte_tokens }), id_bound, clean_up_spaces })
     }
 
     /// What tokenizes: `tokenizer.json`, or `bytes` (ByT5's UTF-8 bytes, read by duet).
     pub fn kind(&self) -> &'static str {
-        match &self.backend {
+        match &*self.backend {
             Backend::Json { .. } => "tokenizer.json",
             Backend::Bytes(_) => "bytes",
         }
@@ -83,7 +88,7 @@ impl Tokenizer {
 
     /// The file the tokenizer was read from, for messages.
     pub fn file_name(&self) -> &'static str {
-        match &self.backend {
+        match &*self.backend {
             Backend::Json { .. } => "tokenizer.json",
             Backend::Bytes(bytes) => bytes.source_file(),
         }
@@ -100,7 +105,17 @@ impl Tokenizer {
 
     /// Token ids of `text` without special tokens, and each one's byte span in `text`.
     pub fn encode_plain_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Offsets)> {
-        match &self.backend {
+        match interrupt::current() {
+            None => interrupt::caught(|| self.plain_now(text)),
+            Some(check) => {
+                let (this, text) = (self.clone(), text.to_owned());
+                interrupt::interruptible(check, move || this.plain_now(&text))
+            }
+        }
+    }
+
+    fn plain_now(&self, text: &str) -> Result<(Vec<u32>, Offsets)> {
+        match &*self.backend {
             Backend::Json { inner, .. } => {
                 let enc = inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
                 Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
@@ -111,7 +126,7 @@ impl Tokenizer {
 
     /// Added tokens (special or not) by id.
     pub fn added_tokens(&self) -> Vec<(u32, String)> {
-        match &self.backend {
+        match &*self.backend {
             Backend::Json { inner, .. } => inner.get_added_tokens_decoder().into_iter().map(|(id, t)| (id, t.content)).collect(),
             Backend::Bytes(bytes) => bytes.added_tokens().map(|(id, t)| (id, t.to_owned())).collect(),
         }
@@ -119,7 +134,7 @@ impl Tokenizer {
 
     /// Every named token and its id (ByT5's bytes have no names: its added tokens only).
     pub fn vocab(&self) -> HashMap<String, u32> {
-        match &self.backend {
+        match &*self.backend {
             Backend::Json { inner, .. } => inner.get_vocab(true),
             Backend::Bytes(bytes) => bytes.added_tokens().map(|(id, t)| (t.to_owned(), id)).collect(),
         }
@@ -128,7 +143,7 @@ impl Tokenizer {
     /// The text of `ids` while they grow one at a time, or `None` while it can still change
     /// (inside a run of byte tokens, or ending in part of a character).
     pub fn decode_partial(&self, ids: &[u32]) -> Result<Option<String>> {
-        match &self.backend {
+        match &*self.backend {
             Backend::Json { inner, byte_tokens } => {
                 if ids.last().is_some_and(|&id| byte_tokens.get(id as usize).copied().unwrap_or(false)) {
                     return Ok(None);
@@ -141,8 +156,19 @@ impl Tokenizer {
     }
 
     /// Encodes with the model's special tokens. Inputs longer than `limit` are an error unless
-    /// `truncate` is set; truncation keeps the special tokens, as `transformers` does.
+    /// `truncate` is set; truncation keeps the special tokens, as `transformers` does. Under a
+    /// call's limits ([`super::with_check`]) the encode stops early with their error.
     pub fn encode(&self, text: &str, limit: Option<usize>, truncate: bool, index: usize) -> Result<Encoded> {
+        match interrupt::current() {
+            None => interrupt::caught(|| self.encode_now(text, limit, truncate, index)),
+            Some(check) => {
+                let (this, text) = (self.clone(), text.to_owned());
+                interrupt::interruptible(check, move || this.encode_now(&text, limit, truncate, index))
+            }
+        }
+    }
+
+    fn encode_now(&self, text: &str, limit: Option<usize>, truncate: bool, index: usize) -> Result<Encoded> {
         let original = text;
         // Far longer than any limit: a prefix is tokenized first. When it still fits (a run of white
         // space, which makes no tokens, or very long tokens), the whole text is: nothing after the
@@ -153,7 +179,7 @@ impl Tokenizer {
             }
             _ => text,
         };
-        let inner = match &self.backend {
+        let inner = match &*self.backend {
             Backend::Json { inner, .. } => inner,
             Backend::Bytes(bytes) => return self.encode_bytes(bytes, text, limit, truncate, index),
         };
@@ -209,7 +235,11 @@ impl Tokenizer {
 
     /// Decodes without special tokens, as `tokenizer.decode(ids, skip_special_tokens=True)`.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        let text = match &self.backend {
+        interrupt::caught(|| self.decode_now(ids))
+    }
+
+    fn decode_now(&self, ids: &[u32]) -> Result<String> {
+        let text = match &*self.backend {
             Backend::Json { inner, .. } => inner.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string()))?,
             Backend::Bytes(bytes) => bytes.decode(ids),
         };
@@ -217,7 +247,7 @@ impl Tokenizer {
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        match &self.backend {
+        match &*self.backend {
             Backend::Json { inner, .. } => inner.token_to_id(token),
             Backend::Bytes(bytes) => bytes.token_to_id(token),
         }

@@ -25,6 +25,16 @@ static int32_t collect_pieces(void *user_data, size_t input, const char *piece, 
     return c->cancel_after > 0 && c->calls >= c->cancel_after;
 }
 
+struct steps { int calls; int stop_at; size_t total; };
+
+static int32_t count_steps(void *user_data, size_t done, size_t total, size_t level) {
+    struct steps *s = user_data;
+    EXPECT(done == (size_t)s->calls && level == 1, "progress done %zu after %d calls, level %zu", done, s->calls, level);
+    s->calls++;
+    s->total = total;
+    return s->stop_at >= 0 && s->calls > s->stop_at;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: %s MODEL_DIR\n", argv[0]); return 2; }
     const char *dir = argv[1];
@@ -122,6 +132,30 @@ int main(int argc, char **argv) {
     EXPECT(reason == DUET_FINISH_REASON_CANCELLED, "finish reason after cancel: %d", (int)reason);
     EXPECT(cancel.calls == 1, "callback called %d times after cancelling", cancel.calls);
     duet_result_free(result);
+
+    /* duet_generate_with: progress before every step, beam search's too; non-zero cancels */
+    struct steps st = {0, 3, 0};
+    duet_params *beam = NULL;
+    EXPECT_STATUS(duet_params_new(&beam), DUET_STATUS_OK);
+    duet_params_set_int(beam, "num_beams", 3);
+    duet_params_set_int(beam, "max_new_tokens", 12);
+    duet_params_set_int(beam, "min_new_tokens", 12);
+    duet_callbacks progress_only = {NULL, count_steps, &st};
+    EXPECT_STATUS(duet_generate_with(model, good, 1, beam, &progress_only, &result), DUET_STATUS_OK);
+    EXPECT_STATUS(duet_result_finish_reason(result, 0, 0, &reason), DUET_STATUS_OK);
+    EXPECT(reason == DUET_FINISH_REASON_CANCELLED, "beam search cancelled by progress: %d", (int)reason);
+    EXPECT(st.calls == 4 && st.total == 12, "progress calls %d (want 4), total %zu (want 12)", st.calls, st.total);
+    duet_result_free(result);
+    st.stop_at = -1;
+    st.calls = 0;
+    EXPECT_STATUS(duet_generate_with(model, good, 1, beam, &progress_only, &result), DUET_STATUS_OK);
+    EXPECT_STATUS(duet_result_finish_reason(result, 0, 0, &reason), DUET_STATUS_OK);
+    EXPECT(reason != DUET_FINISH_REASON_CANCELLED && st.calls == 12, "uncancelled: reason %d, %d progress calls", (int)reason, st.calls);
+    duet_result_free(result);
+    EXPECT_STATUS(duet_generate_with(model, good, 1, beam, NULL, &result), DUET_STATUS_OK);
+    duet_result_free(result);
+    EXPECT_STATUS(duet_generate_with(model, good, 1, beam, &progress_only, NULL), DUET_STATUS_NULL_POINTER);
+    duet_params_free(beam);
 
     EXPECT(strcmp(duet_status_name(9), "DUET_STATUS_MODEL_INVALID") == 0, "status name");
     EXPECT(strcmp(duet_status_name(12345), "DUET_STATUS_UNKNOWN") == 0, "unknown status name");

@@ -280,18 +280,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // A bug must not end the CLI with Rust's panic message and exit 101: one line, exit 1.
+    // A bug must not end the CLI with Rust's panic message and exit 101: one line, exit 1. The
+    // hook only keeps the message: a panic that the library catches (and reports as an error)
+    // prints nothing.
+    static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     std::panic::set_hook(Box::new(|info| {
         let what =
             info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned());
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!(
+        let line = format!(
             "duet: internal error: {}{at} (a bug in duet; please report it)",
             what.unwrap_or_else(|| "panic".into()).replace('\n', " ")
         );
+        if let Ok(mut last) = LAST_PANIC.lock() {
+            *last = Some(line);
+        }
     }));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
     let Ok(outcome) = outcome else {
+        let line = LAST_PANIC.lock().ok().and_then(|mut l| l.take());
+        eprintln!("{}", line.unwrap_or_else(|| "duet: internal error (a bug in duet; please report it)".into()));
         return ExitCode::from(1);
     };
     match outcome {

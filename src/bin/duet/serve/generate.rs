@@ -48,12 +48,13 @@ async fn submit(app: &Arc<App>, request: &GenerateRequest, endpoint: &str) -> Re
     let (limits, guard) = app.limits(&mut settings)?;
     let model = app.model.clone();
     let for_encoding = texts.clone();
-    // Tokenizing is short, bounded by the body size: it skips the task gate, so that generation
-    // never waits behind long embeddings or summaries.
+    let encode_limits = limits.clone();
+    // Tokenizing is short, bounded by the body size (and the request's deadline): it skips the
+    // task gate, so that generation never waits behind long embeddings or summaries.
     let encoded = tokio::task::spawn_blocking(move || -> duet::Result<_> {
         let params = resolve_params(&model, &settings)?;
         let refs: Vec<&str> = for_encoding.iter().map(String::as_str).collect();
-        Ok((encode_inputs(&model, &refs, &params)?, params))
+        Ok((encode_limits.within(|| encode_inputs(&model, &refs, &params))?, params))
     })
     .await
     .map_err(|_| ApiError::from(duet::Error::Internal("tokenizing a request panicked (a bug in duet; please report it)".into())));
