@@ -393,7 +393,9 @@ fn full_queues_and_deadlines_are_answered_with_a_reason() {
     });
     // One task place, none to wait in: a second embed while one runs is refused with 503. The
     // probes run for as long as the slow embed does (inputs at the 512-token limit, one at a
-    // time); a machine fast enough to finish it between two probes gets another try.
+    // time); a machine fast enough to finish it between two probes gets another try. A probe
+    // may take the place first, and then the slow embed is the one refused: that is the same
+    // refusal.
     let many: Vec<String> = (0..256).map(|i| document(3000 + i)).collect();
     let mut refused = None;
     for _attempt in 0..5 {
@@ -406,7 +408,11 @@ fn full_queues_and_deadlines_are_answered_with_a_reason() {
                 }
             }
             let (status, answer) = slow.join().unwrap();
-            assert_eq!(status, 200, "{answer}");
+            match status {
+                200 => {}
+                503 => refused = refused.take().or(Some(answer)),
+                _ => panic!("{status}: {answer}"),
+            }
         });
         if refused.is_some() {
             break;
