@@ -173,6 +173,8 @@ fn tokenization_stops_at_the_deadline_and_a_regex_failure_is_a_tokenizer_error()
         within_deadline("embed", &mut || duet_embed(model, inputs.as_ptr(), 1, params, vector.as_mut_ptr(), 64));
         let mut summary = null_mut();
         within_deadline("summarize", &mut || duet_summarize(model, text.as_ptr(), params, null(), &mut summary));
+        let mut score = 0f64;
+        within_deadline("rerank", &mut || duet_rerank(model, c"a query".as_ptr(), inputs.as_ptr(), 1, params, &mut score));
 
         // a cancel from another thread, while the encode runs
         let mut token = null_mut();

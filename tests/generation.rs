@@ -273,6 +273,10 @@ fn byt5_streams_whole_characters() {
         streamed.extend(stream.take_piece(&stops));
     }
     assert_eq!(streamed, ["你", "好", " ", "🙂"]);
+    // a text far over the limit is counted whole
+    let long = "é".repeat(10_000);
+    let e = model.tokenizer.encode(&long, Some(64), true, 0).unwrap();
+    assert_eq!((e.ids.len(), e.original_len, e.truncated), (64, 20_001, true));
     // a character cut short, and a byte that never starts one, are dropped
     let broken: Vec<u32> = [0xe4u32, 0xb8, 0x68, 0xff, 0x69].iter().map(|b| b + 3).collect();
     assert_eq!(model.tokenizer.decode(&broken).unwrap(), "hi");
@@ -312,6 +316,19 @@ fn a_decoder_prefix_starts_every_output() {
         let err = duet::generate(&model, &[TEXT], &s, None).unwrap_err();
         assert!(matches!(&err, duet::Error::InvalidParam { key: k, .. } if k == key), "{value}: {err}");
     }
+    // a stop string that the prefix itself writes does not stop the generation
+    let mut stopped = settings(&[("max_new_tokens", "6"), ("min_new_tokens", "6")]);
+    stopped.set_json("decoder_prefix", &serde_json::json!(prefix)).unwrap();
+    stopped.set_json("stop_strings", &serde_json::json!(["museum"])).unwrap();
+    let out = duet::generate(&model, &[TEXT], &stopped, None).unwrap();
+    assert!(out[0].sequences[0].token_ids.len() > prefix.len() && out[0].sequences[0].text.starts_with("The museum"), "{:?}", out[0]);
+    // min_new_tokens replaces min_length; a max_length left at 20 gives 20 new tokens
+    let p = duet::resolve_params(&model, &settings(&[("min_length", "10"), ("min_new_tokens", "2")])).unwrap();
+    assert_eq!(p.min_new_tokens, 2);
+    let mut twenty = duet::new_generation_settings();
+    twenty.set_json("decoder_prefix", &serde_json::json!([5, 6, 7])).unwrap();
+    twenty.set_int("max_length", 20).unwrap();
+    assert_eq!(duet::resolve_params(&model, &twenty).unwrap().max_new_tokens, 16, "a caller's max_length counts the prefix");
     let mut both = settings(&[("max_length", "3")]);
     both.set_json("decoder_prefix", &serde_json::json!([5, 6])).unwrap();
     let err = duet::generate(&model, &[TEXT], &both, None).unwrap_err();

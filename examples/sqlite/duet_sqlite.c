@@ -388,14 +388,14 @@ struct interrupt_watch {
 
 static int connection_interrupted(sqlite3 *db) {
 #if SQLITE_VERSION_NUMBER >= 3041000
-    return sqlite3_is_interrupted(db);
-#else
+    /* the host's SQLite may be older than these headers: its API table then ends before this */
+    if (sqlite3_libversion_number() >= 3041000) return sqlite3_is_interrupted(db);
+#endif
     sqlite3_stmt *stmt = NULL;
     int rc = sqlite3_prepare_v2(db, "SELECT 1", -1, &stmt, NULL);
     if (rc == SQLITE_OK) rc = sqlite3_step(stmt);
     sqlite3_finalize(stmt);
     return rc == SQLITE_INTERRUPT;
-#endif
 }
 
 static int32_t check_interrupt(void *user_data, size_t done, size_t total, size_t level) {

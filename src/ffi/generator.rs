@@ -263,9 +263,13 @@ pub unsafe extern "C" fn duet_generator_result(generator: *const duet_generator,
 }
 
 /// Frees a generator; NULL is a no-op. A generation not done is cancelled: on the scheduler it
-/// leaves at the next step boundary, and this returns once it has (its place is free). No
-/// other thread may be using it.
+/// leaves at the next step boundary, and this returns once it has (its place is free). A
+/// `duet_generator_next` still running on another thread is cancelled, and the generator is
+/// freed when it returns.
 #[no_mangle]
 pub unsafe extern "C" fn duet_generator_free(generator: *mut duet_generator) {
+    if let Ok(g) = handle(generator, "generator") {
+        g.cancelled.store(true, Ordering::SeqCst);
+    }
     free_handle(generator, "generator")
 }

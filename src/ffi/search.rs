@@ -98,8 +98,7 @@ pub unsafe extern "C" fn duet_rerank(
         let query = str_arg(query, "query")?;
         let passages = str_array(passages, n, "passages")?;
         let (settings, limits) = call_params(params)?;
-        limits.check()?;
-        let scores = rerank::rerank(model, query, &passages, &settings)?;
+        let scores = rerank::rerank_with(model, query, &passages, &settings, &limits)?;
         for (i, s) in scores.iter().enumerate() {
             *scores_out.add(i) = *s as f64;
         }

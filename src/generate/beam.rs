@@ -6,7 +6,7 @@
 
 use super::output::{FinishReason, Sequence};
 use super::params::EarlyStopping;
-use super::processors::{log_softmax, RowContext};
+use super::processors::{log_softmax_in_place, RowContext};
 use super::search::{Event, RowChange, Rules, Search};
 use crate::error::Result;
 use crate::model::Logits;
@@ -85,7 +85,7 @@ impl BeamSearch {
         }
         let mut generated = ids[1..].to_vec();
         generated.push(token);
-        Ok(self.rules.stops.find(&tokenizer.decode(&generated)?).is_some())
+        Ok(self.rules.stops.find_ending_after(&tokenizer.decode(&generated)?, self.rules.prefix_text_len(tokenizer)?).is_some())
     }
 }
 
@@ -99,7 +99,7 @@ impl Search for BeamSearch {
         self.items.iter().flat_map(|it| it.running.iter().map(|b| *b.ids.last().unwrap_or(&0))).collect()
     }
 
-    fn advance(&mut self, tokenizer: &Tokenizer, logits: &Logits, first: usize, _: &mut Vec<Event>) -> Result<RowChange> {
+    fn advance(&mut self, tokenizer: &Tokenizer, logits: &mut Logits, first: usize, _: &mut Vec<Event>) -> Result<RowChange> {
         // The decoder prefix is fed to every beam alike; the scores stay as they were.
         if let Some(&token) = self.rules.params.decoder_prefix.get(self.fed) {
             for beam in self.items.iter_mut().flat_map(|it| it.running.iter_mut()) {
@@ -118,23 +118,24 @@ impl Search for BeamSearch {
 
         for b in 0..self.items.len() {
             let item = &self.items[b];
-            let mut scores = Vec::with_capacity(nb * vocab);
-            let mut processed = Vec::with_capacity(nb);
+            // The item's rows of the logits become its processed log-probabilities, in place;
+            // a continuation's score (that plus its beam's) is computed where it is looked at.
             for (j, beam) in item.running.iter().enumerate() {
-                let mut lp = log_softmax(logits.row(first + b * nb + j));
-                self.rules.pipeline.process(&RowContext { decoder_ids: &beam.ids, generated: step }, &mut lp);
-                scores.extend(lp.iter().map(|&l| l + beam.score));
-                processed.push(lp);
+                let row = logits.row_mut(first + b * nb + j);
+                log_softmax_in_place(row);
+                self.rules.pipeline.process(&RowContext { decoder_ids: &beam.ids, generated: step }, row);
             }
-            if item.improvable && processed.iter().all(|lp| lp.iter().all(|l| *l == f32::NEG_INFINITY)) {
+            let processed = &logits.data[(first + b * nb) * vocab..(first + b * nb + nb) * vocab];
+            if item.improvable && processed.iter().all(|l| *l == f32::NEG_INFINITY) {
                 return Err(super::nothing_to_generate(b, step));
             }
+            let score_of = |idx: usize| processed[idx] + item.running[idx / vocab].score;
             let mut candidates = Vec::with_capacity(self.keep);
-            for idx in top_k(&scores, self.keep) {
+            for idx in top_k(processed.len(), self.keep, score_of) {
                 let (beam, token) = (idx / vocab, (idx % vocab) as u32);
                 let hits_stop = p.is_eos(token) || at_limit || self.ends_with_stop(tokenizer, &item.running[beam].ids, token)?;
                 any_continuation |= !hits_stop;
-                candidates.push(Candidate { beam, token, score: scores[idx], token_score: processed[beam][token as usize], hits_stop });
+                candidates.push(Candidate { beam, token, score: score_of(idx), token_score: processed[idx], hits_stop });
             }
             let extend = |c: &Candidate, score: f32| {
                 let src = &item.running[c.beam];
@@ -219,16 +220,39 @@ impl Search for BeamSearch {
     }
 }
 
-/// Indices of the `k` largest scores, best first (lower index first among equals).
-fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    let cmp = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k, cmp);
-        idx.truncate(k);
+/// Indices `0..n` of the `k` largest `score(i)`, best first (lower index first among equals),
+/// through a heap of `k`: nothing of size `n` is allocated.
+fn top_k(n: usize, k: usize, score: impl Fn(usize) -> f32) -> Vec<usize> {
+    use std::cmp::Ordering;
+    use std::collections::BinaryHeap;
+    /// Orders candidates worst first: lower score, then higher index.
+    #[derive(PartialEq)]
+    struct Worst(f32, usize);
+    impl Eq for Worst {}
+    impl PartialOrd for Worst {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.cmp(other))
+        }
     }
-    idx.sort_by(cmp);
-    idx
+    impl Ord for Worst {
+        fn cmp(&self, other: &Self) -> Ordering {
+            other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+        }
+    }
+    let k = k.min(n);
+    let mut heap: BinaryHeap<Worst> = BinaryHeap::with_capacity(k + 1);
+    for i in 0..n {
+        let s = score(i);
+        if heap.len() < k {
+            heap.push(Worst(s, i));
+        } else if heap.peek().is_some_and(|w| Worst(s, i) < *w) {
+            heap.pop();
+            heap.push(Worst(s, i));
+        }
+    }
+    let mut best: Vec<Worst> = heap.into_vec();
+    best.sort();
+    best.into_iter().map(|w| w.1).collect()
 }
 
 #[cfg(test)]
@@ -237,7 +261,9 @@ mod tests {
 
     #[test]
     fn top_k_orders_best_first() {
-        assert_eq!(top_k(&[0.1, 0.5, -1.0, 0.5, 0.3], 3), vec![1, 3, 4]);
-        assert_eq!(top_k(&[1.0, 2.0], 5), vec![1, 0]);
+        let of = |v: &'static [f32]| move |i: usize| v[i];
+        assert_eq!(top_k(5, 3, of(&[0.1, 0.5, -1.0, 0.5, 0.3])), vec![1, 3, 4]);
+        assert_eq!(top_k(2, 5, of(&[1.0, 2.0])), vec![1, 0]);
+        assert_eq!(top_k(4, 2, of(&[f32::NEG_INFINITY, 0.0, 0.0, f32::NEG_INFINITY])), vec![1, 2]);
     }
 }

@@ -93,8 +93,8 @@ impl<M: Deref<Target = Model>> Generation<M> {
         let mut events = Vec::new();
         let Some(search) = self.search.as_mut() else { return Ok(events) };
         let tokens = search.next_tokens();
-        let logits = self.model.decoder()?.step(&tokens, &self.batch.encoder, &mut self.batch.cache)?;
-        let change = search.advance(&self.model.tokenizer, &logits, 0, &mut events)?;
+        let mut logits = self.model.decoder()?.step(&tokens, &self.batch.encoder, &mut self.batch.cache)?;
+        let change = search.advance(&self.model.tokenizer, &mut logits, 0, &mut events)?;
         if change == RowChange::Done {
             self.conclude(&mut events)?;
         } else {

@@ -4,7 +4,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::output::{FinishReason, Sequence};
-use super::processors::{log_prob, softmax, RowContext};
+use super::processors::{log_prob, probabilities, RowContext};
 use super::search::{Event, RowChange, Rules, Search};
 use crate::error::Result;
 use crate::model::Logits;
@@ -71,7 +71,7 @@ impl Search for Greedy {
         self.active.iter().map(|&r| *self.rows[r].ids.last().unwrap_or(&start)).collect()
     }
 
-    fn advance(&mut self, tokenizer: &Tokenizer, logits: &Logits, first: usize, events: &mut Vec<Event>) -> Result<RowChange> {
+    fn advance(&mut self, tokenizer: &Tokenizer, logits: &mut Logits, first: usize, events: &mut Vec<Event>) -> Result<RowChange> {
         let prefix = self.rules.params.decoder_prefix.len();
         // Every row is at the same position while the prefix is fed: its next token is given.
         if let Some(&token) = self.active.first().and_then(|&r| self.rules.params.decoder_prefix.get(self.rows[r].ids.len() - 1)) {
@@ -80,6 +80,9 @@ impl Search for Greedy {
                 row.ids.push(token);
                 row.token_scores.push(0.0);
                 row.stream.push(tokenizer, token, &self.rules.stops)?;
+                if row.ids.len() - 1 == prefix {
+                    row.stream.protect_text_so_far();
+                }
                 if let Some(piece) = row.stream.take_piece(&self.rules.stops) {
                     events.push(Event::Text { input: i, piece, token: Some(token) });
                 }
@@ -91,19 +94,19 @@ impl Search for Greedy {
         for (j, &i) in active.iter().enumerate() {
             let (p, pipeline, stops) = (&self.rules.params, &self.rules.pipeline, &self.rules.stops);
             let row = &mut self.rows[i];
-            let mut scores = logits.row(first + j).to_vec();
+            let scores = logits.row_mut(first + j);
             let ctx = RowContext { decoder_ids: &row.ids, generated: row.ids.len() - 1 - prefix };
-            pipeline.process(&ctx, &mut scores);
+            pipeline.process(&ctx, scores);
             if scores.iter().all(|s| *s == f32::NEG_INFINITY) {
                 return Err(super::nothing_to_generate(i, ctx.generated));
             }
             let token = if p.do_sample {
-                pipeline.warp(&ctx, &mut scores);
-                sample(&scores, &mut self.rng)
+                pipeline.warp(&ctx, scores);
+                sample(scores, &mut self.rng)
             } else {
-                argmax(&scores)
+                argmax(scores)
             };
-            row.token_scores.push(log_prob(&scores, token as usize));
+            row.token_scores.push(log_prob(scores, token as usize));
             row.ids.push(token);
             let stop = row.stream.push(tokenizer, token, stops)?;
             let reason = if p.is_eos(token) {
@@ -166,11 +169,12 @@ pub(crate) fn argmax(scores: &[f32]) -> u32 {
     best as u32
 }
 
+/// A token drawn with probability softmax(scores), computed token by token (no vocabulary-sized
+/// vector): the same probabilities as `softmax`, bit for bit.
 fn sample(scores: &[f32], rng: &mut StdRng) -> u32 {
-    let probs = softmax(scores);
     let mut target: f32 = rng.random::<f32>();
     let mut last_possible = 0;
-    for (i, &pr) in probs.iter().enumerate() {
+    for (i, pr) in probabilities(scores).enumerate() {
         if pr > 0.0 {
             last_possible = i;
             if target < pr {

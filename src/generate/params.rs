@@ -84,9 +84,18 @@ impl GenerationParams {
         } else if let Some(n) = defaults.int("max_new_tokens") {
             n
         } else {
-            max_length(defaults.int("max_length").unwrap_or_else(|| table("max_length").parse().unwrap_or(20)))?
+            let len = defaults.int("max_length").unwrap_or_else(|| table("max_length").parse().unwrap_or(20));
+            // transformers 4.57 (`_prepare_generated_length`): a max_length left at its default
+            // of 20 is counted from the end of the decoder input (start token and prefix): 20
+            // new tokens.
+            if len == 20 {
+                20
+            } else {
+                max_length(len)?
+            }
         };
-        let min_new_tokens = int("min_new_tokens").max(int("min_length") - 1 - prefix_len).max(0);
+        // A min_new_tokens, where set, replaces min_length (transformers: it takes precedence).
+        let min_new_tokens = s.int("min_new_tokens").unwrap_or_else(|| int("min_length") - 1 - prefix_len).max(0);
 
         let num_beams = int("num_beams") as usize;
         let num_return_sequences = int("num_return_sequences") as usize;

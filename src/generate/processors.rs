@@ -170,10 +170,39 @@ pub struct TopK(pub usize);
 impl LogitsProcessor for TopK {
     fn process(&self, _: &RowContext, scores: &mut [f32]) {
         let k = self.0.clamp(1, scores.len());
-        let mut sorted = scores.to_vec();
-        let (_, kth, _) = sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-        let kth = *kth;
+        if k == scores.len() {
+            return;
+        }
+        // The k-th largest score, from a heap of the k largest (no vocabulary-sized copy).
+        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<Ordered>> = std::collections::BinaryHeap::with_capacity(k + 1);
+        for &s in scores.iter() {
+            if heap.len() < k {
+                heap.push(std::cmp::Reverse(Ordered(s)));
+            } else if heap.peek().is_some_and(|m| Ordered(s) > m.0) {
+                heap.pop();
+                heap.push(std::cmp::Reverse(Ordered(s)));
+            }
+        }
+        let kth = heap.peek().map_or(f32::NEG_INFINITY, |m| m.0 .0);
         scores.iter_mut().filter(|s| **s < kth).for_each(|s| *s = f32::NEG_INFINITY);
+    }
+}
+
+/// An f32 ordered by `total_cmp`.
+#[derive(Clone, Copy, PartialEq)]
+struct Ordered(f32);
+
+impl Eq for Ordered {}
+
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
     }
 }
 
@@ -181,23 +210,35 @@ impl LogitsProcessor for TopK {
 pub struct TopP(pub f32);
 
 impl LogitsProcessor for TopP {
+    /// Sorts token ids in a buffer kept per thread (top-p needs the whole order), so that a step
+    /// allocates nothing vocabulary-sized once the thread has run one.
     fn process(&self, _: &RowContext, scores: &mut [f32]) {
-        let mut order: Vec<usize> = (0..scores.len()).collect();
-        order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-        let probs = softmax(scores);
-        let mut cumulative = 0.0f32;
-        let threshold = 1.0 - self.0;
-        let last = order.len().saturating_sub(1);
-        let mut remove = Vec::new();
-        for (rank, &i) in order.iter().enumerate() {
-            cumulative += probs[i];
-            if cumulative <= threshold && rank < last {
-                remove.push(i);
+        thread_local! {
+            static ORDER: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        ORDER.with(|order| {
+            let mut order = order.borrow_mut();
+            order.clear();
+            order.extend(0..scores.len() as u32);
+            order.sort_by(|&a, &b| scores[a as usize].total_cmp(&scores[b as usize]));
+            let Some((max, log_sum)) = log_normalizer(scores) else { return };
+            let mut cumulative = 0.0f32;
+            let threshold = 1.0 - self.0;
+            let last = order.len().saturating_sub(1);
+            // Removal waits until every probability was read, as the sorted mask does.
+            let mut cut = 0;
+            for (rank, &i) in order.iter().enumerate() {
+                cumulative += (scores[i as usize] - max - log_sum).exp();
+                if cumulative <= threshold && rank < last {
+                    cut = rank + 1;
+                } else {
+                    break;
+                }
             }
-        }
-        for i in remove {
-            scores[i] = f32::NEG_INFINITY;
-        }
+            for &i in &order[..cut] {
+                scores[i as usize] = f32::NEG_INFINITY;
+            }
+        });
     }
 }
 
@@ -288,7 +329,24 @@ pub fn log_prob(scores: &[f32], token: usize) -> f32 {
 }
 
 pub fn softmax(scores: &[f32]) -> Vec<f32> {
-    log_softmax(scores).into_iter().map(f32::exp).collect()
+    probabilities(scores).collect()
+}
+
+/// `softmax(scores)`, one value at a time.
+pub fn probabilities(scores: &[f32]) -> impl Iterator<Item = f32> + '_ {
+    let normalizer = log_normalizer(scores);
+    scores.iter().map(move |&s| match normalizer {
+        None => 0.0,
+        Some((max, log_sum)) => (s - max - log_sum).exp(),
+    })
+}
+
+/// `log_softmax`, in place.
+pub fn log_softmax_in_place(scores: &mut [f32]) {
+    match log_normalizer(scores) {
+        None => scores.fill(f32::NEG_INFINITY),
+        Some((max, log_sum)) => scores.iter_mut().for_each(|s| *s = *s - max - log_sum),
+    }
 }
 
 #[cfg(test)]

@@ -670,7 +670,7 @@ impl Shared {
         if let Some(mask) = cohort.mask.as_mut() {
             mask.iter_mut().for_each(|row| row.push(1));
         }
-        let logits = match decoded {
+        let mut logits = match decoded {
             Ok(logits) => logits,
             Err(e) => return self.fail(cohort, e),
         };
@@ -680,7 +680,7 @@ impl Shared {
         let mut staying = Vec::with_capacity(cohort.members.len());
         for mut member in cohort.members.drain(..) {
             let mut events = Vec::new();
-            let change = member.search.advance(tokenizer, &logits, first, &mut events);
+            let change = member.search.advance(tokenizer, &mut logits, first, &mut events);
             let rows_before = member.rows;
             match change {
                 Ok(RowChange::Done) => {

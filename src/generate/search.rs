@@ -47,10 +47,18 @@ impl Rules {
     /// Text of a finished sequence, cut before a stop string, and whether one cut it.
     pub fn final_text(&self, tokenizer: &Tokenizer, token_ids: &[u32]) -> Result<(String, bool)> {
         let text = tokenizer.decode(token_ids)?;
-        Ok(match self.stops.find(&text) {
+        Ok(match self.stops.find_ending_after(&text, self.prefix_text_len(tokenizer)?) {
             Some(at) => (text[..at].to_string(), true),
             None => (text, false),
         })
+    }
+
+    /// Bytes of text the decoder prefix writes (a stop string must end after them).
+    pub fn prefix_text_len(&self, tokenizer: &Tokenizer) -> Result<usize> {
+        if self.stops.is_empty() || self.params.decoder_prefix.is_empty() {
+            return Ok(0);
+        }
+        Ok(tokenizer.decode(&self.params.decoder_prefix)?.len())
     }
 }
 
@@ -61,8 +69,9 @@ pub(crate) trait Search: Send {
     /// The token each row feeds to the decoder next, in row order.
     fn next_tokens(&self) -> Vec<u32>;
 
-    /// Takes this step's logits (rows `first..first + next_tokens().len()` of `logits`).
-    fn advance(&mut self, tokenizer: &Tokenizer, logits: &Logits, first: usize, events: &mut Vec<Event>) -> Result<RowChange>;
+    /// Takes this step's logits (rows `first..first + next_tokens().len()` of `logits`), which
+    /// it may overwrite: processors work on them in place, with no vocabulary-sized copy.
+    fn advance(&mut self, tokenizer: &Tokenizer, logits: &mut Logits, first: usize, events: &mut Vec<Event>) -> Result<RowChange>;
 
     /// The sequences of every input, after `advance` said `Done` or when the request is cancelled.
     fn finish(self: Box<Self>, tokenizer: &Tokenizer, cancelled: bool, events: &mut Vec<Event>) -> Result<Vec<Vec<Sequence>>>;

@@ -91,6 +91,10 @@ impl Logits {
     pub fn row(&self, r: usize) -> &[f32] {
         &self.data[r * self.vocab..(r + 1) * self.vocab]
     }
+
+    pub fn row_mut(&mut self, r: usize) -> &mut [f32] {
+        &mut self.data[r * self.vocab..(r + 1) * self.vocab]
+    }
 }
 
 impl Decoder {

@@ -29,8 +29,8 @@ pub static GENERATION_SPECS: &[Spec] = &[
         "max_length",
         Kind::Int,
         |v| check::int_in(v, 2, 1 << 20),
-        "most decoder tokens, start token included, when max_new_tokens is unset", default "20"),
-    spec!("min_new_tokens", Kind::Int, |v| check::int_in(v, 0, 1 << 20), "EOS is forbidden before this many tokens", default "0"),
+        "most decoder tokens, start token and decoder_prefix included, when max_new_tokens is unset; at its default of 20, 20 new tokens (as transformers 4.57)", default "20"),
+    spec!("min_new_tokens", Kind::Int, |v| check::int_in(v, 0, 1 << 20), "EOS is forbidden before this many tokens (replaces min_length where set)", default "0"),
     spec!(
         "min_length",
         Kind::Int,

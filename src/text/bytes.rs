@@ -127,8 +127,10 @@ impl ByteTokenizer {
         if let Some(t) = self.added.iter().find(|t| t.content == token) {
             return Some(t.id);
         }
-        match token.as_bytes() {
-            [b] => Some(OFFSET + u32::from(*b)),
+        // transformers names byte b by the character chr(b)
+        let mut chars = token.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if (c as u32) < 256 => Some(OFFSET + c as u32),
             _ => None,
         }
     }
@@ -183,8 +185,11 @@ impl ByteTokenizer {
                 bytes.push((id - OFFSET) as u8);
             } else if let Some(t) = self.by_id.get(&id).map(|&i| &self.added[i]) {
                 if !t.special {
-                    if !bytes.is_empty() {
-                        pieces.push(utf8_ignoring_errors(&std::mem::take(&mut bytes)));
+                    // transformers' _decode keeps the text before an added token only when it
+                    // is not empty
+                    let before = utf8_ignoring_errors(&std::mem::take(&mut bytes));
+                    if !before.is_empty() {
+                        pieces.push(before);
                     }
                     pieces.push(t.content.clone());
                 }
@@ -374,6 +379,18 @@ mod tests {
         let t = byt5();
         assert_eq!(t.decode(&[3 + 0xe4, 3 + 0xb8, 104 + 3, 3 + 0xff, 1, 260, 3 + 0x68]), "hh");
         assert_eq!(t.decode(&[]), "");
+    }
+
+    #[test]
+    fn a_non_special_added_token_is_its_own_piece() {
+        let mut added = legacy_added_tokens(Path::new("/nonexistent"), &Json::Null).unwrap();
+        added.push(AddedToken { content: "<sep>".into(), id: 400, lstrip: false, rstrip: false, special: false });
+        let t = ByteTokenizer::new(added, "</s>", Path::new("tokenizer_config.json")).unwrap();
+        // as transformers' _decode: pieces joined by spaces, an empty piece before it left out
+        assert_eq!(t.decode(&[3 + 0x61, 400, 3 + 0x62]), "a <sep> b");
+        assert_eq!(t.decode(&[3 + 0xff, 400, 3 + 0x62]), "<sep> b");
+        assert_eq!(t.token_to_id("é"), Some(3 + 0xe9));
+        assert_eq!(t.token_to_id("<sep>"), Some(400));
     }
 
     #[test]

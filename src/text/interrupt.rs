@@ -25,8 +25,9 @@ thread_local! {
     static CURRENT: RefCell<Option<Check>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with `check` as this thread's limits for tokenization (the previous ones return after).
-pub fn with_check<R>(check: Check, f: impl FnOnce() -> R) -> R {
+/// Runs `f` with `check` as this thread's limits for tokenization, or none (the previous ones
+/// return after): a call made inside another call's callback has its own limits, not the outer's.
+pub fn with_check<R>(check: Option<Check>, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<Check>);
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -34,7 +35,7 @@ pub fn with_check<R>(check: Check, f: impl FnOnce() -> R) -> R {
             let _ = CURRENT.try_with(|c| *c.borrow_mut() = previous);
         }
     }
-    let previous = CURRENT.try_with(|c| c.borrow_mut().replace(check)).ok().flatten();
+    let previous = CURRENT.try_with(|c| std::mem::replace(&mut *c.borrow_mut(), check)).ok().flatten();
     let _restore = Restore(previous);
     f()
 }
@@ -74,8 +75,13 @@ const POLL: Duration = Duration::from_millis(5);
 pub(crate) fn interruptible<T: Send + 'static>(check: Check, encode: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     check()?;
     let (tx, rx) = mpsc::sync_channel(1);
+    let waiting = check.clone();
+    // A job whose caller stopped waiting before a worker took it is dropped, not run: abandoned
+    // encodes do not hold the workers from the callers still waiting.
     let job: Job = Box::new(move || {
-        let _ = tx.send(caught(encode));
+        if waiting().is_ok() {
+            let _ = tx.send(caught(encode));
+        }
     });
     POOL.lock()
         .map_err(|_| Error::Internal("the tokenizer pool is unusable".into()))?
@@ -100,4 +106,20 @@ pub(crate) fn caught<T>(encode: impl FnOnce() -> Result<T>) -> Result<T> {
             .unwrap_or_else(|| "unknown failure".into());
         Err(Error::Tokenizer(format!("the tokenizer failed on this input: {}", what.trim())))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_without_limits_inside_one_with_them_has_none() {
+        let stop: Check = Arc::new(|| Err(Error::Cancelled));
+        with_check(Some(stop), || {
+            assert!(current().is_some());
+            with_check(None, || assert!(current().is_none()));
+            assert!(current().is_some());
+        });
+        assert!(current().is_none());
+    }
 }

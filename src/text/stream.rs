@@ -20,7 +20,14 @@ impl StopMatcher {
 
     /// Byte offset of the earliest stop string in `text`.
     pub fn find(&self, text: &str) -> Option<usize> {
-        self.stops.iter().filter_map(|s| text.find(s.as_str())).min()
+        self.find_ending_after(text, 0)
+    }
+
+    /// Byte offset of the earliest stop string in `text` that ends past byte `min_end` (what a
+    /// decoder prefix wrote cannot stop a generation: transformers matches stop strings at the
+    /// end of the sequence as it grows).
+    pub fn find_ending_after(&self, text: &str, min_end: usize) -> Option<usize> {
+        self.stops.iter().filter_map(|s| text.match_indices(s.as_str()).map(|(at, _)| at).find(|at| at + s.len() > min_end)).min()
     }
 
     /// Length of the longest prefix of `text` that cannot become part of a stop string.
@@ -45,6 +52,8 @@ pub struct TextStream {
     text: String,
     /// What was handed out so far (always a prefix of `text`).
     emitted: String,
+    /// Bytes of `text` that a decoder prefix wrote: no stop string ends within them.
+    protected: usize,
 }
 
 impl Default for TextStream {
@@ -55,7 +64,7 @@ impl Default for TextStream {
 
 impl TextStream {
     pub fn new() -> Self {
-        Self { ids: Vec::new(), text: String::new(), emitted: String::new() }
+        Self { ids: Vec::new(), text: String::new(), emitted: String::new(), protected: 0 }
     }
 
     /// Adds a token; returns the position of a stop string if the text now holds one.
@@ -64,12 +73,17 @@ impl TextStream {
         if let Some(text) = tokenizer.decode_partial(&self.ids)? {
             self.text = text;
         }
-        Ok(if stops.is_empty() { None } else { stops.find(&self.text) })
+        Ok(if stops.is_empty() { None } else { stops.find_ending_after(&self.text, self.protected) })
+    }
+
+    /// The text so far came from a decoder prefix: stop strings must end after it.
+    pub fn protect_text_so_far(&mut self) {
+        self.protected = self.text.len();
     }
 
     /// The text not yet emitted that is safe to show now.
     pub fn take_piece(&mut self, stops: &StopMatcher) -> Option<String> {
-        let end = stops.find(&self.text).unwrap_or(usize::MAX).min(stops.safe_len(&self.text));
+        let end = stops.find_ending_after(&self.text, self.protected).unwrap_or(usize::MAX).min(stops.safe_len(&self.text));
         self.piece_until(end)
     }
 

@@ -169,6 +169,11 @@ impl Tokenizer {
     }
 
     fn encode_now(&self, text: &str, limit: Option<usize>, truncate: bool, index: usize) -> Result<Encoded> {
+        // ByT5's encoding is linear in the bytes: always the whole text.
+        let inner = match &*self.backend {
+            Backend::Json { inner, .. } => inner,
+            Backend::Bytes(bytes) => return self.encode_bytes(bytes, text, limit, truncate, index),
+        };
         let original = text;
         // Far longer than any limit: a prefix is tokenized first. When it still fits (a run of white
         // space, which makes no tokens, or very long tokens), the whole text is: nothing after the
@@ -178,10 +183,6 @@ impl Tokenizer {
                 prefix_at_space(text, limit.saturating_mul(64).saturating_add(4096))
             }
             _ => text,
-        };
-        let inner = match &*self.backend {
-            Backend::Json { inner, .. } => inner,
-            Backend::Bytes(bytes) => return self.encode_bytes(bytes, text, limit, truncate, index),
         };
         let whole = |t: &str, special| inner.encode(t, special).map_err(|e| Error::Tokenizer(e.to_string()));
         let mut full = whole(text, true)?;

@@ -30,7 +30,14 @@ class _Hooks:
         self.c_token = TOKEN_CALLBACK(self._on_token) if on_token is not None else TOKEN_CALLBACK()
         self.c_progress = PROGRESS_CALLBACK(self._on_progress) if on_progress is not None else PROGRESS_CALLBACK()
         self.struct = Callbacks(self.c_token, self.c_progress, None)
+
+    def __enter__(self) -> "_Hooks":
+        """Around the C call that may call back: interpreter exit waits for it (duet._exit)."""
         _exit.begin(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _exit.end(self)
 
     def _on_token(self, _user_data: Optional[int], input_index: int, piece: int, piece_len: int, token_id: int) -> int:
         if self.error is not None or _exit.exiting():
@@ -59,7 +66,6 @@ class _Hooks:
 
     def finish(self, status: int) -> None:
         """After the C call: the callback's exception first, else the status."""
-        _exit.end(self)
         if self.error is not None:  # the callback's exception is what the caller must see
             err, self.error = self.error, None
             raise err

@@ -67,7 +67,7 @@ class Chat(_Handle):
         self._begin(threading.get_ident())
         try:
             out = ctypes.c_void_p()
-            with self._use() as ptr:
+            with self._use() as ptr, hooks:
                 status = _lib.lib().duet_chat_send(ptr, data, ctypes.byref(hooks.struct), ctypes.byref(out))
             try:
                 hooks.finish(status)
@@ -226,6 +226,7 @@ class ChatStream(_Closing):
         except BaseException:
             chat._stream = None
             chat._end()
+            _exit.end(self._state)
             raise
 
     @property

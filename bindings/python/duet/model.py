@@ -3,6 +3,7 @@ assist, embed, rerank)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -121,7 +122,7 @@ class Model(_Handle):
         hooks = _Hooks(on_token=stream, token_arity=3) if stream is not None else None
         array = _c_array(encoded)
         out = ctypes.c_void_p()
-        with self._use() as ptr, _Params(self._merged(params)) as p:
+        with self._use() as ptr, _Params(self._merged(params)) as p, (hooks or contextlib.nullcontext()):
             status = _lib.lib().duet_generate(ptr, array, len(encoded), p, hooks.c_token if hooks else TOKEN_CALLBACK(), None,
                                               ctypes.byref(out))
         try:
@@ -181,7 +182,7 @@ class Model(_Handle):
                     reply_class: Type[_R]) -> _R:
         """Calls duet_summarize / duet_assist and wraps the duet_reply they return."""
         out = ctypes.c_void_p()
-        with self._use() as ptr, _Params(self._merged(params)) as p:
+        with self._use() as ptr, _Params(self._merged(params)) as p, hooks:
             status = function(ptr, data, p, ctypes.byref(hooks.struct), ctypes.byref(out))
         try:
             hooks.finish(status)
