@@ -153,3 +153,26 @@ fn the_c_abi_and_the_cli_say_over_budget() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("duet: error: over the memory budget") && stderr.lines().count() == 1, "{stderr}");
 }
+
+/// Embed and rerank: a batch whose encoder run (states, attention scores) and, for rerank, its
+/// decoding could not fit is refused before it runs; smaller batches of the same texts fit.
+#[test]
+fn embed_and_rerank_batches_over_the_budget_are_refused() {
+    let model = open(32);
+    let long = "word ".repeat(400);
+    let texts: Vec<&str> = vec![long.as_str(); 32];
+    let mut s = duet::new_generation_settings();
+    s.set_int("batch_size", 32).unwrap();
+    s.set_bool("truncate_input", true).unwrap();
+    match duet::tasks::embed::embed(&model, &texts, &s) {
+        Err(duet::Error::OverBudget(m)) => assert!(m.contains("embed") && m.contains("32 input(s)"), "{m}"),
+        other => panic!("{:?}", other.map(|v| v.len())),
+    }
+    match duet::tasks::rerank::rerank(&model, "a query about words", &texts, &s) {
+        Err(duet::Error::OverBudget(m)) => assert!(m.contains("rerank"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    s.set_int("batch_size", 1).unwrap();
+    assert_eq!(duet::tasks::embed::embed(&model, &texts[..2], &s).unwrap().len(), 2);
+    assert_eq!(duet::tasks::rerank::rerank(&model, "a query", &texts[..2], &s).unwrap().len(), 2);
+}

@@ -56,6 +56,43 @@ pub fn check_budget(model: &Model, inputs: &[Encoded], params: &GenerationParams
     Ok(bytes)
 }
 
+/// The worst case of one encoder run over `rows` inputs of up to `input_len` tokens (hidden
+/// states, the intermediate activations, the attention scores), and `decoder_steps` of decoding
+/// after it (rerank's teacher forcing: its cache and a step's logits); refused with
+/// `Error::OverBudget` when over the model's budget, before anything is allocated.
+pub fn check_encoder_budget(model: &Model, rows: usize, input_len: usize, decoder_steps: usize, call: &str) -> Result<u64> {
+    let (rows, len) = (rows as u64, input_len as u64);
+    let d_model = model.config.d_model.unwrap_or(1024) as u64;
+    let heads = model.config.decoder_heads.unwrap_or(16) as u64;
+    let states = rows.saturating_mul(len).saturating_mul(d_model).saturating_mul(4 * 8);
+    let attention = rows.saturating_mul(heads).saturating_mul(len.saturating_mul(len)).saturating_mul(4 * 2);
+    let decoding = match model.decoder() {
+        Ok(decoder) if decoder_steps > 0 => {
+            let c = &decoder.cache;
+            let per_position = (c.layers as u64).saturating_mul(2).saturating_mul(c.heads as u64 * c.head_dim as u64).saturating_mul(4);
+            let steps = decoder_steps as u64;
+            rows.saturating_mul(
+                per_position
+                    .saturating_mul(steps.saturating_add(len))
+                    .saturating_mul(2)
+                    .saturating_add((model.vocab_size() as u64).saturating_mul(4 * 2)),
+            )
+        }
+        _ => 0,
+    };
+    let bytes = states.saturating_add(attention).saturating_add(decoding);
+    let budget = model.memory_budget();
+    if bytes > budget {
+        return Err(Error::OverBudget(format!(
+            "this {call} could need {} at worst ({rows} input(s) of up to {input_len} tokens at once{}), over the model's memory budget of {} (the model option memory_budget_mb); use a smaller batch_size or max_input_tokens, or raise the budget",
+            human(bytes),
+            if decoder_steps > 0 { format!(", {decoder_steps} decoding steps") } else { String::new() },
+            human(budget)
+        )));
+    }
+    Ok(bytes)
+}
+
 fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;

@@ -40,12 +40,18 @@ pub fn to_host_f32(value: &DynTensor) -> Result<(Vec<i64>, Vec<f32>)> {
     let host = on_host(value)?;
     let dyn_ref = host.view().into_dyn();
     let shape: Vec<i64> = host.shape().iter().copied().collect();
-    let data = match host.data_type() {
-        TensorElementType::Float32 => dyn_ref.try_extract_tensor::<f32>()?.1.to_vec(),
-        TensorElementType::Float16 => dyn_ref.try_extract_tensor::<f16>()?.1.iter().map(|v| v.to_f32()).collect(),
-        TensorElementType::Bfloat16 => dyn_ref.try_extract_tensor::<bf16>()?.1.iter().map(|v| v.to_f32()).collect(),
+    // The host copy's size comes from the input: allocated fallibly, an error instead of an abort.
+    let elements = shape.iter().map(|&d| d.max(0) as usize).try_fold(1usize, |a, d| a.checked_mul(d));
+    let mut data: Vec<f32> = Vec::new();
+    elements.and_then(|n| data.try_reserve_exact(n).ok()).ok_or_else(|| {
+        Error::OverBudget(format!("no memory for a tensor of shape {shape:?} on the host; ask for less (fewer inputs, beams or tokens)"))
+    })?;
+    match host.data_type() {
+        TensorElementType::Float32 => data.extend_from_slice(dyn_ref.try_extract_tensor::<f32>()?.1),
+        TensorElementType::Float16 => data.extend(dyn_ref.try_extract_tensor::<f16>()?.1.iter().map(|v| v.to_f32())),
+        TensorElementType::Bfloat16 => data.extend(dyn_ref.try_extract_tensor::<bf16>()?.1.iter().map(|v| v.to_f32())),
         other => return Err(Error::Internal(format!("expected a float tensor, got {other:?}"))),
-    };
+    }
     Ok((shape, data))
 }
 

@@ -78,6 +78,8 @@ fn embed_limited(model: &Model, texts: &[&str], params: &Settings, kind: InputKi
     let mut vectors = vec![Vec::new(); texts.len()];
     for group in order.chunks(batch) {
         limits.check()?;
+        let longest = group.iter().map(|&i| encoded[i].len()).max().unwrap_or(0);
+        crate::generate::budget::check_encoder_budget(model, group.len(), longest, 0, "embed")?;
         let inputs: Vec<Vec<u32>> = group.iter().map(|&i| std::mem::take(&mut encoded[i])).collect();
         let enc = model.encoder.run(&inputs, pad)?;
         let (hidden, width) = enc.hidden_states()?;

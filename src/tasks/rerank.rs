@@ -54,6 +54,8 @@ fn rerank_limited(model: &Model, query: &str, passages: &[&str], params: &Settin
                 Ok(model.tokenizer.encode(&text, limit, gen.truncate_input, b * batch + i)?.ids)
             })
             .collect::<Result<Vec<_>>>()?;
+        let longest = inputs.iter().map(Vec::len).max().unwrap_or(0);
+        crate::generate::budget::check_encoder_budget(model, inputs.len(), longest, if relevance { 1 } else { targets.len() }, "rerank")?;
         let encoder = model.encoder.run(&inputs, gen.pad_token_id)?;
         let mut cache = KvCache::default();
         let rows = inputs.len();
