@@ -76,12 +76,10 @@ pub(crate) fn interruptible<T: Send + 'static>(check: Check, encode: impl FnOnce
     check()?;
     let (tx, rx) = mpsc::sync_channel(1);
     let waiting = check.clone();
-    // A job whose caller stopped waiting before a worker took it is dropped, not run: abandoned
-    // encodes do not hold the workers from the callers still waiting.
+    // A job whose caller's limits said stop before a worker took it is not run (its caller gets
+    // that error): abandoned encodes do not hold the workers from the callers still waiting.
     let job: Job = Box::new(move || {
-        if waiting().is_ok() {
-            let _ = tx.send(caught(encode));
-        }
+        let _ = tx.send(waiting().and_then(|()| caught(encode)));
     });
     POOL.lock()
         .map_err(|_| Error::Internal("the tokenizer pool is unusable".into()))?
