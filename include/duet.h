@@ -442,8 +442,9 @@ duet_status duet_generator_cancel(const duet_generator *generator);
 duet_status duet_generator_result(const duet_generator *generator, duet_result **out);
 
 // Frees a generator; NULL is a no-op. A generation not done is cancelled: on the scheduler it
-// leaves at the next step boundary, and this returns once it has (its place is free). No
-// other thread may be using it.
+// leaves at the next step boundary, and this returns once it has (its place is free). A
+// `duet_generator_next` still running on another thread is cancelled, and the generator is
+// freed when it returns.
 void duet_generator_free(duet_generator *generator);
 
 // Loads libonnxruntime once for the process, from `ort_library` when not NULL, else from
