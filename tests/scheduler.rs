@@ -15,8 +15,8 @@ struct Case {
     params: GenerationParams,
 }
 
-/// Every golden case of `family`, each input on its own, plus sampling with its own seed and a
-/// stop string.
+/// Every golden case of `family`, each input on its own, plus sampling with its own seed, a stop
+/// string and decoder prefixes (greedy and beam).
 fn cases(model: &Model, family: &str) -> Vec<Case> {
     let goldens: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(common::fixture("goldens.json")).unwrap()).unwrap();
     let mut settings: Vec<(String, duet::Settings)> = Vec::new();
@@ -45,6 +45,15 @@ fn cases(model: &Model, family: &str) -> Vec<Case> {
     if !cut.trim().is_empty() {
         stop.set_json("stop_strings", &serde_json::json!([cut])).unwrap();
         settings.push((first.clone(), stop));
+    }
+    // decoder prefixes: their rows feed the prefix a token a step beside rows that generate
+    let prefix = model.tokenizer.encode_plain("The museum").unwrap();
+    for beams in [1, 3] {
+        let mut s = duet::new_generation_settings();
+        s.set_int("num_beams", beams).unwrap();
+        s.set_int("max_new_tokens", 10).unwrap();
+        s.set_json("decoder_prefix", &serde_json::json!(prefix)).unwrap();
+        settings.push((first.clone(), s));
     }
     settings.into_iter().map(|(text, s)| Case { params: duet::resolve_params(model, &s).unwrap(), text }).collect()
 }
