@@ -111,7 +111,7 @@ def lines():
     return mf.corpus() + [s for s in CODE.splitlines() if s.strip()] + list(CODE_TEXTS.values())
 
 
-def prefix_tokens(tok, model, name):
+def prefix_tokens(tok, name):
     """A decoder prefix of two ordinary tokens the model would not start with on its own."""
     words = tok("Hello world", add_special_tokens=False)["input_ids"]
     if name == "byt5-tiny":
@@ -130,7 +130,7 @@ def specs(model, tok, name):
         texts = {k: (v + " " + long_) for k, v in texts.items()}
     if name == "codet5-tiny":
         texts["short"], texts["penalty"] = CODE_TEXTS["code"], CODE_TEXTS["code_cjk"]
-    prefix = prefix_tokens(tok, model, name)
+    prefix = prefix_tokens(tok, name)
     out = [
         ("greedy_single", [texts["single"]], {"max_new_tokens": 20, **varied}),
         ("greedy_batch", [texts["short"], texts["chinese"], texts["emoji"]], {"max_new_tokens": 16, **varied}),

@@ -421,6 +421,16 @@ static duet_callbacks interrupt_callbacks(sqlite3_context *ctx, struct interrupt
     return callbacks;
 }
 
+/* The SQL result of a call that returned `reply`: its text, SQLITE_INTERRUPT, or the error. */
+static void result_reply(sqlite3_context *ctx, duet_status st, duet_reply *reply, const struct interrupt_watch *watch) {
+    const char *out = NULL;
+    if (st == DUET_STATUS_OK) st = duet_reply_text(reply, &out);
+    if (watch->interrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
+    else if (st == DUET_STATUS_OK) sqlite3_result_text(ctx, out, -1, SQLITE_TRANSIENT);
+    else result_duet_error(ctx, st);
+    duet_reply_free(reply);
+}
+
 /* duet_generate(text [, json_params]) */
 static void fn_generate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     const duet_model *model;
@@ -451,12 +461,7 @@ static void fn_summarize(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     struct interrupt_watch watch;
     duet_callbacks callbacks = interrupt_callbacks(ctx, &watch);
     duet_status st = duet_summarize(model, text, params, &callbacks, &reply);
-    const char *out = NULL;
-    if (st == DUET_STATUS_OK) st = duet_reply_text(reply, &out);
-    if (watch.interrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
-    else if (st == DUET_STATUS_OK) sqlite3_result_text(ctx, out, -1, SQLITE_TRANSIENT);
-    else result_duet_error(ctx, st);
-    duet_reply_free(reply);
+    result_reply(ctx, st, reply, &watch);
     duet_params_free(params);
 }
 
@@ -482,12 +487,7 @@ static void fn_translate(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     struct interrupt_watch watch;
     duet_callbacks callbacks = interrupt_callbacks(ctx, &watch);
     duet_status st = duet_translate(model, text, to, from, params, &callbacks, &reply);
-    const char *out = NULL;
-    if (st == DUET_STATUS_OK) st = duet_reply_text(reply, &out);
-    if (watch.interrupted) sqlite3_result_error_code(ctx, SQLITE_INTERRUPT);
-    else if (st == DUET_STATUS_OK) sqlite3_result_text(ctx, out, -1, SQLITE_TRANSIENT);
-    else result_duet_error(ctx, st);
-    duet_reply_free(reply);
+    result_reply(ctx, st, reply, &watch);
     duet_params_free(params);
 }
 

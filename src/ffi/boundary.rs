@@ -12,11 +12,7 @@ pub(crate) fn boundary(f: impl FnOnce() -> Result<()>) -> duet_status {
         Ok(Ok(())) => duet_status::Ok,
         Ok(Err(e)) => fail(&e),
         Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let what = crate::error::panic_message(&*payload).unwrap_or_else(|| "unknown panic".into());
             set_last_error(&format!("duet panicked: {what}"));
             duet_status::Panic
         }

@@ -162,7 +162,7 @@ pub unsafe extern "C" fn duet_generate(
     out: *mut *mut duet_result,
 ) -> duet_status {
     let token = callback.map(|callback| CallbackObserver { callback, user_data });
-    boundary(|| generate_call(model, inputs, n_inputs, params, GenerateHooks { token, progress: None, user_data, steps: 0, total: 0 }, out))
+    boundary(|| generate_call(model, inputs, n_inputs, params, GenerateHooks::new(token, None, user_data), out))
 }
 
 /// As `duet_generate`, with `callbacks` (may be NULL): `on_token` streams as duet_generate's
@@ -180,14 +180,10 @@ pub unsafe extern "C" fn duet_generate_with(
     out: *mut *mut duet_result,
 ) -> duet_status {
     let hooks = match callbacks.as_ref() {
-        None => GenerateHooks { token: None, progress: None, user_data: std::ptr::null_mut(), steps: 0, total: 0 },
-        Some(c) => GenerateHooks {
-            token: c.on_token.map(|callback| CallbackObserver { callback, user_data: c.user_data }),
-            progress: c.on_progress,
-            user_data: c.user_data,
-            steps: 0,
-            total: 0,
-        },
+        None => GenerateHooks::new(None, None, std::ptr::null_mut()),
+        Some(c) => {
+            GenerateHooks::new(c.on_token.map(|callback| CallbackObserver { callback, user_data: c.user_data }), c.on_progress, c.user_data)
+        }
     };
     boundary(|| generate_call(model, inputs, n_inputs, params, hooks, out))
 }
@@ -199,6 +195,12 @@ struct GenerateHooks {
     user_data: *mut c_void,
     steps: usize,
     total: usize,
+}
+
+impl GenerateHooks {
+    fn new(token: Option<CallbackObserver>, progress: duet_progress_callback, user_data: *mut c_void) -> Self {
+        Self { token, progress, user_data, steps: 0, total: 0 }
+    }
 }
 
 impl Observer for GenerateHooks {

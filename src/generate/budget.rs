@@ -16,12 +16,8 @@ use crate::text::Encoded;
 /// is `u64::MAX`).
 pub fn worst_case_bytes(model: &Model, inputs: &[Encoded], params: &GenerationParams) -> Result<u64> {
     let cache = &model.decoder()?.cache;
-    let element = match cache.dtype {
-        ort::value::TensorElementType::Float16 | ort::value::TensorElementType::Bfloat16 => 2u64,
-        _ => 4,
-    };
     let width = (cache.heads as u64).saturating_mul(cache.head_dim as u64);
-    let per_position = (cache.layers as u64).saturating_mul(2).saturating_mul(width).saturating_mul(element);
+    let per_position = cache.bytes_per_position();
     let input_len = inputs.iter().map(|e| e.ids.len()).max().unwrap_or(0) as u64;
     let d_model = model.config.d_model.map_or(width, |d| d as u64);
     let steps = (params.max_new_tokens as u64).saturating_add(1).saturating_add(params.decoder_prefix.len() as u64);
@@ -68,8 +64,7 @@ pub fn check_encoder_budget(model: &Model, rows: usize, input_len: usize, decode
     let attention = rows.saturating_mul(heads).saturating_mul(len.saturating_mul(len)).saturating_mul(4 * 2);
     let decoding = match model.decoder() {
         Ok(decoder) if decoder_steps > 0 => {
-            let c = &decoder.cache;
-            let per_position = (c.layers as u64).saturating_mul(2).saturating_mul(c.heads as u64 * c.head_dim as u64).saturating_mul(4);
+            let per_position = decoder.cache.bytes_per_position();
             let steps = decoder_steps as u64;
             rows.saturating_mul(
                 per_position

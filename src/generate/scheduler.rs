@@ -736,7 +736,7 @@ impl Shared {
 
 /// A panic in the scheduler becomes its requests' error; the scheduler goes on.
 fn panicked(payload: &Box<dyn std::any::Any + Send>) -> Error {
-    let what = payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned());
+    let what = crate::error::panic_message(&**payload);
     Error::Internal(format!("duet panicked in the scheduler: {}", what.unwrap_or_else(|| "unknown panic".into())))
 }
 

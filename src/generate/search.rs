@@ -37,11 +37,18 @@ pub(crate) struct Rules {
     pub params: GenerationParams,
     pub pipeline: Pipeline,
     pub stops: StopMatcher,
+    /// Bytes of text the decoder prefix writes, once decoded (stop strings only).
+    prefix_text_len: std::sync::OnceLock<usize>,
 }
 
 impl Rules {
     pub fn new(params: &GenerationParams) -> Self {
-        Self { params: params.clone(), pipeline: Pipeline::new(params), stops: StopMatcher::new(&params.stop_strings) }
+        Self {
+            params: params.clone(),
+            pipeline: Pipeline::new(params),
+            stops: StopMatcher::new(&params.stop_strings),
+            prefix_text_len: Default::default(),
+        }
     }
 
     /// Text of a finished sequence, cut before a stop string, and whether one cut it.
@@ -58,7 +65,11 @@ impl Rules {
         if self.stops.is_empty() || self.params.decoder_prefix.is_empty() {
             return Ok(0);
         }
-        Ok(tokenizer.decode(&self.params.decoder_prefix)?.len())
+        if let Some(&len) = self.prefix_text_len.get() {
+            return Ok(len);
+        }
+        let len = tokenizer.decode(&self.params.decoder_prefix)?.len();
+        Ok(*self.prefix_text_len.get_or_init(|| len))
     }
 }
 

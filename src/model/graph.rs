@@ -133,6 +133,17 @@ pub struct CacheShape {
 }
 
 impl CacheShape {
+    /// Bytes one position of one row takes in the self-attention cache (keys and values, every
+    /// layer).
+    pub fn bytes_per_position(&self) -> u64 {
+        let element = match self.dtype {
+            TensorElementType::Float16 | TensorElementType::Bfloat16 => 2u64,
+            _ => 4,
+        };
+        let width = (self.heads as u64).saturating_mul(self.head_dim as u64);
+        (self.layers as u64).saturating_mul(2).saturating_mul(width).saturating_mul(element)
+    }
+
     /// Reads layers from a graph that takes pasts, heads and width from its input shapes, or
     /// from config.json when the export left them symbolic.
     pub fn discover(io: &GraphIo, config_heads: Option<usize>, config_head_dim: Option<usize>) -> Result<Self> {

@@ -97,11 +97,7 @@ pub(crate) fn interruptible<T: Send + 'static>(check: Check, encode: impl FnOnce
 /// `encode`, with a panic inside it turned into `Error::Tokenizer`.
 pub(crate) fn caught<T>(encode: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(encode)).unwrap_or_else(|payload| {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown failure".into());
+        let what = crate::error::panic_message(&*payload).unwrap_or_else(|| "unknown failure".into());
         Err(Error::Tokenizer(format!("the tokenizer failed on this input: {}", what.trim())))
     })
 }

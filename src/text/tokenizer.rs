@@ -105,11 +105,17 @@ impl Tokenizer {
 
     /// Token ids of `text` without special tokens, and each one's byte span in `text`.
     pub fn encode_plain_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Offsets)> {
+        self.under_limits(text, |t, text| t.plain_now(text))
+    }
+
+    /// `encode(self, text)` inline, or on the tokenizer pool under this thread's limits
+    /// (`interrupt`); a panic in it is an error either way.
+    fn under_limits<T: Send + 'static>(&self, text: &str, encode: impl Fn(&Tokenizer, &str) -> Result<T> + Send + 'static) -> Result<T> {
         match interrupt::current() {
-            None => interrupt::caught(|| self.plain_now(text)),
+            None => interrupt::caught(|| encode(self, text)),
             Some(check) => {
                 let (this, text) = (self.clone(), text.to_owned());
-                interrupt::interruptible(check, move || this.plain_now(&text))
+                interrupt::interruptible(check, move || encode(&this, &text))
             }
         }
     }
@@ -159,13 +165,7 @@ impl Tokenizer {
     /// `truncate` is set; truncation keeps the special tokens, as `transformers` does. Under a
     /// call's limits ([`super::with_check`]) the encode stops early with their error.
     pub fn encode(&self, text: &str, limit: Option<usize>, truncate: bool, index: usize) -> Result<Encoded> {
-        match interrupt::current() {
-            None => interrupt::caught(|| self.encode_now(text, limit, truncate, index)),
-            Some(check) => {
-                let (this, text) = (self.clone(), text.to_owned());
-                interrupt::interruptible(check, move || this.encode_now(&text, limit, truncate, index))
-            }
-        }
+        self.under_limits(text, move |t, text| t.encode_now(text, limit, truncate, index))
     }
 
     fn encode_now(&self, text: &str, limit: Option<usize>, truncate: bool, index: usize) -> Result<Encoded> {

@@ -285,8 +285,7 @@ fn main() -> ExitCode {
     // prints nothing.
     static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     std::panic::set_hook(Box::new(|info| {
-        let what =
-            info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned());
+        let what = duet::error::panic_message(info.payload());
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         let line = format!(
             "duet: internal error: {}{at} (a bug in duet; please report it)",
