@@ -16,7 +16,7 @@ ABI_MINOR := $(shell sed -n 's/^pub const DUET_ABI_MINOR: u32 = \([0-9]*\);/\1/p
 SOVERSION := $(ABI_MAJOR).$(ABI_MINOR).0
 PREFIX ?= /usr/local
 
-.PHONY: all soak build release embedder summarizer lint wheel wheel-test readme-check server-example ray-test loadtest bench-search bench-summarizer bench-serving bench-venv fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
+.PHONY: all soak build release embedder summarizer lint wheel wheel-test readme-check server-example ray-test loadtest bench-search bench-summarizer bench-serving bench-workloads bench-venv fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
 
 all: build
 
@@ -90,9 +90,11 @@ SUMMARIZER := models/debian-summarizer
 SUMMARIZER_INT8 := models/debian-summarizer-int8
 summarizer: $(SUMMARIZER)/encoder_model.onnx $(SUMMARIZER_INT8)/encoder_model.onnx
 $(SUMMARIZER)/encoder_model.onnx: tools/pack_summarizer.py tools/summarizer_weights.py tools/decoder_mask.py \
-		$(wildcard $(SUMMARIZER_PACK)/*) $(TOOLS_VENV)/.installed $(EMBEDDER_WHEEL) models/debian-summarizer.md
+		tools/share_cross_cache.py $(wildcard $(SUMMARIZER_PACK)/*) $(TOOLS_VENV)/.installed $(EMBEDDER_WHEEL) \
+		models/debian-summarizer.md
 	$(TOOLS_VENV)/bin/python tools/pack_summarizer.py fill $(SUMMARIZER_PACK) $(EMBEDDER_WHEEL) $(SUMMARIZER)
 	$(TOOLS_VENV)/bin/python tools/decoder_mask.py $(SUMMARIZER) --check
+	$(TOOLS_VENV)/bin/python tools/share_cross_cache.py $(SUMMARIZER) --check
 	cp models/debian-summarizer.md $(SUMMARIZER)/MODEL_CARD.md
 $(SUMMARIZER_INT8)/encoder_model.onnx: $(SUMMARIZER)/encoder_model.onnx tools/export_model.py tools/export_lib.py
 	$(TOOLS_VENV)/bin/python tools/export_model.py $(SUMMARIZER) $(SUMMARIZER_INT8) --quantize int8 --no-merged | tail -4
@@ -338,7 +340,16 @@ bench: $(BENCH_VENV)/.installed fetch-ort
 	$(CARGO) build --release --bin duet
 	$(BENCH_VENV)/bin/python tools/bench/make_bench_models.py $(BENCH_MODELS)
 	$(BENCH_VENV)/bin/python tools/bench/run_bench.py --models $(BENCH_MODELS) --duet target/release/duet --repeats $(BENCH_REPEATS)
-	$(MAKE) --no-print-directory bench-search bench-summarizer bench-serving
+	$(MAKE) --no-print-directory bench-workloads bench-search bench-summarizer bench-serving
+
+# The summarization shape (beam 4, 512 tokens in, 128 out) and the cost growth with output and input
+# length, beside CTranslate2 and transformers (tools/bench/workloads_bench.py; ~25 minutes).
+WORKLOAD_REPEATS ?= 3
+bench-workloads: $(BENCH_VENV)/.installed fetch-ort
+	$(CARGO) build --release --bin duet
+	$(BENCH_VENV)/bin/python tools/bench/make_bench_models.py $(BENCH_MODELS)
+	DUET_ORT_LIBRARY=$(ORT_LIB) $(BENCH_VENV)/bin/python tools/bench/workloads_bench.py --models $(BENCH_MODELS) \
+	  --duet target/release/duet --repeats $(WORKLOAD_REPEATS)
 
 # Serving: 16 callers with Poisson arrivals and mixed lengths and params on the t5-small bench
 # model, served one call at a time, by the window batcher of the commit before the scheduler (built

@@ -114,6 +114,46 @@ fn with_past_decoder_alone_matches_transformers() {
     run_all("with_past");
 }
 
+/// The with-past decoder as tools/export_model.py leaves it: a self-attention mask, and the beams
+/// of an input reading one cross-attention cache row (tools/share_cross_cache.py); plain and bound.
+#[test]
+fn beams_sharing_the_cross_attention_cache_match_transformers() {
+    run_all("with_past+share");
+    run_all("with_past+share/bound");
+}
+
+/// The beams of an input keep one cross-attention row between them while they decode, and rows
+/// of different sharing stack at the sharing they have in common; the fixtures' own with-past
+/// decoder keeps a row per beam.
+#[test]
+fn beams_read_one_cross_attention_row_per_input() {
+    let shared = common::shared("t5-tiny", "with_past+share");
+    assert_eq!(shared.info_json()["beams_share_cross_attention_cache"], true);
+    assert_eq!(common::shared("t5-tiny", "with_past").info_json()["beams_share_cross_attention_cache"], false);
+    let decoder = shared.decoder().unwrap();
+    let encoded = shared.encoder.run(&[vec![5, 6, 7, 1], vec![8, 9, 1]], 0).unwrap();
+    let beams = decoder.select_encoder_rows(&encoded, &[0, 0, 0, 0, 1, 1, 1, 1]).unwrap();
+    assert_eq!((beams.rows, beams.cross_share), (8, 4));
+    // Input 0's beams finish: input 1's four rows still share.
+    assert_eq!(decoder.select_encoder_rows(&beams, &[4, 5, 6, 7]).unwrap().cross_share, 4);
+    // Uneven groups read a row each.
+    assert_eq!(decoder.select_encoder_rows(&beams, &[0, 0, 4]).unwrap().cross_share, 1);
+    let pairs = decoder.select_encoder_rows(&encoded, &[0, 0, 1, 1]).unwrap();
+    let stacked = duet::model::EncoderOutput::concat(&[&beams, &pairs]).unwrap();
+    assert_eq!((stacked.rows, stacked.cross_share), (12, 2));
+    let tokens = vec![0u32; stacked.rows];
+    let mut cache = duet::model::KvCache::default();
+    let logits = decoder.step(&tokens, &stacked, &mut cache).unwrap();
+    // Every row of an input sees the same encoder output: the same first-step logits.
+    for (a, b) in [(0, 3), (4, 7), (8, 9), (10, 11), (0, 8), (4, 10)] {
+        assert_eq!(logits.row(a), logits.row(b), "rows {a} and {b}");
+    }
+    let unshared = common::shared("t5-tiny", "with_past");
+    let alone = unshared.encoder.run(&[vec![5, 6, 7, 1]], 0).unwrap();
+    let want = unshared.decoder().unwrap().step(&[0], &alone, &mut duet::model::KvCache::default()).unwrap();
+    assert_eq!(logits.row(0), want.row(0), "sharing changes no logit");
+}
+
 /// The IoBinding path a GPU uses (presents bound to a device, row moves by a Gather graph), here
 /// bound to host memory.
 #[test]

@@ -128,7 +128,14 @@ fn bart_mixed_requests_get_their_solo_outputs() {
 #[test]
 fn rows_at_different_positions_share_runs_and_keep_their_solo_outputs() {
     // T5: relative positions; BART: learned positions, moved back by each row's padding.
-    for (family, layout) in [("t5-tiny", "with_past+mask"), ("t5-tiny", "split+mask"), ("bart-tiny", "with_past+mask")] {
+    // +share: beam rows read one cross-attention row per input, greedy rows one each, merged together.
+    for (family, layout) in [
+        ("t5-tiny", "with_past+mask"),
+        ("t5-tiny", "split+mask"),
+        ("bart-tiny", "with_past+mask"),
+        ("t5-tiny", "with_past+share"),
+        ("bart-tiny", "with_past+share"),
+    ] {
         let stats = mixed_requests_get_their_solo_outputs(family, layout);
         assert!(stats.merges > 0, "{family} {layout}: no cohorts were merged: {stats:?}");
         assert!(stats.max_rows <= 16, "{family} {layout}: a run past max_batch_rows: {stats:?}");

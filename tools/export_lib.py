@@ -55,7 +55,7 @@ def random_feeds(path, config, rng):
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    dims = {"batch_size": 2, "encoder_sequence_length": 7, "encoder_sequence_length_out": 7,
+    dims = {"batch_size": 2, "encoder_batch_size": 2, "encoder_sequence_length": 7, "encoder_sequence_length_out": 7,
             "past_decoder_sequence_length": 5, "decoder_sequence_length": 1}
     feeds = {}
     for i in sess.get_inputs():
@@ -437,7 +437,23 @@ def remerge(out):
     """decoder_model_merged.onnx again from the (transformed) split decoders, as Optimum makes it."""
     from optimum.onnx.graph_transformations import merge_decoders
 
+    import onnx
+    from onnx import numpy_helper
+
     merge_decoders(out / DECODER, out / DECODER_PAST, save_path=str(out / MERGED), strict=False)
+    # A with-past decoder's defaulted inputs (decoder_mask.py's self-attention mask) end up inside the
+    # If branch, their defaults with them, and the merged graph would require them: give the merged
+    # graph the same defaults at its top.
+    past = onnx.load(str(out / DECODER_PAST), load_external_data=False)
+    defaults = {t.name: t for t in past.graph.initializer} if past.graph.initializer else {}
+    defaulted = [i.name for i in past.graph.input if i.name in defaults]
+    if defaulted:
+        merged = onnx.load(str(out / MERGED), load_external_data=False)
+        top = {t.name for t in merged.graph.initializer}
+        missing = [n for n in defaulted if n not in top and any(i.name == n for i in merged.graph.input)]
+        if missing:
+            merged.graph.initializer.extend(numpy_helper.from_array(numpy_helper.to_array(defaults[n]), n) for n in missing)
+            onnx.save(merged, str(out / MERGED))
 
 
 # --------------------------------------------------------------------------------------------------

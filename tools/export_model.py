@@ -16,8 +16,10 @@ from one Optimum export (task text2text-generation-with-past):
     duet_export.json               manifest: source, optimized, quantization, token_agreement, versions
 
 Every export's encoder also returns the decoder's cross-attention cache (checked numerically against
-decoder_model.onnx), so duet can run decoder_with_past_model.onnx alone for every step; weights go to
-<graph>_data files beside the graphs unless --single-file.
+decoder_model.onnx), so duet can run decoder_with_past_model.onnx alone for every step; that decoder
+takes a self-attention mask (tools/decoder_mask.py) and lets the beams of one input share one row of
+the cross-attention cache (tools/share_cross_cache.py; --no-share-cross-cache to keep a row per beam);
+weights go to <graph>_data files beside the graphs unless --single-file.
 
 --optimize applies ONNX Runtime's transformer fusions (t5/bart) to each split graph, keeping a graph
 unchanged where they fail or move an output by more than 1e-3. --quantize makes the MatMul weights
@@ -135,6 +137,19 @@ def add_decoder_mask(out):
     return note
 
 
+def share_cross_cache(out):
+    """The with-past decoder reads one cross-attention cache row for all beams of an input
+    (tools/share_cross_cache.py), kept only when its numeric check passes."""
+    import share_cross_cache as share
+
+    if not (out / lib.DECODER_PAST).exists():
+        return "not shared: no with-past decoder"
+    try:
+        return share.apply(out)
+    except SystemExit as e:
+        return f"not shared: {e}"
+
+
 def trace_shapes(config):
     """Input shapes for the trace where the default ones would fix a length into the graphs.
 
@@ -197,6 +212,9 @@ def main():
     ap.add_argument("--accuracy-level", type=int, choices=[0, 1, 2, 3, 4], default=4,
                     help="MatMulNBits accuracy_level: 4 (default) = int8 activations, ONNX Runtime's fast CPU "
                          "kernels; 0 = float32 compute (8 bits: ~10x slower than float32 with onnxruntime 1.31)")
+    ap.add_argument("--no-share-cross-cache", action="store_true",
+                    help="keep one cross-attention cache row per decoder row (default: the beams of one input share "
+                         "one, tools/share_cross_cache.py)")
     ap.add_argument("--single-file", action="store_true",
                     help="keep each graph's weights inside it (default: beside it in <graph>_data, which ONNX "
                          "Runtime maps from the file: less memory)")
@@ -237,6 +255,8 @@ def main():
         verified = lib.verify(out, ref)
         if base is None:
             shutil.rmtree(ref)
+    if not args.no_share_cross_cache:
+        graphs["share_cross_cache"] = {lib.DECODER_PAST: share_cross_cache(out)}
     if not args.single_file:
         graphs["external_data"] = lib.external_data(out)
     lib.drop_unused_data_files(out)

@@ -666,6 +666,7 @@ def build(name, tok, make_model, work):
     (out_dir / "GRAPHS.txt").write_text(describe_graphs(out_dir))
     cross_cache_encoder(out_dir)
     masked_decoder(out_dir)
+    shared_decoder(out_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(pt_dir, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(pt_dir)
     cases, usage = golden_cases(model, tok, name), usage_cases(model, tok, name)
@@ -702,6 +703,18 @@ def masked_decoder(fixture):
     print(f"{fixture.name}: {note}")
 
 
+SHARED_DECODER = "decoder_with_past_shared.onnx"
+
+
+def shared_decoder(fixture):
+    """<fixture>/decoder_with_past_shared.onnx: the masked with-past decoder whose beams share one
+    cross-attention cache row (tools/share_cross_cache.py), as tools/export_model.py leaves it."""
+    import share_cross_cache
+
+    note = share_cross_cache.apply(fixture, MASKED_DECODER, fixture / SHARED_DECODER)
+    print(f"{fixture.name}: {note}")
+
+
 # bart-tiny-fp16 keeps export_model.py's default of weights in <graph>_data files, so the tests also
 # cover external data; the others keep their weights inside the graphs.
 HALF_PRECISION = [("t5-tiny", "fp16", True), ("bart-tiny", "fp16", False), ("t5-tiny", "bf16", True)]
@@ -718,6 +731,7 @@ def half_precision_fixtures():
         (out / "GRAPHS.txt").unlink(missing_ok=True)
         (out / CROSS_ENCODER).unlink(missing_ok=True)  # its encoder_model.onnx has the cache already
         (out / MASKED_DECODER).unlink(missing_ok=True)  # its decoder_with_past_model.onnx has the mask already
+        (out / SHARED_DECODER).unlink(missing_ok=True)  # and shares the cross-attention cache
 
 
 def main():
@@ -731,6 +745,7 @@ def main():
         for name in ("t5-tiny", "bart-tiny"):
             cross_cache_encoder(FIXTURES / name)
             masked_decoder(FIXTURES / name)
+            shared_decoder(FIXTURES / name)
         return half_precision_fixtures()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

@@ -3,7 +3,8 @@
 //! running into an allocation failure (which aborts the process) half-way.
 //!
 //! Per decoder row (inputs x beams, or x returned sequences when sampling): the self-attention
-//! cache at full length, the cross-attention cache and encoder states over the longest input, and
+//! cache at full length, the cross-attention cache (per input where beams share it) and encoder
+//! states over the longest input, and
 //! the vocabulary work of a step (logits, log-probabilities, scores, candidates); twice that, as a
 //! reorder or a merge of batches copies the caches. Plus the encoder run's attention scores.
 
@@ -21,17 +22,19 @@ pub fn worst_case_bytes(model: &Model, inputs: &[Encoded], params: &GenerationPa
     let input_len = inputs.iter().map(|e| e.ids.len()).max().unwrap_or(0) as u64;
     let d_model = model.config.d_model.map_or(width, |d| d as u64);
     let steps = (params.max_new_tokens as u64).saturating_add(1).saturating_add(params.decoder_prefix.len() as u64);
+    let cross = per_position.saturating_mul(input_len);
     let per_row = per_position
         .saturating_mul(steps)
-        .saturating_add(per_position.saturating_mul(input_len))
         .saturating_add(input_len.saturating_mul(d_model).saturating_mul(4))
         .saturating_add((model.vocab_size() as u64).saturating_mul(4 * 4))
         .saturating_add(steps.saturating_mul(8));
     let per_input = params.num_beams.max(if params.do_sample { params.num_return_sequences } else { 1 }).max(1) as u64;
     let rows = (inputs.len() as u64).saturating_mul(per_input);
+    // Beams share one cross-attention row per input where the graph allows it; sampled rows do not.
+    let cross_rows = if model.decoder()?.shares_cross_rows() && !params.do_sample { inputs.len() as u64 } else { rows };
     let encoder =
         (inputs.len() as u64).saturating_mul(cache.heads as u64).saturating_mul(input_len.saturating_mul(input_len)).saturating_mul(4);
-    Ok(rows.saturating_mul(per_row).saturating_mul(2).saturating_add(encoder))
+    Ok(rows.saturating_mul(per_row).saturating_add(cross_rows.saturating_mul(cross)).saturating_mul(2).saturating_add(encoder))
 }
 
 /// `worst_case_bytes`, refused when over the model's budget; otherwise the bytes.

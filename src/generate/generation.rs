@@ -19,13 +19,13 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub fn apply(&mut self, model: &Model, change: &RowChange) -> Result<()> {
-        let rows = &model.decoder()?.rows;
+        let decoder = model.decoder()?;
         match change {
             RowChange::Same | RowChange::Done => Ok(()),
-            RowChange::Reorder(index) => self.cache.reorder_rows(index, rows),
+            RowChange::Reorder(index) => self.cache.reorder_rows(index, &decoder.rows),
             RowChange::Select(index) => {
-                self.encoder = self.encoder.select_rows(index, rows)?;
-                self.cache.select_rows(index, rows)
+                self.encoder = decoder.select_encoder_rows(&self.encoder, index)?;
+                self.cache.select_rows(index, &decoder.rows)
             }
         }
     }
@@ -72,7 +72,7 @@ impl<M: Deref<Target = Model>> Generation<M> {
         let ids: Vec<Vec<u32>> = inputs.iter().map(|e| e.ids.clone()).collect();
         let mut encoder = model.encoder.run(&ids, params.pad_token_id)?;
         if let Some(rows) = search.encoder_rows() {
-            encoder = encoder.select_rows(&rows, &model.decoder()?.rows)?;
+            encoder = model.decoder()?.select_encoder_rows(&encoder, &rows)?;
         }
         Ok(Self {
             model,

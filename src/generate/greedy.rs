@@ -3,6 +3,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::normalizer::best_with_log_prob;
 use super::output::{FinishReason, Sequence};
 use super::processors::{log_prob, probabilities, RowContext};
 use super::search::{Event, RowChange, Rules, Search};
@@ -97,16 +98,18 @@ impl Search for Greedy {
             let scores = logits.row_mut(first + j);
             let ctx = RowContext { decoder_ids: &row.ids, generated: row.ids.len() - 1 - prefix };
             pipeline.process(&ctx, scores);
-            if scores.iter().all(|s| *s == f32::NEG_INFINITY) {
-                return Err(super::nothing_to_generate(i, ctx.generated));
-            }
-            let token = if p.do_sample {
+            let nothing = || super::nothing_to_generate(i, ctx.generated);
+            let (token, score) = if p.do_sample {
+                if scores.iter().all(|s| *s == f32::NEG_INFINITY) {
+                    return Err(nothing());
+                }
                 pipeline.warp(&ctx, scores);
-                sample(scores, &mut self.rng)
+                let token = sample(scores, &mut self.rng);
+                (token, log_prob(scores, token as usize))
             } else {
-                argmax(scores)
+                best_with_log_prob(scores).ok_or_else(nothing)?
             };
-            row.token_scores.push(log_prob(scores, token as usize));
+            row.token_scores.push(score);
             row.ids.push(token);
             let stop = row.stream.push(tokenizer, token, stops)?;
             let reason = if p.is_eos(token) {
@@ -158,17 +161,6 @@ impl Search for Greedy {
     }
 }
 
-/// The first index of the largest score, as `torch.argmax`.
-pub(crate) fn argmax(scores: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &s) in scores.iter().enumerate() {
-        if s > scores[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 /// A token drawn with probability softmax(scores), computed token by token (no vocabulary-sized
 /// vector): the same probabilities as `softmax`, bit for bit.
 fn sample(scores: &[f32], rng: &mut StdRng) -> u32 {
@@ -189,11 +181,6 @@ fn sample(scores: &[f32], rng: &mut StdRng) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn argmax_takes_the_first_maximum() {
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
-    }
 
     #[test]
     fn sampling_never_picks_masked_tokens_and_is_seeded() {

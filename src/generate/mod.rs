@@ -7,6 +7,7 @@ pub mod control;
 mod engine;
 mod generation;
 mod greedy;
+mod normalizer;
 pub mod output;
 pub mod params;
 pub mod processors;

@@ -3,6 +3,7 @@
 //! tokens; then, when sampling, temperature, top-k, top-p. A piece exists only when its setting is
 //! not neutral.
 
+use super::normalizer::log_normalizer;
 use super::params::GenerationParams;
 
 /// What a processor may look at for one row.
@@ -301,16 +302,6 @@ impl Pipeline {
     pub fn warp(&self, row: &RowContext, scores: &mut [f32]) {
         self.warpers.iter().for_each(|p| p.process(row, scores));
     }
-}
-
-/// The maximum and the log of the sum of `exp(s - max)`; `None` when every score is -inf.
-fn log_normalizer(scores: &[f32]) -> Option<(f32, f32)> {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return None;
-    }
-    let sum: f64 = scores.iter().map(|&s| ((s - max) as f64).exp()).sum();
-    Some((max, sum.ln() as f32))
 }
 
 pub fn log_softmax(scores: &[f32]) -> Vec<f32> {

@@ -593,7 +593,7 @@ impl Shared {
                     });
                 }
                 let identity = index.iter().enumerate().all(|(i, &r)| i == r) && index.len() == encoder.rows;
-                let encoder = if identity { Ok(encoder) } else { model.decoder().and_then(|d| encoder.select_rows(&index, &d.rows)) };
+                let encoder = if identity { Ok(encoder) } else { model.decoder().and_then(|d| d.select_encoder_rows(&encoder, &index)) };
                 match encoder {
                     Ok(encoder) => vec![Cohort::new(Batch { encoder, cache: KvCache::default() }, members)],
                     Err(e) => {

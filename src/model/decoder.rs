@@ -45,6 +45,8 @@ struct Graph {
     takes_self_mask: bool,
     /// Width of `logits` when the graph fixes it.
     logits_width: Option<usize>,
+    /// The cross-attention cache may hold one row for several consecutive decoder rows.
+    shares_cross_rows: bool,
 }
 
 impl Graph {
@@ -62,7 +64,15 @@ impl Graph {
         if io.has_input(SELF_MASK) {
             io.require_input(SELF_MASK, TensorElementType::Int64)?;
         }
-        Ok(Self { session: Mutex::new(session), path: path.to_path_buf(), takes_hidden_states, takes_self_mask, logits_width })
+        let shares_cross_rows = io.shares_cross_rows();
+        Ok(Self {
+            session: Mutex::new(session),
+            path: path.to_path_buf(),
+            takes_hidden_states,
+            takes_self_mask,
+            logits_width,
+            shares_cross_rows,
+        })
     }
 }
 
@@ -164,6 +174,18 @@ impl Decoder {
         self.layout
     }
 
+    /// Whether the decoder rows of one input (its beams) can share one row of the
+    /// cross-attention cache the encoder returned (see [`EncoderOutput::cross_share`]).
+    pub fn shares_cross_rows(&self) -> bool {
+        self.layout == Layout::WithPast && self.first.shares_cross_rows
+    }
+
+    /// `encoder`'s rows `index`, in that order, the cross-attention cache shared between
+    /// consecutive rows of one input where the graph allows it.
+    pub fn select_encoder_rows(&self, encoder: &EncoderOutput, index: &[usize]) -> Result<EncoderOutput> {
+        encoder.select_rows(index, &self.rows, self.shares_cross_rows())
+    }
+
     /// Whether steps after the first take a self-attention mask (see [`Decoder::step_masked`]),
     /// with the caches on the host, where they can be padded.
     pub fn takes_self_mask(&self) -> bool {
@@ -227,6 +249,9 @@ impl Decoder {
         let cross_from_encoder = self.layout == Layout::WithPast;
         if cross_from_encoder && encoder.cross.len() != c.layers {
             return Err(Error::Internal(format!("{} cross-attention layers from the encoder, {} wanted", encoder.cross.len(), c.layers)));
+        }
+        if encoder.cross_share > 1 && !self.shares_cross_rows() {
+            return Err(Error::Internal(format!("{} takes one cross-attention row per decoder row", graph.path.display())));
         }
         if self.layout != Layout::Split || !first_step {
             for layer in 0..c.layers {

@@ -29,8 +29,12 @@ pub struct Encoder {
 pub struct EncoderOutput {
     pub(crate) hidden: DynTensor,
     pub(crate) mask: DynTensor,
-    /// The decoder's cross-attention `[key, value]` per layer, when the encoder computed them.
+    /// The decoder's cross-attention `[key, value]` per layer, when the encoder computed them:
+    /// `rows / cross_share` rows, row `r` of the output reading row `r / cross_share`.
     pub(crate) cross: Vec<[DynTensor; 2]>,
+    /// Consecutive output rows per cross-attention row: 1, or the beams of each input where the
+    /// decoder graph reads one row for several (tools/share_cross_cache.py).
+    pub cross_share: usize,
     pub rows: usize,
     pub len: usize,
 }
@@ -114,7 +118,7 @@ impl Encoder {
         let hidden = take("last_hidden_state")?;
         let cross = cross_names.iter().map(|[k, v]| Ok([take(k)?, take(v)?])).collect::<Result<Vec<_>>>()?;
         drop(outputs);
-        Ok(EncoderOutput { hidden, mask, cross, rows, len })
+        Ok(EncoderOutput { hidden, mask, cross, cross_share: 1, rows, len })
     }
 }
 
@@ -128,12 +132,6 @@ impl EncoderOutput {
     /// The padding mask, `[rows, len]`, 1 for real tokens.
     pub fn mask(&self) -> Result<&[i64]> {
         Ok(self.mask.try_extract_tensor::<i64>()?.1)
-    }
-
-    /// Each row repeated `n` times in place (row r becomes rows r*n .. r*n+n), for beam search.
-    pub fn repeat_rows(&self, n: usize, gather: &RowGather) -> Result<Self> {
-        let index: Vec<usize> = (0..self.rows).flat_map(|r| std::iter::repeat_n(r, n)).collect();
-        self.select_rows(&index, gather)
     }
 
     /// Several batches' outputs stacked (rows in order), each right-padded to the longest input
@@ -153,9 +151,25 @@ impl EncoderOutput {
         if parts.iter().any(|p| p.cross.len() != layers) {
             return Err(Error::Internal("encoder outputs of different layouts do not stack".into()));
         }
+        // Parts that share their cross-attention rows differently stack at the largest sharing
+        // that divides them all, each part's rows repeated to it.
+        let share = if layers == 0 { 1 } else { parts.iter().fold(0, |g, p| gcd(g, p.cross_share)).max(1) };
+        let spread: Vec<Option<Vec<usize>>> = parts
+            .iter()
+            .map(|p| (p.cross_share != share).then(|| (0..p.rows / share).map(|m| m * share / p.cross_share).collect()))
+            .collect();
         let cross = (0..layers)
             .map(|layer| {
-                let side = |k: usize| tensors::concat_padded(&parts.iter().map(|p| &p.cross[layer][k]).collect::<Vec<_>>(), 2, len, false);
+                let side = |k: usize| -> Result<DynTensor> {
+                    let spread_parts = parts
+                        .iter()
+                        .zip(&spread)
+                        .map(|(p, index)| index.as_ref().map(|index| tensors::gather_rows_on_host(&p.cross[layer][k], index)).transpose())
+                        .collect::<Result<Vec<_>>>()?;
+                    let tensors: Vec<&DynTensor> =
+                        parts.iter().zip(&spread_parts).map(|(p, spread)| spread.as_ref().unwrap_or(&p.cross[layer][k])).collect();
+                    tensors::concat_padded(&tensors, 2, len, false)
+                };
                 Ok([side(0)?, side(1)?])
             })
             .collect::<Result<Vec<_>>>()?;
@@ -163,22 +177,71 @@ impl EncoderOutput {
             hidden: tensors::concat_padded(&hidden, 1, len, false)?,
             mask: Tensor::from_array(([rows, len], mask))?.upcast(),
             cross,
+            cross_share: share,
             rows,
             len,
         })
     }
 
-    /// The rows `index`, in that order.
-    pub fn select_rows(&self, index: &[usize], gather: &RowGather) -> Result<Self> {
+    /// The rows `index`, in that order. With `share_cross`, each run of consecutive rows that
+    /// read one cross-attention row keeps reading one copy of it (the beams of an input);
+    /// otherwise every row gets its own.
+    pub fn select_rows(&self, index: &[usize], gather: &RowGather, share_cross: bool) -> Result<Self> {
         let mask = self.mask()?;
         let mask: Vec<i64> = index.iter().flat_map(|&r| mask[r * self.len..(r + 1) * self.len].iter().copied()).collect();
-        let cross = self.cross.iter().map(|[k, v]| Ok([gather.gather(k, index)?, gather.gather(v, index)?])).collect::<Result<Vec<_>>>()?;
+        let cross_rows: Vec<usize> = index.iter().map(|&r| r / self.cross_share).collect();
+        let share = if share_cross && !self.cross.is_empty() { common_run(&cross_rows) } else { 1 };
+        let cross_index: Vec<usize> = cross_rows.iter().step_by(share).copied().collect();
+        let cross = self
+            .cross
+            .iter()
+            .map(|[k, v]| Ok([gather.gather(k, &cross_index)?, gather.gather(v, &cross_index)?]))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             hidden: gather.gather(&self.hidden, index)?,
             mask: Tensor::from_array(([index.len(), self.len], mask))?.upcast(),
             cross,
+            cross_share: share,
             rows: index.len(),
             len: self.len,
         })
+    }
+}
+
+/// The longest length `g` such that `rows` splits into groups of `g` equal values (1 when none longer).
+fn common_run(rows: &[usize]) -> usize {
+    let mut g = 0;
+    let mut run = 0;
+    for (i, &r) in rows.iter().enumerate() {
+        run += 1;
+        if rows.get(i + 1) != Some(&r) {
+            g = gcd(g, run);
+            run = 0;
+        }
+    }
+    g.max(1)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_run;
+
+    #[test]
+    fn rows_share_in_the_largest_even_groups() {
+        assert_eq!(common_run(&[0, 0, 0, 0, 1, 1, 1, 1]), 4);
+        assert_eq!(common_run(&[0, 0, 1, 1, 1, 1]), 2);
+        assert_eq!(common_run(&[0, 0, 0, 1, 1]), 1);
+        assert_eq!(common_run(&[0, 1, 2]), 1);
+        assert_eq!(common_run(&[3, 3, 3]), 3);
+        assert_eq!(common_run(&[0, 0, 1, 1, 0, 0]), 2);
+        assert_eq!(common_run(&[]), 1);
     }
 }

@@ -100,6 +100,24 @@ impl<'a> GraphIo<'a> {
             .unwrap_or_default()
     }
 
+    /// The symbolic names of an input's dimensions (empty where static or unnamed).
+    pub fn input_symbols(&self, name: &str) -> Vec<String> {
+        match self.input_type(name) {
+            Some(ValueType::Tensor { dimension_symbols, .. }) => dimension_symbols.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the cross-attention cache inputs take fewer rows than the decoder runs
+    /// (tools/share_cross_cache.py): their batch dimension is named apart from `input_ids`'.
+    pub fn shares_cross_rows(&self) -> bool {
+        let batch = |name: &str| self.input_symbols(name).into_iter().next().filter(|s| !s.is_empty());
+        match (batch(&past_name(0, "encoder", "key")), batch("input_ids")) {
+            (Some(cross), Some(rows)) => cross != rows,
+            _ => false,
+        }
+    }
+
     /// Decoder layers, counted from `past_key_values.{i}.decoder.key` inputs.
     pub fn past_layers(&self) -> usize {
         let mut n = 0;

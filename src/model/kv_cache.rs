@@ -74,7 +74,7 @@ impl KvCache {
         }
         for pair in &mut self.self_attention {
             for value in pair.iter_mut() {
-                *value = rows.gather(value, index)?;
+                rows.reorder(value, index)?;
             }
         }
         Ok(())

@@ -368,6 +368,7 @@ impl Model {
             "layout_note": self.layout_note,
             "cache_dtype": tensors::float_type_name(decoder.cache.dtype),
             "io_binding": decoder.cache_device().is_some(),
+            "beams_share_cross_attention_cache": decoder.shares_cross_rows(),
             "kv_cache_device": decoder.cache_device().unwrap_or(CacheDevice::Host).describe(),
         });
         if let (Some(info), Some(extra)) = (info.as_object_mut(), seq2seq.as_object()) {

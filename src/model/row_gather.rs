@@ -9,7 +9,7 @@ use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 use ort::value::{DynTensor, Tensor, TensorElementType};
 
-use super::tensors::{gather_rows_on_host, into_tensor};
+use super::tensors::{gather_rows_on_host, into_tensor, reorder_rows_on_host_in_place};
 use crate::error::{Error, Result};
 
 /// Where KV caches and encoder outputs are kept between steps.
@@ -71,6 +71,17 @@ impl RowGather {
         let mut outputs = session.run_binding(&binding)?;
         let rows = outputs.remove("rows").ok_or_else(|| Error::Internal("row gather gave no output".into()))?;
         into_tensor(rows, "rows")
+    }
+
+    /// Row `i` of `value` becomes its row `index[i]` (one entry per row): in place on the host,
+    /// through [`RowGather::gather`] on a device.
+    pub fn reorder(&self, value: &mut DynTensor, index: &[usize]) -> Result<()> {
+        let rows = value.shape().first().copied().unwrap_or(0) as usize;
+        if value.memory_info().is_cpu_accessible() && !self.always_graph && index.len() == rows {
+            return reorder_rows_on_host_in_place(value, index);
+        }
+        *value = self.gather(value, index)?;
+        Ok(())
     }
 
     fn open(&self, elem_type: i32) -> Result<Session> {

@@ -72,6 +72,47 @@ pub fn gather_rows_on_host(value: &DynTensor, index: &[usize]) -> Result<DynTens
     }
 }
 
+/// Row `i` of `value`'s first dimension becomes its row `index[i]`, in place (`index` has one
+/// entry per row): only the rows that change are written, and only a source row that is itself
+/// replaced is copied aside first. Beam search keeps the rows of the beams that continue where
+/// they are instead of copying the whole cache.
+pub fn reorder_rows_on_host_in_place(value: &mut DynTensor, index: &[usize]) -> Result<()> {
+    match *value.data_type() {
+        TensorElementType::Float32 => reorder_typed::<f32>(value, index),
+        TensorElementType::Float16 => reorder_typed::<f16>(value, index),
+        TensorElementType::Bfloat16 => reorder_typed::<bf16>(value, index),
+        other => Err(Error::Internal(format!("cannot reorder rows of a {other:?} tensor"))),
+    }
+}
+
+fn reorder_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(value: &mut DynTensor, index: &[usize]) -> Result<()> {
+    let (shape, data) = value.try_extract_tensor_mut::<T>()?;
+    let rows = shape[0] as usize;
+    if index.len() != rows {
+        return Err(Error::Internal(format!("a reorder of {} rows for {rows}", index.len())));
+    }
+    if let Some(&bad) = index.iter().find(|&&r| r >= rows) {
+        return Err(Error::Internal(format!("row {bad} out of {rows}")));
+    }
+    let row_len = data.len().checked_div(rows).unwrap_or(0);
+    // A source row that keeps its place is never overwritten: read it where it is. Only sources
+    // that are themselves replaced go aside.
+    let mut aside_rows: Vec<usize> = index.iter().enumerate().filter(|&(i, &r)| i != r && index[r] != r).map(|(_, &r)| r).collect();
+    aside_rows.sort_unstable();
+    aside_rows.dedup();
+    let mut aside = Vec::with_capacity(aside_rows.len() * row_len);
+    for &r in &aside_rows {
+        aside.extend_from_slice(&data[r * row_len..(r + 1) * row_len]);
+    }
+    for (i, &r) in index.iter().enumerate().filter(|&(i, &r)| i != r) {
+        match aside_rows.binary_search(&r) {
+            Ok(k) => data[i * row_len..(i + 1) * row_len].copy_from_slice(&aside[k * row_len..(k + 1) * row_len]),
+            Err(_) => data.copy_within(r * row_len..(r + 1) * row_len, i * row_len),
+        }
+    }
+    Ok(())
+}
+
 fn gather_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(
     value: &ort::value::ValueRef<'_, DynValueTypeMarker>,
     index: &[usize],
@@ -198,6 +239,22 @@ mod tests {
         assert_eq!(shape, vec![2, 2]);
         assert_eq!(values, vec![2.0, 2.5, 0.0, 0.5]);
         assert!(gather_rows_on_host(&t, &[3]).is_err());
+    }
+
+    #[test]
+    fn rows_reorder_in_place_as_a_gather_would() {
+        crate::runtime::init_runtime(None).unwrap();
+        let data: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        for index in [vec![0, 0, 1, 3], vec![1, 0, 3, 2], vec![3, 3, 3, 3], vec![0, 1, 2, 3], vec![2, 0, 1, 1]] {
+            let original: DynTensor = Tensor::from_array(([4usize, 3], data.clone())).unwrap().upcast();
+            let want = to_host_f32(&gather_rows_on_host(&original, &index).unwrap()).unwrap();
+            let mut t: DynTensor = Tensor::from_array(([4usize, 3], data.clone())).unwrap().upcast();
+            reorder_rows_on_host_in_place(&mut t, &index).unwrap();
+            assert_eq!(to_host_f32(&t).unwrap(), want, "{index:?}");
+        }
+        let mut t: DynTensor = Tensor::from_array(([2usize, 1], vec![1.0f32, 2.0])).unwrap().upcast();
+        assert!(reorder_rows_on_host_in_place(&mut t, &[0, 2]).is_err());
+        assert!(reorder_rows_on_host_in_place(&mut t, &[0]).is_err());
     }
 
     #[test]

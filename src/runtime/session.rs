@@ -68,10 +68,12 @@ pub fn open_session(path: &Path, options: &SessionOptions, trt_profile: &[(Strin
         let graph = path.file_stem().map_or(String::new(), |s| s.to_string_lossy().into_owned());
         builder = builder.with_profiling(format!("{prefix}_{graph}")).map_err(|e| onnx(e.into()))?;
     }
-    if let Some(arena) = options.memory_arena {
-        builder =
-            builder.with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena).build()]).map_err(|e| onnx(e.into()))?;
-    }
+    // Off unless asked for: ONNX Runtime's arena keeps its largest blocks, and a generation's
+    // shapes change every step (bench/RESULTS.md, workloads: a beam-4 batch of 8 over 512 tokens
+    // peaked ~530 MiB higher with it, its speed within the machine's noise).
+    let arena = options.memory_arena.unwrap_or(false);
+    builder =
+        builder.with_execution_providers([ort::ep::CPU::default().with_arena_allocator(arena).build()]).map_err(|e| onnx(e.into()))?;
     let (mut builder, provider, skipped_providers) = options.providers.register(builder, trt_profile)?;
     let session = builder.commit_from_file(path).map_err(onnx)?;
     Ok(OpenedSession { session, provider, skipped_providers })

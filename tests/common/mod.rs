@@ -37,6 +37,16 @@ pub fn with_decoder_mask(name: &str) -> PathBuf {
     )
 }
 
+/// `with_decoder_mask`, and the beams of one input share one cross-attention cache row
+/// (`decoder_with_past_shared.onnx`, tools/share_cross_cache.py), as tools/export_model.py leaves it.
+pub fn with_shared_cross(name: &str) -> PathBuf {
+    variant(
+        name,
+        "with-shared-cross",
+        &[("encoder_with_cross_cache.onnx", "encoder_model.onnx"), ("decoder_with_past_shared.onnx", "decoder_with_past_model.onnx")],
+    )
+}
+
 /// A copy of fixture `name` (made once per test process) with each `(from, to)` file of the fixture
 /// in place of `to`, without the merged decoder.
 fn variant(name: &str, tag: &str, swaps: &[(&str, &str)]) -> PathBuf {
@@ -76,16 +86,19 @@ fn variant(name: &str, tag: &str, swaps: &[(&str, &str)]) -> PathBuf {
 
 /// `layout` is `merged`, `split` or `with_past` (the fixture with its cross-cache encoder),
 /// optionally with `/bound`: caches kept through IoBinding; `split+mask` and `with_past+mask`:
-/// the with-past decoder takes a self-attention mask (`with_decoder_mask`).
+/// the with-past decoder takes a self-attention mask (`with_decoder_mask`); `with_past+share`:
+/// that mask, and beams share the cross-attention cache (`with_shared_cross`).
 pub fn open(name: &str, layout: &str) -> duet::Model {
     init_ort();
     let mut options = duet::new_model_options();
     let (layout, bound) = layout.split_once('/').map_or((layout, false), |(l, b)| (l, b == "bound"));
+    let (layout, shared) = layout.strip_suffix("+share").map_or((layout, false), |l| (l, true));
     let (layout, masked) = layout.strip_suffix("+mask").map_or((layout, false), |l| (l, true));
     options.set_str("layout", layout).unwrap();
-    let dir = match (layout, masked) {
-        (_, true) => with_decoder_mask(name),
-        ("with_past", false) => with_cross_cache(name),
+    let dir = match (layout, masked, shared) {
+        (_, _, true) => with_shared_cross(name),
+        (_, true, _) => with_decoder_mask(name),
+        ("with_past", false, _) => with_cross_cache(name),
         _ => fixture(name),
     };
     if bound {

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""CTranslate2 Translator (CPU, intra_threads 2, inter_threads 1), greedy (beam_size 1) with
-min_decoding_length = max_decoding_length = --new-tokens. compute_type from the variant: fp32 ->
+"""CTranslate2 Translator (CPU, intra_threads 2, inter_threads 1), greedy (beam_size 1) or --beams N
+(the best hypothesis), min_decoding_length = max_decoding_length = --new-tokens. compute_type from the variant: fp32 ->
 float32, int8 -> int8. CTranslate2 has no separate encoder call: encoder_ms is estimated from a
 max_decoding_length=1 call (encoder + one step) minus one step of the full run. Prints one JSON line
 (see benchlib.py).
 
-    python tools/bench/bench_ct2.py --model DIR(ct2-fp32|ct2-int8) --input-file FILE --batch B
+    python tools/bench/bench_ct2.py --model DIR(ct2-fp32|ct2-int8) --input-file FILE --batch B [--beams N]
+
+CT2_USE_EXPERIMENTAL_PACKED_GEMM=1 in the environment (CTranslate2's packed float32 GEMM) labels the
+variant `<variant>-packed`.
 """
+import os
 import sys
 from pathlib import Path
 
@@ -33,8 +37,8 @@ def main():
 
     def gen(length):
         t0 = benchlib.now()
-        out = tr.translate_batch(batch, beam_size=1, max_decoding_length=length, min_decoding_length=length,
-                                 return_end_token=True)
+        out = tr.translate_batch(batch, beam_size=args.beams, num_hypotheses=1, max_decoding_length=length,
+                                 min_decoding_length=length, return_end_token=True)
         return benchlib.now() - t0, min(len(r.hypotheses[0]) for r in out)
 
     def once():
@@ -44,7 +48,9 @@ def main():
         return t1 - step, total, got
 
     res = benchlib.measure(once, args.runs)
-    benchlib.report("ct2", variant, args.batch, n, len(ids), res, compute_type=COMPUTE[variant],
+    packed = os.environ.get("CT2_USE_EXPERIMENTAL_PACKED_GEMM", "0") not in ("", "0")
+    benchlib.report("ct2", variant + ("-packed" if packed else ""), args.batch, n, len(ids), res, beams=args.beams,
+                    compute_type=COMPUTE[variant], packed_gemm=packed,
                     encoder_note="estimated: (max_decoding_length=1 call) - one step")
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Hugging Face transformers (PyTorch, float32), greedy generate with min_new_tokens = max_new_tokens,
+"""Hugging Face transformers (PyTorch, float32), greedy (or --beams N) generate with min_new_tokens = max_new_tokens,
 torch.set_num_threads(2). The encoder is timed by a separate call before each generate (which runs
 it again: total is the generate call alone). Prints one JSON line (see benchlib.py).
 
@@ -31,12 +31,12 @@ def main():
             m.get_encoder()(input_ids=x, attention_mask=mask)
             t1 = benchlib.now()
             out = m.generate(input_ids=x, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                             do_sample=False, num_beams=1)
+                             do_sample=False, num_beams=args.beams)
             t2 = benchlib.now()
         return t1 - t0, t2 - t1, out.shape[1] - 1  # minus the decoder start token
 
     res = benchlib.measure(once, args.runs)
-    benchlib.report("transformers", args.variant, args.batch, n, len(ids), res)
+    benchlib.report("transformers", args.variant, args.batch, n, len(ids), res, beams=args.beams)
 
 
 if __name__ == "__main__":

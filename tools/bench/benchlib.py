@@ -24,6 +24,7 @@ def parse_args(doc, default_variant=None):
     ap.add_argument("--input-file", required=True, help="text file: the input (one line)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--beams", type=int, default=1, help="beam search width (default 1: greedy); the best beam is timed")
     ap.add_argument("--variant", default=default_variant, help="label (default: from the model dir name)")
     ap.add_argument("--runs", type=int, default=3, help="timed runs after one warmup (default 3)")
     ap.add_argument("--threads", type=int, default=THREADS)
@@ -59,7 +60,7 @@ def measure(once, runs):
     return res
 
 
-def report(system, variant, batch, new_tokens, input_tokens, results, **extra):
+def report(system, variant, batch, new_tokens, input_tokens, results, beams=1, **extra):
     enc = statistics.median(r[0] for r in results)
     total = statistics.median(r[1] for r in results)
     for r in results:
@@ -75,6 +76,8 @@ def report(system, variant, batch, new_tokens, input_tokens, results, **extra):
         "runs_s": [round(r[1], 4) for r in results],
         **extra,
     }
+    if beams > 1:
+        line["beams"] = beams
     print(json.dumps(line), flush=True)
 
 

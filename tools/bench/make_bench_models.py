@@ -13,7 +13,10 @@ OUT_DIR receives:
     int4/        fp32 with --quantize int4 --block-size 32
     ct2-fp32/    CTranslate2 conversion of pt/ (float32)
     ct2-int8/    CTranslate2 conversion of pt/ (--quantization int8)
+    fp32-rowcache/  the fp32 export with a cross-attention cache row per beam (--no-share-cross-cache),
+                 what exports were before tools/share_cross_cache.py: the benchmark's before/after
     input.txt    the benchmark input: 127 words, one token each, 128 tokens with </s>
+    input-512.txt, input-2048.txt   longer inputs of the same kind (511 and 2047 words)
 Each ONNX variant dir holds duet_export.json (see tools/export_model.py). A step whose output is
 complete is skipped unless --force (or something it derives from was rebuilt). About 3 minutes
 on two cores.
@@ -29,12 +32,15 @@ from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parent.parent
 INPUT_TOKENS = 128  # with </s>
-VARIANTS = {  # name -> export_model.py arguments, applied to the fp32 export
+LONG_INPUTS = (512, 2048)  # input-N.txt, N tokens with </s>: the summarization shape, the cost growth
+VARIANTS = {  # name -> export_model.py arguments, applied to the fp32 export (fp32-rowcache: to pt/)
     "fp32": [],
     "fp32-opt": ["--optimize"],
     "int8": ["--quantize", "int8", "--block-size", "32"],
     "int4": ["--quantize", "int4", "--block-size", "32"],
+    "fp32-rowcache": ["--no-share-cross-cache"],
 }
+FROM_PT = {"fp32", "fp32-rowcache"}
 N_EXTRA = 100  # <extra_id_N>, as in T5
 N_PIECES = 32100
 CHARS = "abcdefghijklmnopqrstuvwxyz"
@@ -112,6 +118,18 @@ def build_pt(out):
     return text, margin
 
 
+def long_input(pt, tokens):
+    """`tokens - 1` distinct synthetic words (one token each) and </s>, checked with pt/'s tokenizer."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(pt)
+    _, words = build_tokenizer()
+    text = " ".join(random.Random(tokens).sample(words, tokens - 1))
+    ids = tok(text).input_ids
+    assert len(ids) == tokens and ids[-1] == 1 and 2 not in ids, len(ids)
+    return text
+
+
 def run(cmd, log):
     print("+ " + " ".join(str(c) for c in cmd), flush=True)
     t = time.perf_counter()
@@ -146,10 +164,15 @@ def main():
         if not args.force and (dest / "duet_export.json").exists():
             continue
         shutil.rmtree(dest, ignore_errors=True)
-        src = pt if name == "fp32" else out / "fp32"
+        src = pt if name in FROM_PT else out / "fp32"
         run([py, TOOLS / "export_model.py", src, dest, *VARIANTS[name]], log)
         if name == "fp32":
             args.force = True  # the other variants derive from fp32/
+
+    for n in LONG_INPUTS:
+        path = out / f"input-{n}.txt"
+        if args.force or not path.exists():
+            path.write_text(long_input(pt, n) + "\n")
 
     if not args.no_ct2:
         for name, extra in (("ct2-fp32", []), ("ct2-int8", ["--quantization", "int8"])):

@@ -4,7 +4,7 @@
     python tools/bench/run_bench.py --models target/bench-models --duet target/release/duet
                                     [--repeats 5] [--out bench/RESULTS.md]
 
-Every (system, variant, batch in {1, 8}) configuration, plus duet with 8 concurrent batch-1 callers, is
+Every (system, variant, batch in {1, 8, 32}) configuration, plus duet with 8 concurrent batch-1 callers, is
 one fresh process (the runners in this directory; `duet bench` for duet), each printing one JSON line.
 The configurations run interleaved: round-robin over all of them, --repeats rounds (each round starts
 one configuration later, so none always runs first). Reports the median and min-max over rounds, the
@@ -18,6 +18,7 @@ import glob
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -313,11 +314,10 @@ def write_report(path, args, models, configs, rows, errors, started, elapsed, en
             "# each configuration (one process each, round-robin):",
             *[" ".join(shlex.quote(x) for x in c["cmd"]) for c in configs], "```", "",
             "Raw lines (one per process, with `round`): `results.jsonl` next to this file.", ""]
-    # Sections other benchmarks keep in the same file (tools/bench/search_bench.py) stay.
+    # Sections other benchmarks keep in the same file (search, summarizer, serving, workloads, ...) stay.
     old = Path(path).read_text() if Path(path).exists() else ""
-    for start, end in [("<!-- search-bench:start -->", "<!-- search-bench:end -->")]:
-        if start in old and end in old:
-            out += [old[old.index(start):old.index(end) + len(end)], ""]
+    for m in re.finditer(r"<!-- ([a-z0-9-]+):start -->.*?<!-- \1:end -->", old, re.S):
+        out += [m.group(0), ""]
     Path(path).write_text("\n".join(out))
 
 
@@ -330,7 +330,7 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--systems", default="duet,ct2,ort-loop,transformers")
     ap.add_argument("--variants", default=",".join(ONNX_VARIANTS), help="ONNX variants (duet, ort-loop)")
-    ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
+    ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     ap.add_argument("--concurrency", type=int, default=8, help="duet's concurrent callers (1: skip)")
     ap.add_argument("--concurrency-variants", default=",".join(ONNX_VARIANTS))
     ap.add_argument("--duet-option", action="append", default=[], metavar="KEY=VALUE", help="passed as --option")
