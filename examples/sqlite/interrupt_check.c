@@ -73,14 +73,14 @@ int main(int argc, char **argv) {
     snprintf(sql, sizeof sql, "SELECT duet_open('%s');", argv[2]);
     run_s(db, sql);
     const char *beam = "SELECT duet_generate('The museum will reopen next month.', "
-                       "'{\"num_beams\": 2, \"max_new_tokens\": 2000, \"min_new_tokens\": 2000}');";
+                       "'{\"num_beams\": 4, \"max_new_tokens\": 2000, \"min_new_tokens\": 2000}');";
     double alone = run_s(db, beam);
     printf("beam search of 2000 tokens alone: %.2f s\n", alone);
     if (alone < 1.5) { fprintf(stderr, "FAIL: the uninterrupted call is too short (%.2f s) to tell\n", alone); failures++; }
     expect_interrupted(db, "duet_generate (beam search)", beam, alone);
     expect_interrupted(db, "duet_summarize",
                        "SELECT duet_summarize('The museum will reopen next month. The city approved a new budget.', "
-                       "'{\"max_new_tokens\": 2000, \"min_new_tokens\": 2000, \"num_beams\": 2}');", alone);
+                       "'{\"max_new_tokens\": 2000, \"min_new_tokens\": 2000, \"num_beams\": 4}');", alone);
     run_s(db, "SELECT duet_generate('Hello.', '{\"max_new_tokens\": 4}');"); /* the connection goes on */
     sqlite3_close(db);
     printf("%s\n", failures ? "interrupt checks FAILED" : "interrupt checks passed");
