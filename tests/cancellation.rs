@@ -210,14 +210,7 @@ fn tokenization_stops_at_the_deadline_and_a_regex_failure_is_a_tokenizer_error()
         assert!(message.contains("retry-limit"), "{message}");
         duet_model_free(model);
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duet"))
-        .args(["generate", "--model", failing.to_str().unwrap(), &format!("{}b", "a".repeat(40))])
-        .env(
-            "DUET_ORT_LIBRARY",
-            std::env::var_os("DUET_ORT_LIBRARY").unwrap_or_else(|| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").into()),
-        )
-        .output()
-        .unwrap();
+    let out = common::cli(&["generate", "--model", failing.to_str().unwrap(), &format!("{}b", "a".repeat(40))]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("retry-limit") && !err.contains("internal error"), "{err}");

@@ -5,12 +5,8 @@ mod common;
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Output};
 
-fn ort_library() -> String {
-    std::env::var("DUET_ORT_LIBRARY").unwrap_or_else(|_| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").display().to_string())
-}
-
 fn duet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_duet")).args(args).env("DUET_ORT_LIBRARY", ort_library()).output().unwrap()
+    common::cli(args)
 }
 
 fn stderr(o: &Output) -> String {
@@ -74,7 +70,7 @@ fn errors_are_one_line_and_non_zero() {
     let bad = Command::new(env!("CARGO_BIN_EXE_duet"))
         .args(["generate", "--model", model])
         .arg(std::ffi::OsStr::from_bytes(b"\xff\xfe"))
-        .env("DUET_ORT_LIBRARY", ort_library())
+        .env("DUET_ORT_LIBRARY", common::ort_library())
         .output()
         .unwrap();
     assert!(!bad.status.success());
@@ -162,8 +158,12 @@ fn an_unwritable_stdout_is_an_error_for_every_command() {
     ];
     for args in commands {
         let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-        let out =
-            Command::new(env!("CARGO_BIN_EXE_duet")).args(&args).env("DUET_ORT_LIBRARY", ort_library()).stdout(full).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_duet"))
+            .args(&args)
+            .env("DUET_ORT_LIBRARY", common::ort_library())
+            .stdout(full)
+            .output()
+            .unwrap();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("writing the output") && err.lines().count() == 1 && !err.contains("panicked"), "{args:?}: {err}");
@@ -204,7 +204,7 @@ fn too_old_onnx_runtime_is_refused() {
 fn spawn_piped(args: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_duet"))
         .args(args)
-        .env("DUET_ORT_LIBRARY", ort_library())
+        .env("DUET_ORT_LIBRARY", common::ort_library())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

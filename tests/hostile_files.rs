@@ -29,13 +29,6 @@ fn mkfifo(path: &Path) {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
 
-/// The CLI with the ONNX Runtime the tests use.
-fn cli(args: &[&str]) -> std::process::Output {
-    let ort = std::env::var("DUET_ORT_LIBRARY")
-        .unwrap_or_else(|_| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").display().to_string());
-    std::process::Command::new(env!("CARGO_BIN_EXE_duet")).args(args).env("DUET_ORT_LIBRARY", ort).output().unwrap()
-}
-
 fn open_status(dir: &Path) -> (duet_status, String) {
     let c = CString::new(dir.to_str().unwrap()).unwrap();
     let mut m = null_mut();
@@ -92,7 +85,15 @@ fn index_paths_that_are_not_files_are_refused() {
         assert!(matches!(e, duet::Error::IndexFile { .. }) && e.to_string().contains("not a regular file"), "{e}");
     }
     // The CLI, the same.
-    let out = cli(&["search", "--model", common::fixture("t5-tiny").to_str().unwrap(), "--index", fifo.to_str().unwrap(), "--query", "q"]);
+    let out = common::cli(&[
+        "search",
+        "--model",
+        common::fixture("t5-tiny").to_str().unwrap(),
+        "--index",
+        fifo.to_str().unwrap(),
+        "--query",
+        "q",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -161,7 +162,7 @@ fn a_vocabulary_with_nothing_left_is_an_error() {
         };
         assert!(matches!(e, duet::Error::InvalidArgument(_)), "{e}");
     }
-    let out = cli(&[
+    let out = common::cli(&[
         "summarize",
         "--model",
         common::fixture("t5-tiny").to_str().unwrap(),

@@ -139,16 +139,9 @@ fn the_c_abi_and_the_cli_say_over_budget() {
         duet_model_free(model);
         duet_model_options_free(options);
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duet"))
-        .args(["generate", "--model", common::fixture("t5-tiny").to_str().unwrap(), "--option", "memory_budget_mb=1"])
-        .args(["--set", "num_beams=16", "--set", "max_new_tokens=20000", "hello"])
-        .env(
-            "DUET_ORT_LIBRARY",
-            std::env::var("DUET_ORT_LIBRARY")
-                .unwrap_or_else(|_| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").display().to_string()),
-        )
-        .output()
-        .unwrap();
+    let t5 = common::fixture("t5-tiny");
+    let (model, beams, tokens) = (t5.to_str().unwrap(), "num_beams=16", "max_new_tokens=20000");
+    let out = common::cli(&["generate", "--model", model, "--option", "memory_budget_mb=1", "--set", beams, "--set", tokens, "hello"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("duet: error: over the memory budget") && stderr.lines().count() == 1, "{stderr}");

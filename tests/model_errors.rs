@@ -268,14 +268,7 @@ fn metadata_is_checked_against_the_graphs() {
     let status = unsafe { duet::ffi::duet_model_open(dir.as_ptr(), std::ptr::null(), &mut handle) };
     assert_eq!(status, duet::ffi::duet_status::ModelInvalid);
     assert!(handle.is_null());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duet"))
-        .args(["info", "--model", wide.0.to_str().unwrap()])
-        .env(
-            "DUET_ORT_LIBRARY",
-            std::env::var_os("DUET_ORT_LIBRARY").unwrap_or_else(|| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").into()),
-        )
-        .output()
-        .unwrap();
+    let out = common::cli(&["info", "--model", wide.0.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("vocab_size is 900") && !stderr.contains("panicked"), "{stderr}");

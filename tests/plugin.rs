@@ -47,11 +47,7 @@ fn every_call_works_through_the_table() {
     assert_eq!(api.struct_size, std::mem::size_of::<duet_api_v1>());
     assert_eq!(text(unsafe { (api.version)() }), duet::VERSION);
     unsafe {
-        let ort = CString::new(
-            std::env::var("DUET_ORT_LIBRARY")
-                .unwrap_or_else(|_| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").display().to_string()),
-        )
-        .unwrap();
+        let ort = CString::new(common::ort_library().into_os_string().into_encoded_bytes()).unwrap();
         ok(api, (api.runtime_init)(ort.as_ptr()));
         let dir = CString::new(common::fixture("t5-tiny").to_str().unwrap()).unwrap();
         let mut model = ptr::null_mut();

@@ -22,8 +22,7 @@ struct Server {
 impl Server {
     fn start(model: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         common::init_ort();
-        let ort = std::env::var("DUET_ORT_LIBRARY")
-            .unwrap_or_else(|_| common::root().join(".ort/lib/libonnxruntime.so.1.31.1").display().to_string());
+        let ort = common::ort_library();
         let mut command = Command::new(env!("CARGO_BIN_EXE_duet"));
         command.args(["serve", "--model", model.to_str().unwrap(), "--port", "0"]).args(args).env("DUET_ORT_LIBRARY", ort);
         command.env_remove("DUET_API_KEY");

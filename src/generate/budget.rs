@@ -4,9 +4,8 @@
 //!
 //! Per decoder row (inputs x beams, or x returned sequences when sampling): the self-attention
 //! cache at full length, the cross-attention cache (per input where beams share it) and encoder
-//! states over the longest input, and
-//! the vocabulary work of a step (logits, log-probabilities, scores, candidates); twice that, as a
-//! reorder or a merge of batches copies the caches. Plus the encoder run's attention scores.
+//! states over the longest input, and the vocabulary work of a step (logits, log-probabilities,
+//! scores, candidates); twice that, as a reorder or a merge of batches copies the caches. Plus the encoder run's attention scores.
 
 use super::params::GenerationParams;
 use crate::error::{Error, Result};
@@ -16,7 +15,8 @@ use crate::text::Encoded;
 /// The worst case of generating `params` for `inputs`, in bytes (saturating: an absurd request
 /// is `u64::MAX`).
 pub fn worst_case_bytes(model: &Model, inputs: &[Encoded], params: &GenerationParams) -> Result<u64> {
-    let cache = &model.decoder()?.cache;
+    let decoder = model.decoder()?;
+    let cache = &decoder.cache;
     let width = (cache.heads as u64).saturating_mul(cache.head_dim as u64);
     let per_position = cache.bytes_per_position();
     let input_len = inputs.iter().map(|e| e.ids.len()).max().unwrap_or(0) as u64;
@@ -31,7 +31,7 @@ pub fn worst_case_bytes(model: &Model, inputs: &[Encoded], params: &GenerationPa
     let per_input = params.num_beams.max(if params.do_sample { params.num_return_sequences } else { 1 }).max(1) as u64;
     let rows = (inputs.len() as u64).saturating_mul(per_input);
     // Beams share one cross-attention row per input where the graph allows it; sampled rows do not.
-    let cross_rows = if model.decoder()?.shares_cross_rows() && !params.do_sample { inputs.len() as u64 } else { rows };
+    let cross_rows = if decoder.shares_cross_rows() && !params.do_sample { inputs.len() as u64 } else { rows };
     let encoder =
         (inputs.len() as u64).saturating_mul(cache.heads as u64).saturating_mul(input_len.saturating_mul(input_len)).saturating_mul(4);
     Ok(rows.saturating_mul(per_row).saturating_add(cross_rows.saturating_mul(cross)).saturating_mul(2).saturating_add(encoder))

@@ -14,10 +14,19 @@ pub fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)
 }
 
-/// Loads ONNX Runtime from `DUET_ORT_LIBRARY` or the copy `make fetch-ort` unpacked.
+/// `DUET_ORT_LIBRARY`, or the copy `make fetch-ort` unpacked.
+pub fn ort_library() -> PathBuf {
+    std::env::var_os("DUET_ORT_LIBRARY").map(PathBuf::from).unwrap_or_else(|| root().join(".ort/lib/libonnxruntime.so.1.31.1"))
+}
+
+/// Loads ONNX Runtime from [`ort_library`].
 pub fn init_ort() {
-    let path = std::env::var_os("DUET_ORT_LIBRARY").map(PathBuf::from).unwrap_or_else(|| root().join(".ort/lib/libonnxruntime.so.1.31.1"));
-    duet::runtime::init_runtime(Some(&path)).expect("ONNX Runtime (run `make fetch-ort`)");
+    duet::runtime::init_runtime(Some(&ort_library())).expect("ONNX Runtime (run `make fetch-ort`)");
+}
+
+/// The `duet` CLI with `args`, on the ONNX Runtime the tests use.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_duet")).args(args).env("DUET_ORT_LIBRARY", ort_library()).output().unwrap()
 }
 
 /// A copy of fixture `name` as tools/export_model.py leaves it: its encoder also returns the
