@@ -122,6 +122,14 @@ fn beams_sharing_the_cross_attention_cache_match_transformers() {
     run_all("with_past+share/bound");
 }
 
+/// The with-past decoder with its self-attention fused into MultiHeadAttention (tools/fuse_attention.py,
+/// export_model.py --fuse): the same tokens, plain and bound.
+#[test]
+fn fused_self_attention_matches_transformers() {
+    run_all("with_past+fuse");
+    run_all("with_past+fuse/bound");
+}
+
 /// The beams of an input keep one cross-attention row between them while they decode, and rows
 /// of different sharing stack at the sharing they have in common; the fixtures' own with-past
 /// decoder keeps a row per beam.

@@ -129,12 +129,15 @@ fn bart_mixed_requests_get_their_solo_outputs() {
 fn rows_at_different_positions_share_runs_and_keep_their_solo_outputs() {
     // T5: relative positions; BART: learned positions, moved back by each row's padding.
     // +share: beam rows read one cross-attention row per input, greedy rows one each, merged together.
+    // +fuse: that, with the self-attention (and so the padding mask) inside MultiHeadAttention.
     for (family, layout) in [
         ("t5-tiny", "with_past+mask"),
         ("t5-tiny", "split+mask"),
         ("bart-tiny", "with_past+mask"),
         ("t5-tiny", "with_past+share"),
         ("bart-tiny", "with_past+share"),
+        ("t5-tiny", "with_past+fuse"),
+        ("bart-tiny", "with_past+fuse"),
     ] {
         let stats = mixed_requests_get_their_solo_outputs(family, layout);
         assert!(stats.merges > 0, "{family} {layout}: no cohorts were merged: {stats:?}");

@@ -2,7 +2,7 @@
 """Export a Hugging Face encoder-decoder model (T5, BART, Marian, ...) to the ONNX layout duet loads.
 
     python tools/export_model.py MODEL_ID_OR_DIR OUT [--opset 18] [--no-merged]
-                                 [--optimize] [--quantize int8|int4 [--block-size 32]]
+                                 [--fuse] [--optimize] [--quantize int8|int4 [--block-size 32]]
 
 MODEL_ID_OR_DIR is a hub id (needs network), a local checkpoint directory, or an earlier export made
 by this script (then its graphs are copied and only --optimize/--quantize are applied). OUT receives,
@@ -21,6 +21,8 @@ takes a self-attention mask (tools/decoder_mask.py) and lets the beams of one in
 the cross-attention cache (tools/share_cross_cache.py; --no-share-cross-cache to keep a row per beam);
 weights go to <graph>_data files beside the graphs unless --single-file.
 
+--fuse rewrites the with-past decoder's self-attention as ONNX Runtime's MultiHeadAttention with one
+packed Q/K/V projection (tools/fuse_attention.py), checked against the unfused graph.
 --optimize applies ONNX Runtime's transformer fusions (t5/bart) to each split graph, keeping a graph
 unchanged where they fail or move an output by more than 1e-3. --quantize makes the MatMul weights
 (a tied LM head included) blockwise int8/int4, asymmetric unless --symmetric (MatMulNBits,
@@ -150,6 +152,19 @@ def share_cross_cache(out):
         return f"not shared: {e}"
 
 
+def fuse_attention(out):
+    """The with-past decoder's self-attention in MultiHeadAttention (tools/fuse_attention.py), kept only
+    when its numeric check passes."""
+    import fuse_attention as fuse
+
+    if not (out / lib.DECODER_PAST).exists():
+        return "not fused: no with-past decoder"
+    try:
+        return fuse.apply(out)
+    except SystemExit as e:
+        return f"not fused: {e}"
+
+
 def trace_shapes(config):
     """Input shapes for the trace where the default ones would fix a length into the graphs.
 
@@ -204,6 +219,9 @@ def main():
     ap.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     ap.add_argument("--no-merged", action="store_true", help="do not keep decoder_model_merged.onnx")
     ap.add_argument("--optimize", action="store_true", help="ONNX Runtime transformer fusions (t5, bart)")
+    ap.add_argument("--fuse", action="store_true",
+                    help="the with-past decoder's self-attention as ONNX Runtime's MultiHeadAttention with packed Q/K/V "
+                         "(tools/fuse_attention.py; float32, checked against the unfused graph)")
     ap.add_argument("--quantize", choices=["int8", "int4"], help="weight-only MatMulNBits quantization")
     ap.add_argument("--block-size", type=int, default=32, help="quantization block size (default 32)")
     ap.add_argument("--symmetric", action="store_true",
@@ -223,6 +241,8 @@ def main():
                          "(norms, residual adds, feed-forward outputs) in float32; bf16 has float32's range. "
                          "Caches and hidden states take the type, logits stay float32")
     args = ap.parse_args()
+    if args.dtype != "fp32" and args.fuse:
+        ap.error("--fuse is for float32 graphs (the CPU kernels it is checked with)")
     if args.dtype != "fp32" and args.quantize:
         ap.error("--dtype fp16/bf16 and --quantize do not combine: MatMulNBits here is the CPU path, half precision "
                  "the GPU one")
@@ -238,6 +258,8 @@ def main():
     else:
         notes = export(args.model, args.out, args.opset, merged=not args.no_merged)
     quant, graphs, verified = None, {}, None
+    if args.fuse:
+        graphs["fuse"] = {lib.DECODER_PAST: fuse_attention(out)}
     if args.optimize or args.quantize or args.dtype != "fp32":
         ref = base or lib.reference_copy(out)
         config = json.loads((out / "config.json").read_text())

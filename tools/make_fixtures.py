@@ -667,6 +667,7 @@ def build(name, tok, make_model, work):
     cross_cache_encoder(out_dir)
     masked_decoder(out_dir)
     shared_decoder(out_dir)
+    fused_decoder(out_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(pt_dir, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(pt_dir)
     cases, usage = golden_cases(model, tok, name), usage_cases(model, tok, name)
@@ -715,6 +716,18 @@ def shared_decoder(fixture):
     print(f"{fixture.name}: {note}")
 
 
+FUSED_DECODER = "decoder_with_past_fused.onnx"
+
+
+def fused_decoder(fixture):
+    """<fixture>/decoder_with_past_fused.onnx: the shared decoder with its self-attention fused into
+    MultiHeadAttention (tools/fuse_attention.py, export_model.py --fuse)."""
+    import fuse_attention
+
+    note = fuse_attention.apply(fixture, SHARED_DECODER, fixture / FUSED_DECODER)
+    print(f"{fixture.name}: {note}")
+
+
 # bart-tiny-fp16 keeps export_model.py's default of weights in <graph>_data files, so the tests also
 # cover external data; the others keep their weights inside the graphs.
 HALF_PRECISION = [("t5-tiny", "fp16", True), ("bart-tiny", "fp16", False), ("t5-tiny", "bf16", True)]
@@ -732,6 +745,7 @@ def half_precision_fixtures():
         (out / CROSS_ENCODER).unlink(missing_ok=True)  # its encoder_model.onnx has the cache already
         (out / MASKED_DECODER).unlink(missing_ok=True)  # its decoder_with_past_model.onnx has the mask already
         (out / SHARED_DECODER).unlink(missing_ok=True)  # and shares the cross-attention cache
+        (out / FUSED_DECODER).unlink(missing_ok=True)  # fusion is for float32 graphs
 
 
 def main():
@@ -746,6 +760,7 @@ def main():
             cross_cache_encoder(FIXTURES / name)
             masked_decoder(FIXTURES / name)
             shared_decoder(FIXTURES / name)
+            fused_decoder(FIXTURES / name)
         return half_precision_fixtures()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

@@ -56,6 +56,16 @@ pub fn with_shared_cross(name: &str) -> PathBuf {
     )
 }
 
+/// `with_shared_cross`, and the with-past decoder's self-attention fused into ONNX Runtime's
+/// MultiHeadAttention (`decoder_with_past_fused.onnx`, tools/fuse_attention.py, export_model.py --fuse).
+pub fn with_fused_attention(name: &str) -> PathBuf {
+    variant(
+        name,
+        "with-fused-attention",
+        &[("encoder_with_cross_cache.onnx", "encoder_model.onnx"), ("decoder_with_past_fused.onnx", "decoder_with_past_model.onnx")],
+    )
+}
+
 /// A copy of fixture `name` (made once per test process) with each `(from, to)` file of the fixture
 /// in place of `to`, without the merged decoder.
 fn variant(name: &str, tag: &str, swaps: &[(&str, &str)]) -> PathBuf {
@@ -96,15 +106,18 @@ fn variant(name: &str, tag: &str, swaps: &[(&str, &str)]) -> PathBuf {
 /// `layout` is `merged`, `split` or `with_past` (the fixture with its cross-cache encoder),
 /// optionally with `/bound`: caches kept through IoBinding; `split+mask` and `with_past+mask`:
 /// the with-past decoder takes a self-attention mask (`with_decoder_mask`); `with_past+share`:
-/// that mask, and beams share the cross-attention cache (`with_shared_cross`).
+/// that mask, and beams share the cross-attention cache (`with_shared_cross`); `with_past+fuse`: that,
+/// with the self-attention fused (`with_fused_attention`).
 pub fn open(name: &str, layout: &str) -> duet::Model {
     init_ort();
     let mut options = duet::new_model_options();
     let (layout, bound) = layout.split_once('/').map_or((layout, false), |(l, b)| (l, b == "bound"));
+    let (layout, fused) = layout.strip_suffix("+fuse").map_or((layout, false), |l| (l, true));
     let (layout, shared) = layout.strip_suffix("+share").map_or((layout, false), |l| (l, true));
     let (layout, masked) = layout.strip_suffix("+mask").map_or((layout, false), |l| (l, true));
     options.set_str("layout", layout).unwrap();
     let dir = match (layout, masked, shared) {
+        _ if fused => with_fused_attention(name),
         (_, _, true) => with_shared_cross(name),
         (_, true, _) => with_decoder_mask(name),
         ("with_past", false, _) => with_cross_cache(name),

@@ -8,6 +8,7 @@ OUT_DIR receives:
                  tokenizer.json (a Unigram tokenizer over 32100 synthetic pieces, T5 layout)
     fp32/        tools/export_model.py export (merged + split decoders)
     fp32-opt/    fp32 with --optimize (ONNX Runtime transformer fusions)
+    fp32-fused/  fp32 with --fuse (self-attention in MultiHeadAttention, packed Q/K/V)
     int8/        fp32 with --quantize int8 --block-size 32 (MatMulNBits, weight-only, asymmetric,
                  accuracy_level 4 = int8 activations: export_model.py's defaults)
     int4/        fp32 with --quantize int4 --block-size 32
@@ -36,6 +37,7 @@ LONG_INPUTS = (512, 2048)  # input-N.txt, N tokens with </s>: the summarization 
 VARIANTS = {  # name -> export_model.py arguments, applied to the fp32 export (fp32-rowcache: to pt/)
     "fp32": [],
     "fp32-opt": ["--optimize"],
+    "fp32-fused": ["--fuse"],
     "int8": ["--quantize", "int8", "--block-size", "32"],
     "int4": ["--quantize", "int4", "--block-size", "32"],
     "fp32-rowcache": ["--no-share-cross-cache"],
