@@ -90,12 +90,11 @@ SUMMARIZER := models/debian-summarizer
 SUMMARIZER_INT8 := models/debian-summarizer-int8
 summarizer: $(SUMMARIZER)/encoder_model.onnx $(SUMMARIZER_INT8)/encoder_model.onnx
 $(SUMMARIZER)/encoder_model.onnx: tools/pack_summarizer.py tools/summarizer_weights.py tools/decoder_mask.py \
-		tools/share_cross_cache.py tools/fuse_attention.py $(wildcard $(SUMMARIZER_PACK)/*) $(TOOLS_VENV)/.installed $(EMBEDDER_WHEEL) \
+		tools/share_cross_cache.py $(wildcard $(SUMMARIZER_PACK)/*) $(TOOLS_VENV)/.installed $(EMBEDDER_WHEEL) \
 		models/debian-summarizer.md
 	$(TOOLS_VENV)/bin/python tools/pack_summarizer.py fill $(SUMMARIZER_PACK) $(EMBEDDER_WHEEL) $(SUMMARIZER)
 	$(TOOLS_VENV)/bin/python tools/decoder_mask.py $(SUMMARIZER) --check
 	$(TOOLS_VENV)/bin/python tools/share_cross_cache.py $(SUMMARIZER) --check
-	$(TOOLS_VENV)/bin/python tools/fuse_attention.py $(SUMMARIZER) --check
 	cp models/debian-summarizer.md $(SUMMARIZER)/MODEL_CARD.md
 $(SUMMARIZER_INT8)/encoder_model.onnx: $(SUMMARIZER)/encoder_model.onnx tools/export_model.py tools/export_lib.py
 	$(TOOLS_VENV)/bin/python tools/export_model.py $(SUMMARIZER) $(SUMMARIZER_INT8) --quantize int8 --no-merged | tail -4
