@@ -11,6 +11,8 @@ OUT_DIR receives:
     fp32-fused/  fp32 with --fuse (self-attention in MultiHeadAttention, packed Q/K/V)
     int8/        fp32 with --quantize int8 --block-size 32 (MatMulNBits, weight-only, asymmetric,
                  accuracy_level 4 = int8 activations: export_model.py's defaults)
+    int8-dynenc/ int8 with the encoder quantized dynamically (--encoder-quantize dynamic: MatMulInteger,
+                 integer GEMMs over batch x tokens rows)
     int4/        fp32 with --quantize int4 --block-size 32
     ct2-fp32/    CTranslate2 conversion of pt/ (float32)
     ct2-int8/    CTranslate2 conversion of pt/ (--quantization int8)
@@ -39,6 +41,7 @@ VARIANTS = {  # name -> export_model.py arguments, applied to the fp32 export (f
     "fp32-opt": ["--optimize"],
     "fp32-fused": ["--fuse"],
     "int8": ["--quantize", "int8", "--block-size", "32"],
+    "int8-dynenc": ["--quantize", "int8", "--block-size", "32", "--encoder-quantize", "dynamic"],
     "int4": ["--quantize", "int4", "--block-size", "32"],
     "fp32-rowcache": ["--no-share-cross-cache"],
 }

