@@ -171,7 +171,6 @@ def quantize(out, bits, block_size, accuracy_level=None, symmetric=False, graphs
     return notes
 
 
-
 def quantize_dynamic_int8(out, f):
     """ONNX Runtime's dynamic quantization of one graph, in place: each MatMul with a constant weight becomes
     MatMulInteger on int8 weights (a scale per output channel) and activations quantized to uint8 at run time
@@ -182,25 +181,28 @@ def quantize_dynamic_int8(out, f):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    model = onnx.load(str(out / f))
+    untied = materialize_transposed_weights(model)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process, printed on the root logger
-    model = onnx.load(str(out / f))
-    untied = materialize_transposed_weights(model)
-    with tempfile.TemporaryDirectory(prefix="duet-quantize-") as tmp:
-        src, dst = Path(tmp) / "src.onnx", Path(tmp) / "dst.onnx"
-        onnx.save_model(model, str(src), save_as_external_data=True, location="src.onnx_data")
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], use_external_data_format=True,
-                         extra_options={"MatMulConstBOnly": True})
-        quantized = onnx.load(str(dst))
-    root.setLevel(level)
+    try:
+        with tempfile.TemporaryDirectory(prefix="duet-quantize-") as tmp:
+            src, dst = Path(tmp) / "src.onnx", Path(tmp) / "dst.onnx"
+            onnx.save_model(model, str(src), save_as_external_data=True, location="src.onnx_data")
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"], use_external_data_format=True,
+                             extra_options={"MatMulConstBOnly": True})
+            quantized = onnx.load(str(dst))
+    finally:
+        root.setLevel(level)
     n = sum(1 for node in quantized.graph.node if node.op_type == "MatMulInteger")
     left = sum(1 for node in quantized.graph.node if node.op_type == "MatMul")
     onnx.save_model(quantized, str(out / f))
     return (f"{n} MatMul -> MatMulInteger (dynamic: int8 weights per output channel, uint8 activations per "
             f"tensor at run time); {left} MatMul left (no constant weight)"
             + (f"; {', '.join(untied)} stored transposed for MatMul" if untied else ""))
+
 
 # T5's residual stream outgrows float16 (the known fp16 overflow of T5 v1.1 / flan-T5): its norms, residual
 # additions, softmax and each feed-forward output projection (`.../DenseReluDense/wo/MatMul`) stay float32.
