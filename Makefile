@@ -16,7 +16,7 @@ ABI_MINOR := $(shell sed -n 's/^pub const DUET_ABI_MINOR: u32 = \([0-9]*\);/\1/p
 SOVERSION := $(ABI_MAJOR).$(ABI_MINOR).0
 PREFIX ?= /usr/local
 
-.PHONY: all soak build release embedder summarizer lint wheel wheel-test readme-check server-example ray-test loadtest bench-search bench-summarizer bench-serving bench-workloads bench-venv fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
+.PHONY: all soak build release embedder summarizer lint wheel wheel-test readme-check server-example ray-test loadtest bench-search bench-summarizer bench-serving bench-workloads bench-rerank bench-venv fetch-ort fetch-ort-gpu gpu-bundle demo test cargo-test c-example cpp-example sqlite-deps sqlite-test python-test header install install-check stress leakcheck fuzz bench clean
 
 all: build
 
@@ -346,7 +346,7 @@ bench: $(BENCH_VENV)/.installed fetch-ort
 	$(CARGO) build --release --bin duet
 	$(BENCH_VENV)/bin/python tools/bench/make_bench_models.py $(BENCH_MODELS)
 	$(BENCH_VENV)/bin/python tools/bench/run_bench.py --models $(BENCH_MODELS) --duet target/release/duet --repeats $(BENCH_REPEATS)
-	$(MAKE) --no-print-directory bench-workloads bench-search bench-summarizer bench-serving
+	$(MAKE) --no-print-directory bench-workloads bench-rerank bench-search bench-summarizer bench-serving
 
 # The summarization shape (beam 4, 512 tokens in, 128 out) and the cost growth with output and input
 # length, beside CTranslate2 and transformers (tools/bench/workloads_bench.py; ~25 minutes).
@@ -356,6 +356,13 @@ bench-workloads: $(BENCH_VENV)/.installed fetch-ort
 	$(BENCH_VENV)/bin/python tools/bench/make_bench_models.py $(BENCH_MODELS)
 	DUET_ORT_LIBRARY=$(ORT_LIB) $(BENCH_VENV)/bin/python tools/bench/workloads_bench.py --models $(BENCH_MODELS) \
 	  --duet target/release/duet --repeats $(WORKLOAD_REPEATS)
+
+# Reranking by decoder scoring, 100 passages x 1 query, beside CTranslate2 and transformers
+# (tools/bench/rerank_bench.py; ~8 minutes).
+bench-rerank: $(BENCH_VENV)/.installed fetch-ort build
+	$(BENCH_VENV)/bin/python tools/bench/make_bench_models.py $(BENCH_MODELS) --variants fp32,int8,int8-dynenc
+	DUET_ORT_LIBRARY=$(ORT_LIB) $(BENCH_VENV)/bin/python tools/bench/rerank_bench.py --models $(BENCH_MODELS) \
+	  --repeats $(WORKLOAD_REPEATS)
 
 # Serving: 16 callers with Poisson arrivals and mixed lengths and params on the t5-small bench
 # model, served one call at a time, by the window batcher of the commit before the scheduler (built

@@ -40,17 +40,20 @@ fn embeddings_match_transformers() {
     }
 }
 
+/// Every query position is scored in one decoder run (teacher forcing), in each decoder layout.
 #[test]
 fn rerank_scores_match_transformers_teacher_forcing() {
-    for case in json("search_goldens.json")["rerank"].as_array().unwrap() {
-        let model = common::shared(case["model"].as_str().unwrap(), "split");
-        let mode = case["mode"].as_str().unwrap();
-        let p = params(&[("rerank_mode", mode), ("rerank_template", case["template"].as_str().unwrap()), ("batch_size", "4")]);
-        let passages = strs(&case["passages"]);
-        let got = rerank::rerank(&model, case["query"].as_str().unwrap(), &passages, &p).unwrap();
-        for (i, (g, w)) in got.iter().zip(case["scores"].as_array().unwrap()).enumerate() {
-            let w = w.as_f64().unwrap() as f32;
-            assert!((g - w).abs() < 1e-4, "{} {mode} passage {i}: {g} vs {w}", case["model"]);
+    for layout in ["split", "merged", "with_past+share", "with_past+fuse", "with_past+share/bound"] {
+        for case in json("search_goldens.json")["rerank"].as_array().unwrap() {
+            let model = common::shared(case["model"].as_str().unwrap(), layout);
+            let mode = case["mode"].as_str().unwrap();
+            let p = params(&[("rerank_mode", mode), ("rerank_template", case["template"].as_str().unwrap()), ("batch_size", "4")]);
+            let passages = strs(&case["passages"]);
+            let got = rerank::rerank(&model, case["query"].as_str().unwrap(), &passages, &p).unwrap();
+            for (i, (g, w)) in got.iter().zip(case["scores"].as_array().unwrap()).enumerate() {
+                let w = w.as_f64().unwrap() as f32;
+                assert!((g - w).abs() < 1e-4, "{} {layout} {mode} passage {i}: {g} vs {w}", case["model"]);
+            }
         }
     }
 }

@@ -73,7 +73,8 @@ pub fn check_encoder_budget(model: &Model, rows: usize, input_len: usize, decode
                 per_position
                     .saturating_mul(steps.saturating_add(len))
                     .saturating_mul(2)
-                    .saturating_add((model.vocab_size() as u64).saturating_mul(4 * 2)),
+                    // rerank's teacher forcing returns every position's logits at once
+                    .saturating_add((model.vocab_size() as u64).saturating_mul(4 * 2).saturating_mul(steps)),
             )
         }
         _ => 0,

@@ -206,7 +206,28 @@ impl Decoder {
     /// the self-attention cache's padding (only where [`Decoder::takes_self_mask`], never on a
     /// first step).
     pub fn step_masked(&self, tokens: &[u32], encoder: &EncoderOutput, cache: &mut KvCache, self_mask: Option<&[i64]>) -> Result<Logits> {
-        let rows = tokens.len();
+        self.run(tokens, 1, encoder, cache, self_mask)
+    }
+
+    /// Teacher forcing in one run: every row's decoder input is `decoder_input` (the start token
+    /// first), fed at once over an empty cache. The logits of every position, row-major: row `r`,
+    /// position `t` is `Logits::row(r * decoder_input.len() + t)`.
+    pub fn teacher_forced(&self, decoder_input: &[u32], encoder: &EncoderOutput) -> Result<Logits> {
+        let tokens: Vec<u32> = (0..encoder.rows).flat_map(|_| decoder_input.iter().copied()).collect();
+        let logits = self.run(&tokens, decoder_input.len(), encoder, &mut KvCache::default(), None)?;
+        if logits.data.len() != tokens.len() * logits.vocab {
+            let path = self.with_past.as_ref().unwrap_or(&self.first).path.display();
+            return Err(Error::invalid_model(&self.first.path, format!("{path} returned the logits of fewer positions than it was fed")));
+        }
+        Ok(logits)
+    }
+
+    /// `tokens` holds `width` new tokens per row (more than one only over an empty cache).
+    fn run(&self, tokens: &[u32], width: usize, encoder: &EncoderOutput, cache: &mut KvCache, self_mask: Option<&[i64]>) -> Result<Logits> {
+        let rows = tokens.len().checked_div(width).unwrap_or(0);
+        if width == 0 || rows * width != tokens.len() || (width > 1 && (!cache.is_empty() || self_mask.is_some())) {
+            return Err(Error::Internal(format!("{} decoder tokens in rows of {width}", tokens.len())));
+        }
         if rows != encoder.rows {
             return Err(Error::Internal(format!("{rows} decoder rows for {} encoder rows", encoder.rows)));
         }
@@ -216,7 +237,7 @@ impl Decoder {
             _ => &self.first,
         };
         let c = self.cache;
-        let ids = Tensor::from_array(([rows, 1], tokens.iter().map(|&t| t as i64).collect::<Vec<_>>()))?.upcast();
+        let ids = Tensor::from_array(([rows, width], tokens.iter().map(|&t| t as i64).collect::<Vec<_>>()))?.upcast();
         let branch = match self.layout {
             Layout::Merged => Some(Tensor::from_array(([1usize], vec![!first_step]))?.upcast()),
             _ => None,
@@ -283,7 +304,7 @@ impl Decoder {
             None => {
                 let feed: Vec<(Cow<'static, str>, SessionInputValue<'_>)> =
                     inputs.into_iter().map(|(n, v)| (n, SessionInputValue::from(v))).collect();
-                collect(session.run(feed).map_err(onnx)?, &graph.path, &wanted, self.vocab)?
+                collect(session.run(feed).map_err(onnx)?, &graph.path, &wanted, self.vocab, width > 1)?
             }
             Some(device) => {
                 let mut binding = session.create_binding().map_err(onnx)?;
@@ -295,7 +316,7 @@ impl Decoder {
                 for name in &wanted {
                     binding.bind_output_to_device(name.as_str(), &cache_memory).map_err(onnx)?;
                 }
-                let collected = collect(session.run_binding(&binding).map_err(onnx)?, &graph.path, &wanted, self.vocab)?;
+                let collected = collect(session.run_binding(&binding).map_err(onnx)?, &graph.path, &wanted, self.vocab, width > 1)?;
                 collected
             }
         };
@@ -320,12 +341,14 @@ impl Decoder {
     }
 }
 
-/// The last position's logits on the host as `f32`, and the `wanted` outputs in order.
+/// The last position's logits (every position's with `all_positions`) on the host as `f32`, and
+/// the `wanted` outputs in order.
 fn collect(
     mut outputs: ort::session::SessionOutputs<'_>,
     path: &Path,
     wanted: &[String],
     expected_vocab: usize,
+    all_positions: bool,
 ) -> Result<(Logits, std::vec::IntoIter<DynTensor>)> {
     let value = outputs.remove("logits").ok_or_else(|| Error::invalid_model(path, "no `logits` output"))?;
     let (shape, data) = tensors::to_host_f32(&tensors::into_tensor(value, "logits")?)?;
@@ -339,7 +362,7 @@ fn collect(
             format!("the logits it returned are {shape:?}; config.json's vocab_size is {expected_vocab}"),
         ));
     }
-    let data = if seq == 1 {
+    let data = if seq == 1 || all_positions {
         data
     } else {
         (0..rows).flat_map(|r| data[(r * seq + seq - 1) * vocab..(r * seq + seq) * vocab].iter().copied()).collect()

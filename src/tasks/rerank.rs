@@ -4,9 +4,9 @@
 
 use crate::error::{Error, Result};
 use crate::generate::control::Limits;
-use crate::generate::processors::log_softmax;
+use crate::generate::processors::log_prob;
 use crate::generate::GenerationParams;
-use crate::model::{KvCache, Model};
+use crate::model::Model;
 use crate::settings::Settings;
 use crate::tasks::nonblank;
 
@@ -43,6 +43,9 @@ fn rerank_limited(model: &Model, query: &str, passages: &[&str], params: &Settin
     } else {
         model.tokenizer.encode(query, None, false, 0)?.ids
     };
+    if targets.is_empty() {
+        return Err(Error::invalid_param("query", "it encodes to no token"));
+    }
     let mut scores = Vec::with_capacity(passages.len());
     for (b, group) in passages.chunks(batch).enumerate() {
         limits.check()?;
@@ -57,20 +60,19 @@ fn rerank_limited(model: &Model, query: &str, passages: &[&str], params: &Settin
         let longest = inputs.iter().map(Vec::len).max().unwrap_or(0);
         crate::generate::budget::check_encoder_budget(model, inputs.len(), longest, if relevance { 1 } else { targets.len() }, "rerank")?;
         let encoder = model.encoder.run(&inputs, gen.pad_token_id)?;
-        let mut cache = KvCache::default();
-        let rows = inputs.len();
-        let mut totals = vec![0f64; rows];
         let steps = if relevance { 1 } else { targets.len() };
-        let mut previous = vec![gen.decoder_start_token_id; rows];
-        for step in 0..steps {
-            let logits = model.decoder()?.step(&previous, &encoder, &mut cache)?;
-            for (r, total) in totals.iter_mut().enumerate() {
-                let lp = log_softmax(logits.row(r));
-                *total +=
-                    if relevance { (lp[targets[0] as usize] - lp[targets[1] as usize]) as f64 } else { lp[targets[step] as usize] as f64 };
-            }
-            if !relevance {
-                previous = vec![targets[step]; rows];
+        let fed = targets.get(..steps.saturating_sub(1)).unwrap_or_default();
+        let decoder_input: Vec<u32> = std::iter::once(gen.decoder_start_token_id).chain(fed.iter().copied()).collect();
+        let logits = model.decoder()?.teacher_forced(&decoder_input, &encoder)?;
+        let mut totals = vec![0f64; inputs.len()];
+        for (r, total) in totals.iter_mut().enumerate() {
+            for step in 0..steps {
+                let row = logits.row(r * steps + step);
+                *total += if relevance {
+                    (log_prob(row, targets[0] as usize) - log_prob(row, targets[1] as usize)) as f64
+                } else {
+                    log_prob(row, targets[step] as usize) as f64
+                };
             }
         }
         scores.extend(totals.into_iter().map(|t| (t / steps as f64) as f32));
