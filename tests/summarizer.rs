@@ -14,26 +14,22 @@ use duet::tasks::embed::{embed_with, InputKind};
 use duet::Model;
 use once_cell::sync::Lazy;
 
-fn model_dir(name: &str) -> PathBuf {
-    let dir = common::root().join("models").join(name);
+/// A model directory under the repository that `make summarizer` / `make test` builds.
+fn model_dir(relative: &str) -> PathBuf {
+    let dir = common::root().join(relative);
     assert!(dir.join("encoder_model.onnx").is_file(), "{} is missing: run `make summarizer` (make test does)", dir.display());
     dir
 }
 
-fn open(name: &str) -> Arc<Model> {
+fn open(relative: &str) -> Arc<Model> {
     common::init_ort();
-    Arc::new(Model::open(model_dir(name)).expect("open the bundled summarizer"))
+    Arc::new(Model::open(model_dir(relative)).unwrap_or_else(|e| panic!("open {relative}: {e}")))
 }
 
-static FP32: Lazy<Arc<Model>> = Lazy::new(|| open("debian-summarizer"));
-static INT8: Lazy<Arc<Model>> = Lazy::new(|| open("debian-summarizer-int8"));
+static FP32: Lazy<Arc<Model>> = Lazy::new(|| open("models/debian-summarizer"));
+static INT8: Lazy<Arc<Model>> = Lazy::new(|| open("models/debian-summarizer-int8"));
 /// `export_model.py --quantize int8 --encoder-quantize dynamic` of the fp32 model (`make test` builds it).
-static INT8_DYNAMIC_ENCODER: Lazy<Arc<Model>> = Lazy::new(|| {
-    common::init_ort();
-    let dir = common::root().join("target/summarizer-int8-dynenc");
-    assert!(dir.join("encoder_model.onnx").is_file(), "{} is missing: make test builds it", dir.display());
-    Arc::new(Model::open(dir).expect("open the int8 export with a dynamically quantized encoder"))
-});
+static INT8_DYNAMIC_ENCODER: Lazy<Arc<Model>> = Lazy::new(|| open("target/summarizer-int8-dynenc"));
 
 struct Case {
     description: String,

@@ -61,8 +61,7 @@ fn rerank_limited(model: &Model, query: &str, passages: &[&str], params: &Settin
         crate::generate::budget::check_encoder_budget(model, inputs.len(), longest, if relevance { 1 } else { targets.len() }, "rerank")?;
         let encoder = model.encoder.run(&inputs, gen.pad_token_id)?;
         let steps = if relevance { 1 } else { targets.len() };
-        let fed = targets.get(..steps.saturating_sub(1)).unwrap_or_default();
-        let decoder_input: Vec<u32> = std::iter::once(gen.decoder_start_token_id).chain(fed.iter().copied()).collect();
+        let decoder_input: Vec<u32> = std::iter::once(gen.decoder_start_token_id).chain(targets[..steps - 1].iter().copied()).collect();
         let logits = model.decoder()?.teacher_forced(&decoder_input, &encoder)?;
         let mut totals = vec![0f64; inputs.len()];
         for (r, total) in totals.iter_mut().enumerate() {
