@@ -168,7 +168,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-cargo-test: $(SUMMARIZER_DYNENC)/encoder_model.onnx
+cargo-test: $(SUMMARIZER_DYNENC)/encoder_model.onnx $(SUMMARIZER_INPLACE)/encoder_model.onnx
 	$(CARGO) test --release
 
 C_BUILD := examples/c/build
@@ -390,7 +390,13 @@ bench-search: $(BENCH_VENV)/.installed embedder build
 # The bundled summarizer on the held-out split: ROUGE of fp32, int8, int4 and CTranslate2 int8 against
 # the lead-10 baseline, quantization agreement, transformers as the reference (summarizer_bench.py);
 # then the search benchmark on the held-out split with the summarizer's decoder reranking the hybrid
-# top 10 (p(query | passage)), its own section.
+# top 10 (p(query | passage)), its own section.# The fp32 model with its self-attention cache appended in place (export_model.py --in-place-cache):
+# tests/summarizer.rs checks it against transformers' summaries token for token.
+SUMMARIZER_INPLACE := target/summarizer-inplace
+$(SUMMARIZER_INPLACE)/encoder_model.onnx: $(SUMMARIZER)/encoder_model.onnx tools/export_model.py tools/export_lib.py \
+		tools/fuse_attention.py tools/in_place_cache.py
+	$(TOOLS_VENV)/bin/python tools/export_model.py $(SUMMARIZER) $(SUMMARIZER_INPLACE) --no-merged --in-place-cache | tail -3
+
 bench-summarizer: $(BENCH_VENV)/.installed summarizer embedder build
 	$(BENCH_VENV)/bin/python tools/bench/summarizer_bench.py --model $(SUMMARIZER) --model-int8 $(SUMMARIZER_INT8) \
 	  --pack $(SUMMARIZER_PACK) --wheel $(EMBEDDER_WHEEL)

@@ -130,6 +130,15 @@ fn fused_self_attention_matches_transformers() {
     run_all("with_past+fuse/bound");
 }
 
+/// The fused decoder appending its self-attention cache in place (tools/in_place_cache.py,
+/// export_model.py --in-place-cache: GroupQueryAttention writing into buffers duet binds as both
+/// past and present, grown as they fill): the same tokens, plain and bound.
+#[test]
+fn in_place_cache_matches_transformers() {
+    run_all("with_past+inplace");
+    run_all("with_past+inplace/bound");
+}
+
 /// The beams of an input keep one cross-attention row between them while they decode, and rows
 /// of different sharing stack at the sharing they have in common; the fixtures' own with-past
 /// decoder keeps a row per beam.
@@ -169,4 +178,29 @@ fn io_bound_caches_match_transformers() {
     run_all("merged/bound");
     run_all("split/bound");
     run_all("with_past/bound");
+}
+
+/// Past the first buffer's 32 positions the in-place cache grows (copied into doubled buffers,
+/// beams reordered within them): 100 new tokens (bart-tiny has 128 positions), greedy and beam search, equal the fused graph's.
+#[test]
+fn in_place_cache_grows_and_keeps_the_fused_graphs_tokens() {
+    for family in ["t5-tiny", "bart-tiny"] {
+        let fused = common::shared(family, "with_past+fuse");
+        let in_place = common::shared(family, "with_past+inplace");
+        for beams in [1, 4] {
+            let mut params = duet::new_generation_settings();
+            for (k, v) in [("max_new_tokens", 100), ("min_new_tokens", 100), ("num_beams", beams)] {
+                params.set_json(k, &serde_json::json!(v)).unwrap();
+            }
+            let inputs = ["a short input", "and a somewhat longer second input, of more tokens"];
+            let want = duet::generate(&fused, &inputs, &params, None).unwrap();
+            let got = duet::generate(&in_place, &inputs, &params, None).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                let (g, w) = (&g.sequences[0], &w.sequences[0]);
+                assert_eq!(g.token_ids.len(), 100, "{family} beams {beams}");
+                assert_eq!(g.token_ids, w.token_ids, "{family} beams {beams}");
+                assert!((g.score - w.score).abs() < 1e-3, "{family} beams {beams}: {} vs {}", g.score, w.score);
+            }
+        }
+    }
 }

@@ -138,6 +138,8 @@ fn rows_at_different_positions_share_runs_and_keep_their_solo_outputs() {
         ("bart-tiny", "with_past+share"),
         ("t5-tiny", "with_past+fuse"),
         ("bart-tiny", "with_past+fuse"),
+        ("t5-tiny", "with_past+inplace"),
+        ("bart-tiny", "with_past+inplace"),
     ] {
         let stats = mixed_requests_get_their_solo_outputs(family, layout);
         assert!(stats.merges > 0, "{family} {layout}: no cohorts were merged: {stats:?}");

@@ -30,6 +30,8 @@ static FP32: Lazy<Arc<Model>> = Lazy::new(|| open("models/debian-summarizer"));
 static INT8: Lazy<Arc<Model>> = Lazy::new(|| open("models/debian-summarizer-int8"));
 /// `export_model.py --quantize int8 --encoder-quantize dynamic` of the fp32 model (`make test` builds it).
 static INT8_DYNAMIC_ENCODER: Lazy<Arc<Model>> = Lazy::new(|| open("target/summarizer-int8-dynenc"));
+/// `export_model.py --in-place-cache` of the fp32 model (`make test` builds it).
+static IN_PLACE: Lazy<Arc<Model>> = Lazy::new(|| open("target/summarizer-inplace"));
 
 struct Case {
     description: String,
@@ -83,8 +85,23 @@ fn greedy() -> duet::Settings {
 
 #[test]
 fn outputs_equal_transformers_greedy_and_beam() {
+    equals_transformers(&FP32);
+}
+
+/// The self-attention cache appended in place (GroupQueryAttention over buffers duet grows) changes
+/// no token of the real model's summaries.
+#[test]
+fn with_the_cache_appended_in_place_outputs_still_equal_transformers() {
+    let info = IN_PLACE.info_json();
+    assert!(info["export"]["graphs"]["in_place_cache"].to_string().contains("append in place"), "{}", info["export"]);
+    assert_eq!(info["self_attention_cache_in_place"], true, "{info}");
+    assert_eq!(FP32.info_json()["self_attention_cache_in_place"], false);
+    equals_transformers(&IN_PLACE);
+}
+
+fn equals_transformers(model: &Model) {
     for (mode, p) in [("greedy", greedy()), ("beam", params(&[]))] {
-        let out = generate(&FP32, &p);
+        let out = generate(model, &p);
         let mut differ = vec![];
         for (i, (o, c)) in out.iter().zip(CASES.iter()).enumerate() {
             let want = if mode == "greedy" { &c.greedy } else { &c.beam };

@@ -43,7 +43,7 @@ fn embeddings_match_transformers() {
 /// Every query position is scored in one decoder run (teacher forcing), in each decoder layout.
 #[test]
 fn rerank_scores_match_transformers_teacher_forcing() {
-    for layout in ["split", "merged", "with_past+share", "with_past+fuse", "with_past+share/bound"] {
+    for layout in ["split", "merged", "with_past+share", "with_past+fuse", "with_past+inplace", "with_past+share/bound"] {
         for case in json("search_goldens.json")["rerank"].as_array().unwrap() {
             let model = common::shared(case["model"].as_str().unwrap(), layout);
             let mode = case["mode"].as_str().unwrap();

@@ -492,6 +492,20 @@ def remerge(out):
 # --------------------------------------------------------------------------------------------------
 # Greedy generation over the ONNX graphs
 # --------------------------------------------------------------------------------------------------
+def in_place_feeds(feeds, new):
+    """Feeds for a graph that appends its self-attention cache in place (tools/in_place_cache.py): each
+    past padded with room for `new` positions, and `past_sequence_length`. Run without binding, the
+    graph returns presents of exactly the used positions."""
+    feeds = dict(feeds)
+    length = 0
+    for k, v in list(feeds.items()):
+        if k.startswith("past_key_values.") and ".decoder." in k:
+            length = v.shape[2]
+            feeds[k] = np.concatenate([v, np.zeros(v.shape[:2] + (new,) + v.shape[3:], v.dtype)], axis=2)
+    feeds["past_sequence_length"] = np.array([length], np.int64)
+    return feeds
+
+
 class OrtSeq2Seq:
     """Encoder once, then the decoders with the KV cache; greedy. `merged`: the merged decoder (True),
     the split pair (False), or "with_past": the with-past decoder for every step, the cross-attention
@@ -557,6 +571,8 @@ class OrtSeq2Seq:
                 if past is not None:
                     feeds.update(past)
             names = {i.name for i in sess.get_inputs()}
+            if "past_sequence_length" in names:  # tools/in_place_cache.py: pasts are buffers with room to append
+                feeds = in_place_feeds(feeds, tok.shape[1])
             res = sess.run(None, {k: v for k, v in feeds.items() if k in names})
             outs = dict(zip([o.name for o in sess.get_outputs()], res))
             logits = outs["logits"][:, -1, :]

@@ -2,7 +2,7 @@
 """Export a Hugging Face encoder-decoder model (T5, BART, Marian, ...) to the ONNX layout duet loads.
 
     python tools/export_model.py MODEL_ID_OR_DIR OUT [--opset 18] [--no-merged]
-                                 [--fuse] [--optimize] [--quantize int8|int4 [--block-size 32]]
+                                 [--fuse] [--in-place-cache] [--optimize] [--quantize int8|int4 [--block-size 32]]
                                  [--encoder-quantize nbits|dynamic]
 
 MODEL_ID_OR_DIR is a hub id (needs network), a local checkpoint directory, or an earlier export made
@@ -24,6 +24,10 @@ weights go to <graph>_data files beside the graphs unless --single-file.
 
 --fuse rewrites the with-past decoder's self-attention as ONNX Runtime's MultiHeadAttention with one
 packed Q/K/V projection (tools/fuse_attention.py), checked against the unfused graph.
+--in-place-cache (implies --fuse) then makes that attention GroupQueryAttention appending the
+self-attention cache in place: buffers with room to grow instead of a Concat copying the whole cache
+per layer and step (tools/in_place_cache.py; checked against the fused graph). The with-past decoder
+then takes `past_sequence_length`, and duet binds each present to its past.
 --encoder-quantize dynamic (with --quantize int8) quantizes the encoder with ONNX Runtime's dynamic
 quantization instead (MatMulInteger, integer GEMMs over its batch x tokens rows).
 --optimize applies ONNX Runtime's transformer fusions (t5/bart) to each split graph, keeping a graph
@@ -142,30 +146,32 @@ def add_decoder_mask(out):
     return note
 
 
-def share_cross_cache(out):
-    """The with-past decoder reads one cross-attention cache row for all beams of an input
-    (tools/share_cross_cache.py), kept only when its numeric check passes."""
-    import share_cross_cache as share
+def with_past_transform(out, module, not_done):
+    """`module.apply(out)` on the with-past decoder (one of the tools/ graph rewrites), kept only when its
+    numeric check passes; otherwise `not_done` and why."""
+    import importlib
 
     if not (out / lib.DECODER_PAST).exists():
-        return "not shared: no with-past decoder"
+        return f"{not_done}: no with-past decoder"
     try:
-        return share.apply(out)
+        return importlib.import_module(module).apply(out)
     except SystemExit as e:
-        return f"not shared: {e}"
+        return f"{not_done}: {e}"
+
+
+def share_cross_cache(out):
+    """The with-past decoder reads one cross-attention cache row for all beams of an input."""
+    return with_past_transform(out, "share_cross_cache", "not shared")
 
 
 def fuse_attention(out):
-    """The with-past decoder's self-attention in MultiHeadAttention (tools/fuse_attention.py), kept only
-    when its numeric check passes."""
-    import fuse_attention as fuse
+    """The with-past decoder's self-attention in MultiHeadAttention."""
+    return with_past_transform(out, "fuse_attention", "not fused")
 
-    if not (out / lib.DECODER_PAST).exists():
-        return "not fused: no with-past decoder"
-    try:
-        return fuse.apply(out)
-    except SystemExit as e:
-        return f"not fused: {e}"
+
+def in_place_cache(out):
+    """The fused with-past decoder appending its self-attention cache in place."""
+    return with_past_transform(out, "in_place_cache", "not in place")
 
 
 def trace_shapes(config):
@@ -225,6 +231,9 @@ def main():
     ap.add_argument("--fuse", action="store_true",
                     help="the with-past decoder's self-attention as ONNX Runtime's MultiHeadAttention with packed Q/K/V "
                          "(tools/fuse_attention.py; float32, checked against the unfused graph)")
+    ap.add_argument("--in-place-cache", action="store_true",
+                    help="with --fuse (implied): the with-past decoder appends its self-attention cache in place "
+                         "(GroupQueryAttention over buffers duet grows; tools/in_place_cache.py, checked)")
     ap.add_argument("--quantize", choices=["int8", "int4"], help="weight-only MatMulNBits quantization")
     ap.add_argument("--block-size", type=int, default=32, help="quantization block size (default 32)")
     ap.add_argument("--symmetric", action="store_true",
@@ -249,6 +258,7 @@ def main():
                          "(norms, residual adds, feed-forward outputs) in float32; bf16 has float32's range. "
                          "Caches and hidden states take the type, logits stay float32")
     args = ap.parse_args()
+    args.fuse = args.fuse or args.in_place_cache
     if args.dtype != "fp32" and args.fuse:
         ap.error("--fuse is for float32 graphs (the CPU kernels it is checked with)")
     if args.dtype != "fp32" and args.quantize:
@@ -296,6 +306,8 @@ def main():
             shutil.rmtree(ref)
     if not args.no_share_cross_cache:
         graphs["share_cross_cache"] = {lib.DECODER_PAST: share_cross_cache(out)}
+    if args.in_place_cache:
+        graphs["in_place_cache"] = {lib.DECODER_PAST: in_place_cache(out)}
     if not args.single_file:
         graphs["external_data"] = lib.external_data(out)
     lib.drop_unused_data_files(out)

@@ -26,7 +26,6 @@ ONNX Runtime on random inputs (several past lengths, 0 included, padded and mask
 output must match the original's within 1e-4 relative. Weights stay in external data when they
 were (rewritten into <graph>_data).
 """
-import argparse
 import os
 import shutil
 import sys
@@ -431,16 +430,10 @@ def apply(model_dir, graph=GRAPH, out=None, run_check=True):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model_dir")
-    ap.add_argument("--graph", default=GRAPH, help=f"the with-past decoder's file in MODEL_DIR (default {GRAPH})")
-    ap.add_argument("--out", help="where to write (default: in place)")
-    ap.add_argument("--check", action="store_true", help="compare with the original on random inputs")
-    args = ap.parse_args()
-    note = apply(args.model_dir, args.graph, args.out, args.check)
-    print(f"{args.graph}: {note}")
-    if note.startswith("not fused"):
-        sys.exit(1)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import graph_rewrite
+
+    graph_rewrite.run_cli(__doc__, apply, "not fused")
 
 
 if __name__ == "__main__":

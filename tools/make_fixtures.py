@@ -668,6 +668,7 @@ def build(name, tok, make_model, work):
     masked_decoder(out_dir)
     shared_decoder(out_dir)
     fused_decoder(out_dir)
+    in_place_decoder(out_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(pt_dir, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(pt_dir)
     cases, usage = golden_cases(model, tok, name), usage_cases(model, tok, name)
@@ -728,6 +729,18 @@ def fused_decoder(fixture):
     print(f"{fixture.name}: {note}")
 
 
+IN_PLACE_DECODER = "decoder_with_past_in_place.onnx"
+
+
+def in_place_decoder(fixture):
+    """<fixture>/decoder_with_past_in_place.onnx: the fused decoder appending its self-attention cache
+    in place (tools/in_place_cache.py, export_model.py --in-place-cache)."""
+    import in_place_cache
+
+    note = in_place_cache.apply(fixture, FUSED_DECODER, fixture / IN_PLACE_DECODER)
+    print(f"{fixture.name}: {note}")
+
+
 # bart-tiny-fp16 keeps export_model.py's default of weights in <graph>_data files, so the tests also
 # cover external data; the others keep their weights inside the graphs.
 HALF_PRECISION = [("t5-tiny", "fp16", True), ("bart-tiny", "fp16", False), ("t5-tiny", "bf16", True)]
@@ -746,6 +759,7 @@ def half_precision_fixtures():
         (out / MASKED_DECODER).unlink(missing_ok=True)  # its decoder_with_past_model.onnx has the mask already
         (out / SHARED_DECODER).unlink(missing_ok=True)  # and shares the cross-attention cache
         (out / FUSED_DECODER).unlink(missing_ok=True)  # fusion is for float32 graphs
+        (out / IN_PLACE_DECODER).unlink(missing_ok=True)
 
 
 def main():
@@ -761,6 +775,7 @@ def main():
             masked_decoder(FIXTURES / name)
             shared_decoder(FIXTURES / name)
             fused_decoder(FIXTURES / name)
+            in_place_decoder(FIXTURES / name)
         return half_precision_fixtures()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

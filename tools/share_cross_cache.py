@@ -22,11 +22,13 @@ left unchanged. The graph's weights are not touched (external data stays where i
 --check runs both graphs with ONNX Runtime on random inputs: the original with every cache row
 repeated k times (k = 1, 2, 3) against the new graph with each cache row once; outputs must match.
 """
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import graph_rewrite  # noqa: E402
 
 GRAPH = "decoder_with_past_model.onnx"
 ENCODER_BATCH = "encoder_batch_size"
@@ -243,44 +245,11 @@ def check(original, shared, seed=0):
 def apply(model_dir, graph=GRAPH, out=None, run_check=True):
     """Rewrites MODEL_DIR/graph into out (default: in place); returns a note. Leaves the graph
     unchanged and returns why when it cannot."""
-    import onnx
-
-    model_dir = Path(model_dir)
-    src = model_dir / graph
-    dst = Path(out) if out else src
-    model = onnx.load(str(src), load_external_data=False)
-    try:
-        note = share(model)
-    except ValueError as e:
-        return f"not shared: {e}"
-    if note.startswith("already"):
-        return note
-    tmp = dst.with_name(dst.name + ".sharing")
-    onnx.save(model, str(tmp))
-    if run_check:
-        try:
-            note += "; " + check(src, tmp)
-        except SystemExit:
-            tmp.unlink()
-            raise
-        except Exception as e:  # noqa: BLE001 - e.g. a session this machine cannot make
-            tmp.unlink()
-            raise SystemExit(f"{dst}: cannot check it here: {str(e)[:200]}") from e
-    tmp.replace(dst)
-    return note
+    return graph_rewrite.rewrite_file(model_dir, graph, out, run_check, share, check, ValueError, "not shared", ".sharing")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model_dir")
-    ap.add_argument("--graph", default=GRAPH, help=f"the with-past decoder's file in MODEL_DIR (default {GRAPH})")
-    ap.add_argument("--out", help="where to write (default: in place; the same directory keeps external data valid)")
-    ap.add_argument("--check", action="store_true", help="compare with the original on random inputs")
-    args = ap.parse_args()
-    note = apply(args.model_dir, args.graph, args.out, args.check)
-    print(f"{args.graph}: {note}")
-    if note.startswith("not shared"):
-        sys.exit(1)
+    graph_rewrite.run_cli(__doc__, apply, "not shared")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 //! running into an allocation failure (which aborts the process) half-way.
 //!
 //! Per decoder row (inputs x beams, or x returned sequences when sampling): the self-attention
-//! cache at full length, the cross-attention cache (per input where beams share it) and encoder
+//! cache at full length (an in-place cache's buffers at the capacity that holds it), the cross-attention cache (per input where beams share it) and encoder
 //! states over the longest input, and the vocabulary work of a step (logits, log-probabilities,
 //! scores, candidates); twice that, as a reorder or a merge of batches copies the caches. Plus the encoder run's attention scores.
 
@@ -23,8 +23,9 @@ pub fn worst_case_bytes(model: &Model, inputs: &[Encoded], params: &GenerationPa
     let d_model = model.config.d_model.map_or(width, |d| d as u64);
     let steps = (params.max_new_tokens as u64).saturating_add(1).saturating_add(params.decoder_prefix.len() as u64);
     let cross = per_position.saturating_mul(input_len);
+    let self_positions = decoder.self_cache_positions(usize::try_from(steps).unwrap_or(usize::MAX)) as u64;
     let per_row = per_position
-        .saturating_mul(steps)
+        .saturating_mul(self_positions)
         .saturating_add(input_len.saturating_mul(d_model).saturating_mul(4))
         .saturating_add((model.vocab_size() as u64).saturating_mul(4 * 4))
         .saturating_add(steps.saturating_mul(8));

@@ -16,6 +16,11 @@ use super::tensors;
 use crate::error::{Error, Result};
 
 const SELF_MASK: &str = "decoder_attention_mask";
+/// tools/in_place_cache.py: the self-attention caches are buffers the graph appends to in place,
+/// this input saying how many positions they hold.
+const PAST_LENGTH: &str = "past_sequence_length";
+/// Positions an in-place cache buffer starts with; it doubles when full (powers of two).
+const FIRST_CAPACITY: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -47,6 +52,8 @@ struct Graph {
     logits_width: Option<usize>,
     /// The cross-attention cache may hold one row for several consecutive decoder rows.
     shares_cross_rows: bool,
+    /// Each present self-attention cache is its past's buffer, appended in place ([`PAST_LENGTH`]).
+    in_place: bool,
 }
 
 impl Graph {
@@ -65,7 +72,12 @@ impl Graph {
             io.require_input(SELF_MASK, TensorElementType::Int64)?;
         }
         let shares_cross_rows = io.shares_cross_rows();
+        let in_place = io.has_input(PAST_LENGTH);
+        if in_place {
+            io.require_input(PAST_LENGTH, TensorElementType::Int64)?;
+        }
         Ok(Self {
+            in_place,
             session: Mutex::new(session),
             path: path.to_path_buf(),
             takes_hidden_states,
@@ -157,6 +169,21 @@ impl Decoder {
         self.rows = RowGather::new(device, true);
     }
 
+    /// Whether a graph appends the self-attention cache in place (tools/in_place_cache.py).
+    pub fn appends_in_place(&self) -> bool {
+        std::iter::once(&self.first).chain(self.with_past.as_ref()).any(|g| g.in_place)
+    }
+
+    /// Positions the self-attention cache takes to hold `positions`: as many, or the in-place
+    /// buffers' capacity (they start at [`FIRST_CAPACITY`] and double).
+    pub fn self_cache_positions(&self, positions: usize) -> usize {
+        if self.appends_in_place() {
+            positions.max(FIRST_CAPACITY).checked_next_power_of_two().unwrap_or(usize::MAX)
+        } else {
+            positions
+        }
+    }
+
     /// Where the caches live between steps, when bound.
     pub fn cache_device(&self) -> Option<CacheDevice> {
         self.bind_cache_to
@@ -237,12 +264,13 @@ impl Decoder {
             _ => &self.first,
         };
         let c = self.cache;
+        let past_length = if graph.in_place { Some(self.reserve_in_place(graph, cache, rows, width)?) } else { None };
         let ids = Tensor::from_array(([rows, width], tokens.iter().map(|&t| t as i64).collect::<Vec<_>>()))?.upcast();
         let branch = match self.layout {
             Layout::Merged => Some(Tensor::from_array(([1usize], vec![!first_step]))?.upcast()),
             _ => None,
         };
-        let empty = if first_step { Some(tensors::empty(c.dtype, &[rows, c.heads, 0, c.head_dim])?) } else { None };
+        let empty = if first_step && !graph.in_place { Some(tensors::empty(c.dtype, &[rows, c.heads, 0, c.head_dim])?) } else { None };
         let mask = match self_mask {
             None => None,
             Some(_) if first_step || !graph.takes_self_mask => {
@@ -267,6 +295,9 @@ impl Decoder {
         if let Some(branch) = &branch {
             inputs.push(("use_cache_branch".into(), branch));
         }
+        if let Some(past_length) = &past_length {
+            inputs.push((PAST_LENGTH.into(), past_length));
+        }
         let cross_from_encoder = self.layout == Layout::WithPast;
         if cross_from_encoder && encoder.cross.len() != c.layers {
             return Err(Error::Internal(format!("{} cross-attention layers from the encoder, {} wanted", encoder.cross.len(), c.layers)));
@@ -280,8 +311,12 @@ impl Decoder {
                     let own = empty.as_ref().unwrap_or_else(|| &cache.self_attention[layer][k]);
                     let cross = if cross_from_encoder {
                         &encoder.cross[layer][k]
+                    } else if first_step {
+                        empty
+                            .as_ref()
+                            .ok_or_else(|| Error::Internal("a first step of an in-place graph without the encoder's cache".into()))?
                     } else {
-                        empty.as_ref().unwrap_or_else(|| &cache.cross_attention[layer][k])
+                        &cache.cross_attention[layer][k]
                     };
                     inputs.push((past_name(layer, "decoder", kv).into(), own));
                     inputs.push((past_name(layer, "encoder", kv).into(), cross));
@@ -291,7 +326,9 @@ impl Decoder {
         let mut wanted = Vec::with_capacity(c.layers * 4);
         for layer in 0..c.layers {
             for kv in ["key", "value"] {
-                wanted.push(present_name(layer, "decoder", kv));
+                if !graph.in_place {
+                    wanted.push(present_name(layer, "decoder", kv));
+                }
                 if first_step && !cross_from_encoder {
                     wanted.push(present_name(layer, "encoder", kv));
                 }
@@ -301,6 +338,25 @@ impl Decoder {
         let onnx = |e: ort::Error| Error::Onnx(format!("{}: {e}", graph.path.display()));
         let mut session = graph.session.lock().map_err(|_| Error::Internal("decoder lock poisoned".into()))?;
         let (logits, mut presents) = match self.bind_cache_to {
+            // Host memory (reserve_in_place refused any other).
+            _ if graph.in_place => {
+                let mut binding = session.create_binding().map_err(onnx)?;
+                for (name, value) in &inputs {
+                    binding.bind_input(name.as_ref(), *value).map_err(onnx)?;
+                }
+                drop(inputs);
+                binding.bind_output_to_device("logits", &CacheDevice::Host.memory_info()?).map_err(onnx)?;
+                for name in &wanted {
+                    binding.bind_output_to_device(name.as_str(), &CacheDevice::Host.memory_info()?).map_err(onnx)?;
+                }
+                for (layer, pair) in cache.self_attention.iter_mut().enumerate() {
+                    let [key, value] = pair;
+                    binding.bind_output(present_name(layer, "decoder", "key"), key).map_err(onnx)?;
+                    binding.bind_output(present_name(layer, "decoder", "value"), value).map_err(onnx)?;
+                }
+                let collected = collect(session.run_binding(&binding).map_err(onnx)?, &graph.path, &wanted, self.vocab, width > 1)?;
+                collected
+            }
             None => {
                 let feed: Vec<(Cow<'static, str>, SessionInputValue<'_>)> =
                     inputs.into_iter().map(|(n, v)| (n, SessionInputValue::from(v))).collect();
@@ -321,6 +377,10 @@ impl Decoder {
             }
         };
         drop(session);
+        if graph.in_place {
+            cache.in_place = Some(cache.self_len() + width);
+            return Ok(logits);
+        }
         let mut self_attention = Vec::with_capacity(c.layers);
         let mut cross_attention = Vec::new();
         let mut next = || presents.next().expect("one present per wanted name");
@@ -338,6 +398,35 @@ impl Decoder {
             cache.cross_attention = cross_attention;
         }
         Ok(logits)
+    }
+}
+
+impl Decoder {
+    /// Makes `cache` in-place buffers with room for `width` more positions (allocated on the first
+    /// step, copied into when they came from elsewhere, doubled when full); the `past_sequence_length`
+    /// input for the step.
+    fn reserve_in_place(&self, graph: &Graph, cache: &mut KvCache, rows: usize, width: usize) -> Result<DynTensor> {
+        if self.bind_cache_to.is_some_and(|d| d != CacheDevice::Host) {
+            return Err(Error::Unsupported(format!(
+                "{} appends its cache in place in host memory; export it without --in-place-cache for a GPU",
+                graph.path.display()
+            )));
+        }
+        if cache.self_attention.is_empty() {
+            let empty = tensors::empty(self.cache.dtype, &[rows, self.cache.heads, 0, self.cache.head_dim])?;
+            cache.self_attention = (0..self.cache.layers).map(|_| [empty.clone(), empty.clone()]).collect();
+            cache.in_place = None;
+        }
+        let past = cache.self_len();
+        let needed = past + width;
+        if cache.in_place.is_none() || cache.self_capacity() < needed {
+            let capacity = needed
+                .max(FIRST_CAPACITY)
+                .checked_next_power_of_two()
+                .ok_or_else(|| Error::OverBudget(format!("a self-attention cache of {needed} positions")))?;
+            cache.reserve_in_place(capacity)?;
+        }
+        Ok(Tensor::from_array(([1usize], vec![past as i64]))?.upcast())
     }
 }
 

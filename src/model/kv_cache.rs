@@ -6,8 +6,8 @@
 use ort::value::DynTensor;
 
 use super::row_gather::RowGather;
-use super::tensors::{concat_padded, drop_leading};
-use crate::error::Result;
+use super::tensors::{cache_buffer, concat_padded, drop_leading, positions};
+use crate::error::{Error, Result};
 
 #[derive(Default)]
 pub struct KvCache {
@@ -15,6 +15,10 @@ pub struct KvCache {
     pub(crate) self_attention: Vec<[DynTensor; 2]>,
     /// `[key, value]` per decoder layer, each `[rows, heads, encoder_len, head_dim]`.
     pub(crate) cross_attention: Vec<[DynTensor; 2]>,
+    /// `Some(used)`: the self-attention tensors are buffers `[rows, heads, capacity, head_dim]`
+    /// that a graph appends to in place (tools/in_place_cache.py), allocated by ONNX Runtime so that
+    /// it may write into them; only their first `used` positions hold anything.
+    pub(crate) in_place: Option<usize>,
 }
 
 impl KvCache {
@@ -24,42 +28,77 @@ impl KvCache {
 
     /// Positions in the self-attention cache (0 before the first step).
     pub fn self_len(&self) -> usize {
+        self.in_place.unwrap_or_else(|| self.self_attention.first().and_then(|[k, _]| k.shape().get(2).copied()).unwrap_or(0) as usize)
+    }
+
+    /// Positions the self-attention tensors have room for.
+    pub fn self_capacity(&self) -> usize {
         self.self_attention.first().and_then(|[k, _]| k.shape().get(2).copied()).unwrap_or(0) as usize
+    }
+
+    /// The self-attention cache as in-place buffers of `capacity` positions (copied when it is not
+    /// such buffers yet, or smaller).
+    pub fn reserve_in_place(&mut self, capacity: usize) -> Result<()> {
+        if self.in_place.is_some() && self.self_capacity() >= capacity {
+            return Ok(());
+        }
+        let used = self.self_len();
+        for pair in &mut self.self_attention {
+            for value in pair.iter_mut() {
+                *value = cache_buffer(value, used, capacity)?;
+            }
+        }
+        self.in_place = Some(used);
+        Ok(())
     }
 
     /// The caches of several batches stacked (rows in order), each self-attention cache
     /// left-padded to `self_len` positions and each cross-attention cache right-padded to
     /// `encoder_len` (on the host; padding is zeros, for the caller to mask).
     pub fn concat(parts: &[&KvCache], self_len: usize, encoder_len: usize) -> Result<Self> {
-        let stack = |pick: fn(&KvCache) -> &Vec<[DynTensor; 2]>, len: usize, at_end: bool| -> Result<Vec<[DynTensor; 2]>> {
-            let layers = parts.first().map_or(0, |p| pick(p).len());
+        if parts
+            .iter()
+            .any(|p| p.self_attention.len() != parts[0].self_attention.len() || p.cross_attention.len() != parts[0].cross_attention.len())
+        {
+            return Err(Error::Internal("caches of different layouts do not stack".into()));
+        }
+        let stack = |caches: &[&Vec<[DynTensor; 2]>], len: usize, at_end: bool| -> Result<Vec<[DynTensor; 2]>> {
+            let layers = caches.first().map_or(0, |c| c.len());
             (0..layers)
                 .map(|layer| {
                     let side = |k: usize| {
-                        let tensors: Vec<&DynTensor> = parts.iter().map(|p| &pick(p)[layer][k]).collect();
+                        let tensors: Vec<&DynTensor> = caches.iter().map(|c| &c[layer][k]).collect();
                         concat_padded(&tensors, 2, len, at_end)
                     };
                     Ok([side(0)?, side(1)?])
                 })
                 .collect()
         };
-        if parts
+        // In-place buffers contribute their used positions only.
+        let used_self: Vec<Vec<[DynTensor; 2]>> = parts
             .iter()
-            .any(|p| p.self_attention.len() != parts[0].self_attention.len() || p.cross_attention.len() != parts[0].cross_attention.len())
-        {
-            return Err(crate::error::Error::Internal("caches of different layouts do not stack".into()));
-        }
-        Ok(Self {
-            self_attention: stack(|c| &c.self_attention, self_len, true)?,
-            cross_attention: stack(|c| &c.cross_attention, encoder_len, false)?,
-        })
+            .map(|p| match p.in_place {
+                None => Ok(Vec::new()),
+                Some(used) => p.self_attention.iter().map(|[k, v]| Ok([positions(k, 2, 0..used)?, positions(v, 2, 0..used)?])).collect(),
+            })
+            .collect::<Result<_>>()?;
+        let own: Vec<&Vec<[DynTensor; 2]>> =
+            parts.iter().zip(&used_self).map(|(p, used)| if p.in_place.is_some() { used } else { &p.self_attention }).collect();
+        let cross: Vec<&Vec<[DynTensor; 2]>> = parts.iter().map(|p| &p.cross_attention).collect();
+        Ok(Self { self_attention: stack(&own, self_len, true)?, cross_attention: stack(&cross, encoder_len, false)?, in_place: None })
     }
 
     /// Drops the first `count` self-attention positions (padding no row reads any more).
+    /// An in-place cache becomes tensors of exactly its remaining positions.
     pub fn drop_leading(&mut self, count: usize) -> Result<()> {
+        let used = self.in_place.take();
         for pair in &mut self.self_attention {
             for value in pair.iter_mut() {
-                *value = drop_leading(value, 2, count)?;
+                *value = match used {
+                    None => drop_leading(value, 2, count)?,
+                    Some(used) if count <= used => positions(value, 2, count..used)?,
+                    Some(used) => return Err(Error::Internal(format!("cannot drop {count} of {used} positions"))),
+                };
             }
         }
         Ok(())
@@ -74,7 +113,7 @@ impl KvCache {
         }
         for pair in &mut self.self_attention {
             for value in pair.iter_mut() {
-                rows.reorder(value, index)?;
+                rows.reorder_used(value, index, self.in_place)?;
             }
         }
         Ok(())

@@ -369,6 +369,7 @@ impl Model {
             "cache_dtype": tensors::float_type_name(decoder.cache.dtype),
             "io_binding": decoder.cache_device().is_some(),
             "beams_share_cross_attention_cache": decoder.shares_cross_rows(),
+            "self_attention_cache_in_place": decoder.appends_in_place(),
             "kv_cache_device": decoder.cache_device().unwrap_or(CacheDevice::Host).describe(),
         });
         if let (Some(info), Some(extra)) = (info.as_object_mut(), seq2seq.as_object()) {

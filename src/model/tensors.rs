@@ -77,16 +77,33 @@ pub fn gather_rows_on_host(value: &DynTensor, index: &[usize]) -> Result<DynTens
 /// replaced is copied aside first. Beam search keeps the rows of the beams that continue where
 /// they are instead of copying the whole cache.
 pub fn reorder_rows_on_host_in_place(value: &mut DynTensor, index: &[usize]) -> Result<()> {
+    reorder_rows_on_host_in_place_used(value, index, None)
+}
+
+/// [`reorder_rows_on_host_in_place`] for a cache buffer `[rows, heads, capacity, head_dim]` of
+/// which only the first `used` positions of each head hold anything (`None`: all of them): only
+/// those are copied.
+pub fn reorder_rows_on_host_in_place_used(value: &mut DynTensor, index: &[usize], used: Option<usize>) -> Result<()> {
     match *value.data_type() {
-        TensorElementType::Float32 => reorder_typed::<f32>(value, index),
-        TensorElementType::Float16 => reorder_typed::<f16>(value, index),
-        TensorElementType::Bfloat16 => reorder_typed::<bf16>(value, index),
+        TensorElementType::Float32 => reorder_typed::<f32>(value, index, used),
+        TensorElementType::Float16 => reorder_typed::<f16>(value, index, used),
+        TensorElementType::Bfloat16 => reorder_typed::<bf16>(value, index, used),
         other => Err(Error::Internal(format!("cannot reorder rows of a {other:?} tensor"))),
     }
 }
 
-fn reorder_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(value: &mut DynTensor, index: &[usize]) -> Result<()> {
+fn reorder_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(
+    value: &mut DynTensor,
+    index: &[usize],
+    used: Option<usize>,
+) -> Result<()> {
     let (shape, data) = value.try_extract_tensor_mut::<T>()?;
+    // Each row is `segments` runs of `segment` elements, of which the first `keep` are copied.
+    let (segment, keep) = match (used, &shape[..]) {
+        (None, _) => (None, None),
+        (Some(used), &[_, _, capacity, dim]) if used as i64 <= capacity => (Some((capacity * dim) as usize), Some(used * dim as usize)),
+        (Some(used), _) => return Err(Error::Internal(format!("{used} used positions in a cache of shape {shape:?}"))),
+    };
     let rows = shape[0] as usize;
     if index.len() != rows {
         return Err(Error::Internal(format!("a reorder of {} rows for {rows}", index.len())));
@@ -95,19 +112,28 @@ fn reorder_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'stati
         return Err(Error::Internal(format!("row {bad} out of {rows}")));
     }
     let row_len = data.len().checked_div(rows).unwrap_or(0);
+    let segment = segment.unwrap_or(row_len).max(1);
+    let keep = keep.unwrap_or(segment);
+    let runs = row_len / segment;
     // A source row that keeps its place is never overwritten: read it where it is. Only sources
     // that are themselves replaced go aside.
     let mut aside_rows: Vec<usize> = index.iter().enumerate().filter(|&(i, &r)| i != r && index[r] != r).map(|(_, &r)| r).collect();
     aside_rows.sort_unstable();
     aside_rows.dedup();
-    let mut aside = Vec::with_capacity(aside_rows.len() * row_len);
+    let mut aside = Vec::with_capacity(aside_rows.len() * runs * keep);
     for &r in &aside_rows {
-        aside.extend_from_slice(&data[r * row_len..(r + 1) * row_len]);
+        for run in 0..runs {
+            let at = r * row_len + run * segment;
+            aside.extend_from_slice(&data[at..at + keep]);
+        }
     }
     for (i, &r) in index.iter().enumerate().filter(|&(i, &r)| i != r) {
-        match aside_rows.binary_search(&r) {
-            Ok(k) => data[i * row_len..(i + 1) * row_len].copy_from_slice(&aside[k * row_len..(k + 1) * row_len]),
-            Err(_) => data.copy_within(r * row_len..(r + 1) * row_len, i * row_len),
+        for run in 0..runs {
+            let to = i * row_len + run * segment;
+            match aside_rows.binary_search(&r) {
+                Ok(k) => data[to..to + keep].copy_from_slice(&aside[(k * runs + run) * keep..(k * runs + run + 1) * keep]),
+                Err(_) => data.copy_within(r * row_len + run * segment..r * row_len + run * segment + keep, to),
+            }
         }
     }
     Ok(())
@@ -120,16 +146,18 @@ fn gather_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static
     let (shape, data) = value.try_extract_tensor::<T>()?;
     let rows = shape[0] as usize;
     let row_len = data.len().checked_div(rows).unwrap_or(0);
-    let mut out = Vec::with_capacity(index.len() * row_len);
-    for &r in index {
-        if r >= rows {
-            return Err(Error::Internal(format!("row {r} out of {rows}")));
-        }
-        out.extend_from_slice(&data[r * row_len..(r + 1) * row_len]);
+    if let Some(&bad) = index.iter().find(|&&r| r >= rows) {
+        return Err(Error::Internal(format!("row {bad} out of {rows}")));
     }
     let mut dims: Vec<i64> = shape.iter().copied().collect();
     dims[0] = index.len() as i64;
-    Ok(Tensor::from_array((dims, out))?.upcast())
+    // Allocated by ONNX Runtime, so that a graph may write into it (an in-place cache buffer).
+    let mut gathered = DynTensor::new(&Allocator::default(), *value.data_type(), dims)?;
+    let (_, out) = gathered.try_extract_tensor_mut::<T>()?;
+    for (i, &r) in index.iter().enumerate() {
+        out[i * row_len..(i + 1) * row_len].copy_from_slice(&data[r * row_len..(r + 1) * row_len]);
+    }
+    Ok(gathered)
 }
 
 /// The tensors (same element type, same shape but for the first dimension and `axis`) stacked
@@ -193,36 +221,88 @@ fn concat_typed<T: PrimitiveTensorElementType + Copy + Default + std::fmt::Debug
 
 /// `value` without its first `count` positions along `axis` (on the host).
 pub fn drop_leading(value: &DynTensor, axis: usize, count: usize) -> Result<DynTensor> {
+    let own = value.shape().get(axis).copied().unwrap_or(0).max(0) as usize;
+    if count > own {
+        return Err(Error::Internal(format!("cannot drop {count} of {own} positions")));
+    }
+    positions(value, axis, count..own)
+}
+
+/// `value`'s positions `range` along `axis` (on the host).
+pub fn positions(value: &DynTensor, axis: usize, range: std::ops::Range<usize>) -> Result<DynTensor> {
     match value.data_type() {
-        TensorElementType::Float32 => drop_typed::<f32>(value, axis, count),
-        TensorElementType::Float16 => drop_typed::<f16>(value, axis, count),
-        TensorElementType::Bfloat16 => drop_typed::<bf16>(value, axis, count),
-        TensorElementType::Int64 => drop_typed::<i64>(value, axis, count),
+        TensorElementType::Float32 => positions_typed::<f32>(value, axis, range),
+        TensorElementType::Float16 => positions_typed::<f16>(value, axis, range),
+        TensorElementType::Bfloat16 => positions_typed::<bf16>(value, axis, range),
+        TensorElementType::Int64 => positions_typed::<i64>(value, axis, range),
         other => Err(Error::Internal(format!("cannot slice a {other:?} tensor"))),
     }
 }
 
-fn drop_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(
+fn positions_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(
     value: &DynTensor,
     axis: usize,
-    count: usize,
+    range: std::ops::Range<usize>,
 ) -> Result<DynTensor> {
     let host = on_host(value)?;
     let view = host.view().into_dyn();
     let (shape, data) = view.try_extract_tensor::<T>()?;
     let mut dims: Vec<i64> = shape.iter().copied().collect();
     let own = *dims.get(axis).ok_or_else(|| Error::Internal(format!("no axis {axis}")))? as usize;
-    if count > own {
-        return Err(Error::Internal(format!("cannot drop {count} of {own} positions")));
+    if range.start > range.end || range.end > own {
+        return Err(Error::Internal(format!("positions {range:?} of {own}")));
     }
     let outer = dims[..axis].iter().product::<i64>() as usize;
     let inner = dims[axis + 1..].iter().product::<i64>() as usize;
-    let mut out = Vec::with_capacity(outer * (own - count) * inner);
+    let mut out = Vec::with_capacity(outer * range.len() * inner);
     for o in 0..outer {
-        out.extend_from_slice(&data[(o * own + count) * inner..(o + 1) * own * inner]);
+        out.extend_from_slice(&data[(o * own + range.start) * inner..(o * own + range.end) * inner]);
     }
-    dims[axis] = (own - count) as i64;
+    dims[axis] = range.len() as i64;
     Ok(Tensor::from_array((dims, out))?.upcast())
+}
+
+/// A cache buffer `[rows, heads, capacity, head_dim]` (`value`'s shape but for `capacity`) in host
+/// memory that ONNX Runtime allocated, so that a graph can write into it (IoBinding binds only such
+/// tensors to outputs): `value`'s first `used` positions along axis 2, zeros after them.
+pub fn cache_buffer(value: &DynTensor, used: usize, capacity: usize) -> Result<DynTensor> {
+    match value.data_type() {
+        TensorElementType::Float32 => cache_buffer_typed::<f32>(value, used, capacity),
+        TensorElementType::Float16 => cache_buffer_typed::<f16>(value, used, capacity),
+        TensorElementType::Bfloat16 => cache_buffer_typed::<bf16>(value, used, capacity),
+        other => Err(Error::Internal(format!("cannot hold a {other:?} cache"))),
+    }
+}
+
+fn cache_buffer_typed<T: PrimitiveTensorElementType + Copy + Default + std::fmt::Debug + 'static>(
+    value: &DynTensor,
+    used: usize,
+    capacity: usize,
+) -> Result<DynTensor> {
+    let host = on_host(value)?;
+    let view = host.view().into_dyn();
+    let (shape, data) = view.try_extract_tensor::<T>()?;
+    let &[rows, heads, own, dim] = &shape[..] else {
+        return Err(Error::Internal(format!("a cache of shape {shape:?}")));
+    };
+    let (own, dim) = (own as usize, dim as usize);
+    if used > own || used > capacity {
+        return Err(Error::Internal(format!("{used} used positions of {own}, in a buffer of {capacity}")));
+    }
+    let elements = [rows as usize, heads as usize, capacity, dim].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if elements.is_none_or(|n| n > isize::MAX as usize / std::mem::size_of::<T>()) {
+        return Err(Error::OverBudget(format!("a cache buffer of {capacity} positions for shape {shape:?}")));
+    }
+    let mut buffer = DynTensor::new(&Allocator::default(), *value.data_type(), vec![rows, heads, capacity as i64, dim as i64])?;
+    let (_, out) = buffer.try_extract_tensor_mut::<T>()?;
+    if capacity * dim == 0 {
+        return Ok(buffer);
+    }
+    for (segment, target) in out.chunks_exact_mut(capacity * dim).enumerate() {
+        target[..used * dim].copy_from_slice(&data[segment * own * dim..(segment * own + used) * dim]);
+        target[used * dim..].fill(T::default());
+    }
+    Ok(buffer)
 }
 
 #[cfg(test)]
@@ -270,6 +350,30 @@ mod tests {
         assert!(concat_padded(&[&a], 2, 1, true).is_err());
         let dropped = to_host_f32(&drop_leading(&concat_padded(&[&a, &b], 2, 3, true).unwrap(), 2, 1).unwrap()).unwrap();
         assert_eq!(dropped, (vec![2, 1, 2, 1], vec![1.0, 2.0, 0.0, 5.0]));
+    }
+
+    #[test]
+    fn cache_buffers_hold_the_used_positions_and_reorder_only_those() {
+        crate::runtime::init_runtime(None).unwrap();
+        // [rows 2, heads 2, positions 3, dim 1]: row r head h position p = 100r + 10h + p.
+        let data: Vec<f32> = (0..2).flat_map(|r| (0..2).flat_map(move |h| (0..3).map(move |p| (100 * r + 10 * h + p) as f32))).collect();
+        let exact: DynTensor = Tensor::from_array(([2usize, 2, 3, 1], data)).unwrap().upcast();
+        let mut buffer = cache_buffer(&exact, 2, 4).unwrap();
+        let (shape, values) = to_host_f32(&buffer).unwrap();
+        assert_eq!(shape, vec![2, 2, 4, 1]);
+        assert_eq!(values, vec![0., 1., 0., 0., 10., 11., 0., 0., 100., 101., 0., 0., 110., 111., 0., 0.]);
+        assert_eq!(to_host_f32(&positions(&buffer, 2, 0..2).unwrap()).unwrap().1, vec![0., 1., 10., 11., 100., 101., 110., 111.]);
+        // A free position written after the reorder's copy stays in its row.
+        buffer.try_extract_tensor_mut::<f32>().unwrap().1[3] = 7.0;
+        reorder_rows_on_host_in_place_used(&mut buffer, &[1, 1], Some(2)).unwrap();
+        let (_, values) = to_host_f32(&buffer).unwrap();
+        assert_eq!(values, vec![100., 101., 0., 7., 110., 111., 0., 0., 100., 101., 0., 0., 110., 111., 0., 0.]);
+        assert!(reorder_rows_on_host_in_place_used(&mut buffer, &[0, 1], Some(5)).is_err());
+        assert!(cache_buffer(&exact, 4, 8).is_err(), "more used positions than the source has");
+        assert!(cache_buffer(&exact, 3, 2).is_err(), "more used positions than the buffer has room for");
+        // Gathered rows are ONNX Runtime's allocations, as a graph's in-place output must be.
+        let gathered = gather_rows_on_host(&buffer, &[0]).unwrap();
+        assert_eq!(to_host_f32(&gathered).unwrap().1[..4], [100., 101., 0., 7.]);
     }
 
     #[test]

@@ -66,6 +66,16 @@ pub fn with_fused_attention(name: &str) -> PathBuf {
     )
 }
 
+/// `with_fused_attention`, appending the self-attention cache in place (`decoder_with_past_in_place.onnx`,
+/// tools/in_place_cache.py, export_model.py --in-place-cache).
+pub fn with_in_place_cache(name: &str) -> PathBuf {
+    variant(
+        name,
+        "with-in-place-cache",
+        &[("encoder_with_cross_cache.onnx", "encoder_model.onnx"), ("decoder_with_past_in_place.onnx", "decoder_with_past_model.onnx")],
+    )
+}
+
 /// A copy of fixture `name` (made once per test process) with each `(from, to)` file of the fixture
 /// in place of `to`, without the merged decoder.
 fn variant(name: &str, tag: &str, swaps: &[(&str, &str)]) -> PathBuf {
@@ -107,16 +117,19 @@ fn variant(name: &str, tag: &str, swaps: &[(&str, &str)]) -> PathBuf {
 /// optionally with `/bound`: caches kept through IoBinding; `split+mask` and `with_past+mask`:
 /// the with-past decoder takes a self-attention mask (`with_decoder_mask`); `with_past+share`:
 /// that mask, and beams share the cross-attention cache (`with_shared_cross`); `with_past+fuse`: that,
-/// with the self-attention fused (`with_fused_attention`).
+/// with the self-attention fused (`with_fused_attention`); `with_past+inplace`: that, appending the
+/// self-attention cache in place (`with_in_place_cache`).
 pub fn open(name: &str, layout: &str) -> duet::Model {
     init_ort();
     let mut options = duet::new_model_options();
     let (layout, bound) = layout.split_once('/').map_or((layout, false), |(l, b)| (l, b == "bound"));
+    let (layout, in_place) = layout.strip_suffix("+inplace").map_or((layout, false), |l| (l, true));
     let (layout, fused) = layout.strip_suffix("+fuse").map_or((layout, false), |l| (l, true));
     let (layout, shared) = layout.strip_suffix("+share").map_or((layout, false), |l| (l, true));
     let (layout, masked) = layout.strip_suffix("+mask").map_or((layout, false), |l| (l, true));
     options.set_str("layout", layout).unwrap();
     let dir = match (layout, masked, shared) {
+        _ if in_place => with_in_place_cache(name),
         _ if fused => with_fused_attention(name),
         (_, _, true) => with_shared_cross(name),
         (_, true, _) => with_decoder_mask(name),

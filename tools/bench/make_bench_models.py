@@ -9,10 +9,12 @@ OUT_DIR receives:
     fp32/        tools/export_model.py export (merged + split decoders)
     fp32-opt/    fp32 with --optimize (ONNX Runtime transformer fusions)
     fp32-fused/  fp32 with --fuse (self-attention in MultiHeadAttention, packed Q/K/V)
+    fp32-inplace/  fp32 with --in-place-cache (the fused attention appending its cache in place)
     int8/        fp32 with --quantize int8 --block-size 32 (MatMulNBits, weight-only, asymmetric,
                  accuracy_level 4 = int8 activations: export_model.py's defaults)
     int8-dynenc/ int8 with the encoder quantized dynamically (--encoder-quantize dynamic: MatMulInteger,
                  integer GEMMs over batch x tokens rows)
+    int8-inplace/, int8-dynenc-inplace/  int8 and int8-dynenc with --in-place-cache
     int4/        fp32 with --quantize int4 --block-size 32
     ct2-fp32/    CTranslate2 conversion of pt/ (float32)
     ct2-int8/    CTranslate2 conversion of pt/ (--quantization int8)
@@ -40,8 +42,12 @@ VARIANTS = {  # name -> export_model.py arguments, applied to the fp32 export (f
     "fp32": [],
     "fp32-opt": ["--optimize"],
     "fp32-fused": ["--fuse"],
+    "fp32-inplace": ["--in-place-cache"],
     "int8": ["--quantize", "int8", "--block-size", "32"],
     "int8-dynenc": ["--quantize", "int8", "--block-size", "32", "--encoder-quantize", "dynamic"],
+    "int8-inplace": ["--quantize", "int8", "--block-size", "32", "--in-place-cache"],
+    "int8-dynenc-inplace": ["--quantize", "int8", "--block-size", "32", "--encoder-quantize", "dynamic",
+                            "--in-place-cache"],
     "int4": ["--quantize", "int4", "--block-size", "32"],
     "fp32-rowcache": ["--no-share-cross-cache"],
 }

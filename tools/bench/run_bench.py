@@ -30,7 +30,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 NEW_TOKENS = 64
-ONNX_VARIANTS = ["fp32", "fp32-opt", "fp32-fused", "int8", "int8-dynenc", "int4"]
+ONNX_VARIANTS = ["fp32", "fp32-opt", "fp32-fused", "fp32-inplace", "int8", "int8-inplace", "int8-dynenc",
+                 "int8-dynenc-inplace", "int4"]
 CT2_VARIANTS = ["fp32", "int8"]
 NOISE = 0.10  # the machine's noise floor (GUIDE.md section 8)
 

@@ -5,12 +5,13 @@
                                           [--repeats 3] [--only summarize,growth] [--out bench/RESULTS.md]
 
 - summarize: beam 4, 512 input tokens, exactly 128 new tokens (EOS suppressed: a random model would stop
-  anywhere), batch 1 and 8. duet fp32, int8, int8-dynenc (int8 with a dynamically quantized encoder), `fp32-rowcache` (the same export with a cross-attention
+  anywhere), batch 1 and 8. duet fp32, int8, int8-dynenc (int8 with a dynamically quantized encoder), each
+  also with --in-place-cache (`-inplace`: the self-attention cache appended in place), `fp32-rowcache` (the same export with a cross-attention
   cache row per beam: what duet ran before tools/share_cross_cache.py) and `fp32-arena` (fp32 with
   ONNX Runtime's CPU arena, the default before), CTranslate2 float32 (plain and
   with CT2_USE_EXPERIMENTAL_PACKED_GEMM=1) and int8, transformers float32 (batch 1, one timed run: it
   takes minutes). The ONNX Runtime Python loop has no beam search and is left out.
-- growth: greedy batch 1, duet fp32 against CTranslate2 float32; ms/step as the output grows (64, 128,
+- growth: greedy batch 1, duet fp32 (and fp32-inplace along the output) against CTranslate2 float32; ms/step as the output grows (64, 128,
   256, 512 new tokens over input.txt) and as the input grows (128, 512, 2048 tokens, 64 new tokens).
 
 Every configuration is its own process (the runners of run_bench.py), interleaved over --repeats rounds;
@@ -56,7 +57,7 @@ def configurations(args, models):
         s = SUMMARIZE
         for b in s["batches"]:
             shape = {"beams": s["beams"], "new_tokens": s["new_tokens"], "input_tokens": 512}
-            for v in ("fp32", "fp32-rowcache", "int8", "int8-dynenc"):
+            for v in ("fp32", "fp32-inplace", "fp32-rowcache", "int8", "int8-inplace", "int8-dynenc", "int8-dynenc-inplace"):
                 if args.duet and (models / v / "encoder_model.onnx").exists():
                     out.append(cfg("summarize", "duet", v, b, duet(v, s["input"], s["new_tokens"], b, s["beams"]), **shape))
             if args.duet:
@@ -76,6 +77,8 @@ def configurations(args, models):
             shape = {"beams": 1, "new_tokens": n, "input_tokens": 128, "axis": "output"}
             if args.duet:
                 out.append(cfg("growth", "duet", "fp32", 1, duet("fp32", "input.txt", n, 1, 1), **shape))
+                if (models / "fp32-inplace" / "encoder_model.onnx").exists():
+                    out.append(cfg("growth", "duet", "fp32-inplace", 1, duet("fp32-inplace", "input.txt", n, 1, 1), **shape))
             out.append(cfg("growth", "ct2", "fp32", 1, ct2("fp32", "input.txt", n, 1, 1), **shape))
         for inp, tokens in GROWTH_INPUT:
             shape = {"beams": 1, "new_tokens": 64, "input_tokens": tokens, "axis": "input"}
@@ -122,14 +125,19 @@ def summarize_targets(s):
         ct2_fp32 = max((get("ct2", v, b) for v in ("fp32", "fp32-packed") if get("ct2", v, b)), key=lambda r: r["tps"],
                        default=None)
         best_ct2 = "fp32-packed" if ct2_fp32 is get("ct2", "fp32-packed", b) else "fp32"
-        for v, factor in (("fp32", 1.3), ("int8", 2.0), ("int8-dynenc", 2.0)):
-            if v == "int8-dynenc" and not get("duet", v, b):
+        for v, factor in (("fp32", 1.3), ("fp32-inplace", 1.3), ("int8", 2.0), ("int8-inplace", 2.0), ("int8-dynenc", 2.0),
+                          ("int8-dynenc-inplace", 2.0)):
+            if v != "fp32" and v != "int8" and not get("duet", v, b):
                 continue
             verdict, text = rb.ratio_check(get("duet", v, b), ct2_fp32, factor)
             lines.append(f"- batch {b}, duet {v} vs CTranslate2 float32 (its faster setting, {best_ct2}): **{verdict}**: {text}")
         verdict, text = rb.ratio_check(get("duet", "fp32", b), get("ct2", "fp32", b), 1.2, field="rss", lower_is_better=True)
         lines.append(f"- batch {b}, duet fp32 peak RSS vs CTranslate2 float32: **{verdict}**: {text}")
         one = get("duet", "fp32", b)
+        inplace = get("duet", "fp32-inplace", b)
+        if one and inplace:
+            lines.append(f"- batch {b}, appending the self-attention cache in place (fp32-inplace vs fp32): "
+                         f"{inplace['tps'] / one['tps']:.2f}x tok/s (medians), {inplace['rss']:.0f} vs {one['rss']:.0f} MiB peak RSS")
         for v, what in (("fp32-rowcache", "sharing the cross-attention cache between beams"),
                         ("fp32-arena", "no CPU arena")):
             other = get("duet", v, b)
@@ -143,13 +151,16 @@ def growth_lines(s):
     lines = []
     for axis, title, points in (("output", "new tokens (input 128)", [(n, 128) for n in GROWTH_OUTPUT]),
                                 ("input", "input tokens (64 new)", [(64, t) for _, t in GROWTH_INPUT])):
-        lines += [f"ms/step (median over rounds) as the {title} grows, greedy batch 1, fp32:", "",
-                  "| " + ("new tokens" if axis == "output" else "input tokens") + " | duet ms/step | CTranslate2 ms/step | "
-                  "duet / CTranslate2 | duet encoder ms | duet peak RSS MiB |", "|---|---|---|---|---|---|"]
+        lines += [f"ms/step (median over rounds) as the {title} grows, greedy batch 1, fp32 (in-place: the export "
+                  "with --in-place-cache):", "",
+                  "| " + ("new tokens" if axis == "output" else "input tokens") + " | duet ms/step | duet in-place ms/step | "
+                  "CTranslate2 ms/step | duet / CTranslate2 | duet encoder ms | duet peak RSS MiB |",
+                  "|---|---|---|---|---|---|---|"]
         for n, t in points:
             d, c = s.get(("growth", "duet", "fp32", 1, axis, n, t)), s.get(("growth", "ct2", "fp32", 1, axis, n, t))
+            ip = s.get(("growth", "duet", "fp32-inplace", 1, axis, n, t))
             lines.append(f"| {n if axis == 'output' else t} | {rb.fmt(d and d['ms_per_step'], 2)} | "
-                         f"{rb.fmt(c and c['ms_per_step'], 2)} | "
+                         f"{rb.fmt(ip and ip['ms_per_step'], 2)} | {rb.fmt(c and c['ms_per_step'], 2)} | "
                          f"{rb.fmt(d and c and d['ms_per_step'] / c['ms_per_step'], 2)} | {rb.fmt(d and d['encoder_ms'], 1)} | "
                          f"{rb.fmt(d and d['rss'], 0)} |")
         lines.append("")
