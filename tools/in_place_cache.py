@@ -99,8 +99,12 @@ def rewrite(model):
             raise Refused(f"{n.name}: its presents are not the graph's")
         q, key, v = n.input[0], n.input[1], n.input[2]
         if n.input[3]:  # the packed [q | k | v] projection bias: GroupQueryAttention takes none
+            bias = next((t for t in g.initializer if t.name == n.input[3]), None)
+            if bias is None or len(bias.dims) != 1 or bias.dims[0] % 3:
+                raise Refused(f"{n.name}: its projection bias is not a packed [q | k | v] initializer")
             names = [f"{pre}{k}/bias_{s}" for s in "qkv"]
-            nodes.append(helper.make_node("Split", [n.input[3]], names, axis=0, num_outputs=3))
+            nodes.append(helper.make_node("Constant", [], [f"{pre}{k}/bias_split"], value_ints=[bias.dims[0] // 3] * 3))
+            nodes.append(helper.make_node("Split", [n.input[3], f"{pre}{k}/bias_split"], names, axis=0))
             added = [f"{pre}{k}/{s}_biased" for s in "qkv"]
             nodes.extend(helper.make_node("Add", [x, b], [y]) for x, b, y in zip((q, key, v), names, added))
             q, key, v = added
@@ -114,6 +118,8 @@ def rewrite(model):
             list(n.output), domain=MS_DOMAIN, name=f"{pre}{k}/attention", **gqa_attrs))
         replaced.add(id(n))
 
+    if any(i in present for n in every for i in n.input):
+        raise Refused("a node reads a present self-attention cache, which becomes the whole buffer")
     # Whatever read the cache's shape now reads its logical shape: [rows, heads, length, head_dim].
     for n in every:
         if id(n) in replaced:

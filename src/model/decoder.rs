@@ -164,9 +164,20 @@ impl Decoder {
     }
 
     /// Keeps the caches on `device` between steps through IoBinding; only logits come to the host.
-    pub fn bind_cache_to(&mut self, device: CacheDevice) {
+    /// A graph that appends its cache in place does so in host memory only.
+    pub fn bind_cache_to(&mut self, device: CacheDevice) -> Result<()> {
+        if device != CacheDevice::Host {
+            if let Some(graph) = std::iter::once(&self.first).chain(self.with_past.as_ref()).find(|g| g.in_place) {
+                return Err(Error::Unsupported(format!(
+                    "{} appends its cache in place in host memory, and this model keeps its cache on {}; export it without --in-place-cache for a GPU",
+                    graph.path.display(),
+                    device.describe()
+                )));
+            }
+        }
         self.bind_cache_to = Some(device);
         self.rows = RowGather::new(device, true);
+        Ok(())
     }
 
     /// Whether a graph appends the self-attention cache in place (tools/in_place_cache.py).
@@ -407,10 +418,7 @@ impl Decoder {
     /// input for the step.
     fn reserve_in_place(&self, graph: &Graph, cache: &mut KvCache, rows: usize, width: usize) -> Result<DynTensor> {
         if self.bind_cache_to.is_some_and(|d| d != CacheDevice::Host) {
-            return Err(Error::Unsupported(format!(
-                "{} appends its cache in place in host memory; export it without --in-place-cache for a GPU",
-                graph.path.display()
-            )));
+            return Err(Error::Internal(format!("{} appends its cache in place in host memory only", graph.path.display())));
         }
         if cache.self_attention.is_empty() {
             let empty = tensors::empty(self.cache.dtype, &[rows, self.cache.heads, 0, self.cache.head_dim])?;

@@ -43,11 +43,12 @@ impl KvCache {
             return Ok(());
         }
         let used = self.self_len();
-        for pair in &mut self.self_attention {
-            for value in pair.iter_mut() {
-                *value = cache_buffer(value, used, capacity)?;
-            }
-        }
+        let buffers = self
+            .self_attention
+            .iter()
+            .map(|[k, v]| Ok([cache_buffer(k, used, capacity)?, cache_buffer(v, used, capacity)?]))
+            .collect::<Result<_>>()?;
+        self.self_attention = buffers;
         self.in_place = Some(used);
         Ok(())
     }
@@ -91,16 +92,14 @@ impl KvCache {
     /// Drops the first `count` self-attention positions (padding no row reads any more).
     /// An in-place cache becomes tensors of exactly its remaining positions.
     pub fn drop_leading(&mut self, count: usize) -> Result<()> {
-        let used = self.in_place.take();
-        for pair in &mut self.self_attention {
-            for value in pair.iter_mut() {
-                *value = match used {
-                    None => drop_leading(value, 2, count)?,
-                    Some(used) if count <= used => positions(value, 2, count..used)?,
-                    Some(used) => return Err(Error::Internal(format!("cannot drop {count} of {used} positions"))),
-                };
-            }
-        }
+        let keep = |value: &DynTensor| match self.in_place {
+            None => drop_leading(value, 2, count),
+            Some(used) if count <= used => positions(value, 2, count..used),
+            Some(used) => Err(Error::Internal(format!("cannot drop {count} of {used} positions"))),
+        };
+        let kept: Vec<[DynTensor; 2]> = self.self_attention.iter().map(|[k, v]| Ok([keep(k)?, keep(v)?])).collect::<Result<_>>()?;
+        self.self_attention = kept;
+        self.in_place = None;
         Ok(())
     }
 

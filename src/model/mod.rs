@@ -184,7 +184,7 @@ impl Model {
         let decoder_provider = providers_used.last().map_or(provider, |(_, k, _)| *k);
         if let Some(device) = cache_device(&opts.io_binding, decoder_provider, session_options.providers.device_id) {
             encoder.bind_output_to(device);
-            decoder.bind_cache_to(device);
+            decoder.bind_cache_to(device)?;
         }
         let logits_vocab = config.vocab_size;
         decoder.expect_vocab(logits_vocab, &dir.join("config.json"))?;
