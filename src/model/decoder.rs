@@ -167,7 +167,7 @@ impl Decoder {
     /// A graph that appends its cache in place does so in host memory only.
     pub fn bind_cache_to(&mut self, device: CacheDevice) -> Result<()> {
         if device != CacheDevice::Host {
-            if let Some(graph) = std::iter::once(&self.first).chain(self.with_past.as_ref()).find(|g| g.in_place) {
+            if let Some(graph) = self.in_place_graph() {
                 return Err(Error::Unsupported(format!(
                     "{} appends its cache in place in host memory, and this model keeps its cache on {}; export it without --in-place-cache for a GPU",
                     graph.path.display(),
@@ -180,16 +180,20 @@ impl Decoder {
         Ok(())
     }
 
-    /// Whether a graph appends the self-attention cache in place (tools/in_place_cache.py).
+    /// The graph that appends the self-attention cache in place (tools/in_place_cache.py), if any.
+    fn in_place_graph(&self) -> Option<&Graph> {
+        std::iter::once(&self.first).chain(self.with_past.as_ref()).find(|g| g.in_place)
+    }
+
     pub fn appends_in_place(&self) -> bool {
-        std::iter::once(&self.first).chain(self.with_past.as_ref()).any(|g| g.in_place)
+        self.in_place_graph().is_some()
     }
 
     /// Positions the self-attention cache takes to hold `positions`: as many, or the in-place
-    /// buffers' capacity (they start at [`FIRST_CAPACITY`] and double).
+    /// buffers' capacity.
     pub fn self_cache_positions(&self, positions: usize) -> usize {
         if self.appends_in_place() {
-            positions.max(FIRST_CAPACITY).checked_next_power_of_two().unwrap_or(usize::MAX)
+            buffer_capacity(positions).unwrap_or(usize::MAX)
         } else {
             positions
         }
@@ -275,7 +279,7 @@ impl Decoder {
             _ => &self.first,
         };
         let c = self.cache;
-        let past_length = if graph.in_place { Some(self.reserve_in_place(graph, cache, rows, width)?) } else { None };
+        let past_length = if graph.in_place { Some(self.reserve_in_place(cache, rows, width)?) } else { None };
         let ids = Tensor::from_array(([rows, width], tokens.iter().map(|&t| t as i64).collect::<Vec<_>>()))?.upcast();
         let branch = match self.layout {
             Layout::Merged => Some(Tensor::from_array(([1usize], vec![!first_step]))?.upcast()),
@@ -349,16 +353,16 @@ impl Decoder {
         let onnx = |e: ort::Error| Error::Onnx(format!("{}: {e}", graph.path.display()));
         let mut session = graph.session.lock().map_err(|_| Error::Internal("decoder lock poisoned".into()))?;
         let (logits, mut presents) = match self.bind_cache_to {
-            // Host memory (reserve_in_place refused any other).
+            // Host memory (bind_cache_to refuses any other for such a graph).
             _ if graph.in_place => {
                 let mut binding = session.create_binding().map_err(onnx)?;
                 for (name, value) in &inputs {
                     binding.bind_input(name.as_ref(), *value).map_err(onnx)?;
                 }
                 drop(inputs);
-                binding.bind_output_to_device("logits", &CacheDevice::Host.memory_info()?).map_err(onnx)?;
-                for name in &wanted {
-                    binding.bind_output_to_device(name.as_str(), &CacheDevice::Host.memory_info()?).map_err(onnx)?;
+                let host = CacheDevice::Host.memory_info()?;
+                for name in std::iter::once("logits").chain(wanted.iter().map(String::as_str)) {
+                    binding.bind_output_to_device(name, &host).map_err(onnx)?;
                 }
                 for (layer, pair) in cache.self_attention.iter_mut().enumerate() {
                     let [key, value] = pair;
@@ -416,10 +420,7 @@ impl Decoder {
     /// Makes `cache` in-place buffers with room for `width` more positions (allocated on the first
     /// step, copied into when they came from elsewhere, doubled when full); the `past_sequence_length`
     /// input for the step.
-    fn reserve_in_place(&self, graph: &Graph, cache: &mut KvCache, rows: usize, width: usize) -> Result<DynTensor> {
-        if self.bind_cache_to.is_some_and(|d| d != CacheDevice::Host) {
-            return Err(Error::Internal(format!("{} appends its cache in place in host memory only", graph.path.display())));
-        }
+    fn reserve_in_place(&self, cache: &mut KvCache, rows: usize, width: usize) -> Result<DynTensor> {
         if cache.self_attention.is_empty() {
             let empty = tensors::empty(self.cache.dtype, &[rows, self.cache.heads, 0, self.cache.head_dim])?;
             cache.self_attention = (0..self.cache.layers).map(|_| [empty.clone(), empty.clone()]).collect();
@@ -428,14 +429,18 @@ impl Decoder {
         let past = cache.self_len();
         let needed = past + width;
         if cache.in_place.is_none() || cache.self_capacity() < needed {
-            let capacity = needed
-                .max(FIRST_CAPACITY)
-                .checked_next_power_of_two()
-                .ok_or_else(|| Error::OverBudget(format!("a self-attention cache of {needed} positions")))?;
+            let capacity =
+                buffer_capacity(needed).ok_or_else(|| Error::OverBudget(format!("a self-attention cache of {needed} positions")))?;
             cache.reserve_in_place(capacity)?;
         }
         Ok(Tensor::from_array(([1usize], vec![past as i64]))?.upcast())
     }
+}
+
+/// The capacity of an in-place cache buffer holding `positions`: they start at [`FIRST_CAPACITY`]
+/// and double (`None` past `usize`).
+fn buffer_capacity(positions: usize) -> Option<usize> {
+    positions.max(FIRST_CAPACITY).checked_next_power_of_two()
 }
 
 /// The last position's logits (every position's with `all_positions`) on the host as `f32`, and

@@ -3,10 +3,12 @@
 //! It belongs to the request, not to the model, so that one model serves many requests at once.
 //! Its tensors live where the decoder left them (host memory, or the GPU under IoBinding).
 
+use std::borrow::Cow;
+
 use ort::value::DynTensor;
 
 use super::row_gather::RowGather;
-use super::tensors::{cache_buffer, concat_padded, drop_leading, positions};
+use super::tensors::{cache_buffer, concat_padded, positions};
 use crate::error::{Error, Result};
 
 #[derive(Default)]
@@ -63,7 +65,7 @@ impl KvCache {
         {
             return Err(Error::Internal("caches of different layouts do not stack".into()));
         }
-        let stack = |caches: &[&Vec<[DynTensor; 2]>], len: usize, at_end: bool| -> Result<Vec<[DynTensor; 2]>> {
+        let stack = |caches: &[&[[DynTensor; 2]]], len: usize, at_end: bool| -> Result<Vec<[DynTensor; 2]>> {
             let layers = caches.first().map_or(0, |c| c.len());
             (0..layers)
                 .map(|layer| {
@@ -75,29 +77,32 @@ impl KvCache {
                 })
                 .collect()
         };
-        // In-place buffers contribute their used positions only.
-        let used_self: Vec<Vec<[DynTensor; 2]>> = parts
-            .iter()
-            .map(|p| match p.in_place {
-                None => Ok(Vec::new()),
-                Some(used) => p.self_attention.iter().map(|[k, v]| Ok([positions(k, 2, 0..used)?, positions(v, 2, 0..used)?])).collect(),
-            })
-            .collect::<Result<_>>()?;
-        let own: Vec<&Vec<[DynTensor; 2]>> =
-            parts.iter().zip(&used_self).map(|(p, used)| if p.in_place.is_some() { used } else { &p.self_attention }).collect();
-        let cross: Vec<&Vec<[DynTensor; 2]>> = parts.iter().map(|p| &p.cross_attention).collect();
+        let own = parts.iter().map(|p| p.used_self_attention()).collect::<Result<Vec<_>>>()?;
+        let own: Vec<&[[DynTensor; 2]]> = own.iter().map(|c| c.as_ref()).collect();
+        let cross: Vec<&[[DynTensor; 2]]> = parts.iter().map(|p| p.cross_attention.as_slice()).collect();
         Ok(Self { self_attention: stack(&own, self_len, true)?, cross_attention: stack(&cross, encoder_len, false)?, in_place: None })
+    }
+
+    /// The self-attention cache's used positions: itself, or copies of an in-place buffer's.
+    fn used_self_attention(&self) -> Result<Cow<'_, [[DynTensor; 2]]>> {
+        let Some(used) = self.in_place else { return Ok(Cow::Borrowed(self.self_attention.as_slice())) };
+        let copies =
+            self.self_attention.iter().map(|[k, v]| Ok([positions(k, 2, 0..used)?, positions(v, 2, 0..used)?])).collect::<Result<_>>()?;
+        Ok(Cow::Owned(copies))
     }
 
     /// Drops the first `count` self-attention positions (padding no row reads any more).
     /// An in-place cache becomes tensors of exactly its remaining positions.
     pub fn drop_leading(&mut self, count: usize) -> Result<()> {
-        let keep = |value: &DynTensor| match self.in_place {
-            None => drop_leading(value, 2, count),
-            Some(used) if count <= used => positions(value, 2, count..used),
-            Some(used) => Err(Error::Internal(format!("cannot drop {count} of {used} positions"))),
-        };
-        let kept: Vec<[DynTensor; 2]> = self.self_attention.iter().map(|[k, v]| Ok([keep(k)?, keep(v)?])).collect::<Result<_>>()?;
+        let used = self.self_len();
+        if count > used {
+            return Err(Error::Internal(format!("cannot drop {count} of {used} positions")));
+        }
+        let kept = self
+            .self_attention
+            .iter()
+            .map(|[k, v]| Ok([positions(k, 2, count..used)?, positions(v, 2, count..used)?]))
+            .collect::<Result<_>>()?;
         self.self_attention = kept;
         self.in_place = None;
         Ok(())
@@ -112,7 +117,7 @@ impl KvCache {
         }
         for pair in &mut self.self_attention {
             for value in pair.iter_mut() {
-                rows.reorder_used(value, index, self.in_place)?;
+                rows.reorder(value, index, self.in_place)?;
             }
         }
         Ok(())

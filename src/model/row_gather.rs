@@ -9,7 +9,7 @@ use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 use ort::value::{DynTensor, Tensor, TensorElementType};
 
-use super::tensors::{gather_rows_on_host, into_tensor, reorder_rows_on_host_in_place_used};
+use super::tensors::{gather_rows_on_host, into_tensor, reorder_rows_on_host_in_place};
 use crate::error::{Error, Result};
 
 /// Where KV caches and encoder outputs are kept between steps.
@@ -74,17 +74,12 @@ impl RowGather {
     }
 
     /// Row `i` of `value` becomes its row `index[i]` (one entry per row): in place on the host,
-    /// through [`RowGather::gather`] on a device.
-    pub fn reorder(&self, value: &mut DynTensor, index: &[usize]) -> Result<()> {
-        self.reorder_used(value, index, None)
-    }
-
-    /// [`RowGather::reorder`] of a cache buffer whose first `used` positions hold anything
-    /// (`None`: all of them); on the host only those move.
-    pub fn reorder_used(&self, value: &mut DynTensor, index: &[usize], used: Option<usize>) -> Result<()> {
+    /// through [`RowGather::gather`] on a device. A cache buffer whose first `used` positions hold
+    /// anything (`None`: all of them) moves only those on the host.
+    pub fn reorder(&self, value: &mut DynTensor, index: &[usize], used: Option<usize>) -> Result<()> {
         let rows = value.shape().first().copied().unwrap_or(0) as usize;
         if value.memory_info().is_cpu_accessible() && !self.always_graph && index.len() == rows {
-            return reorder_rows_on_host_in_place_used(value, index, used);
+            return reorder_rows_on_host_in_place(value, index, used);
         }
         *value = self.gather(value, index)?;
         Ok(())

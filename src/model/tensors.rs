@@ -75,15 +75,9 @@ pub fn gather_rows_on_host(value: &DynTensor, index: &[usize]) -> Result<DynTens
 /// Row `i` of `value`'s first dimension becomes its row `index[i]`, in place (`index` has one
 /// entry per row): only the rows that change are written, and only a source row that is itself
 /// replaced is copied aside first. Beam search keeps the rows of the beams that continue where
-/// they are instead of copying the whole cache.
-pub fn reorder_rows_on_host_in_place(value: &mut DynTensor, index: &[usize]) -> Result<()> {
-    reorder_rows_on_host_in_place_used(value, index, None)
-}
-
-/// [`reorder_rows_on_host_in_place`] for a cache buffer `[rows, heads, capacity, head_dim]` of
-/// which only the first `used` positions of each head hold anything (`None`: all of them): only
-/// those are copied.
-pub fn reorder_rows_on_host_in_place_used(value: &mut DynTensor, index: &[usize], used: Option<usize>) -> Result<()> {
+/// they are instead of copying the whole cache. A cache buffer `[rows, heads, capacity, head_dim]`
+/// whose first `used` positions of each head hold anything copies only those (`None`: whole rows).
+pub fn reorder_rows_on_host_in_place(value: &mut DynTensor, index: &[usize], used: Option<usize>) -> Result<()> {
     match *value.data_type() {
         TensorElementType::Float32 => reorder_typed::<f32>(value, index, used),
         TensorElementType::Float16 => reorder_typed::<f16>(value, index, used),
@@ -219,15 +213,6 @@ fn concat_typed<T: PrimitiveTensorElementType + Copy + Default + std::fmt::Debug
     Ok(Tensor::from_array((dims, out))?.upcast())
 }
 
-/// `value` without its first `count` positions along `axis` (on the host).
-pub fn drop_leading(value: &DynTensor, axis: usize, count: usize) -> Result<DynTensor> {
-    let own = value.shape().get(axis).copied().unwrap_or(0).max(0) as usize;
-    if count > own {
-        return Err(Error::Internal(format!("cannot drop {count} of {own} positions")));
-    }
-    positions(value, axis, count..own)
-}
-
 /// `value`'s positions `range` along `axis` (on the host).
 pub fn positions(value: &DynTensor, axis: usize, range: std::ops::Range<usize>) -> Result<DynTensor> {
     match value.data_type() {
@@ -329,12 +314,12 @@ mod tests {
             let original: DynTensor = Tensor::from_array(([4usize, 3], data.clone())).unwrap().upcast();
             let want = to_host_f32(&gather_rows_on_host(&original, &index).unwrap()).unwrap();
             let mut t: DynTensor = Tensor::from_array(([4usize, 3], data.clone())).unwrap().upcast();
-            reorder_rows_on_host_in_place(&mut t, &index).unwrap();
+            reorder_rows_on_host_in_place(&mut t, &index, None).unwrap();
             assert_eq!(to_host_f32(&t).unwrap(), want, "{index:?}");
         }
         let mut t: DynTensor = Tensor::from_array(([2usize, 1], vec![1.0f32, 2.0])).unwrap().upcast();
-        assert!(reorder_rows_on_host_in_place(&mut t, &[0, 2]).is_err());
-        assert!(reorder_rows_on_host_in_place(&mut t, &[0]).is_err());
+        assert!(reorder_rows_on_host_in_place(&mut t, &[0, 2], None).is_err());
+        assert!(reorder_rows_on_host_in_place(&mut t, &[0], None).is_err());
     }
 
     #[test]
@@ -348,7 +333,7 @@ mod tests {
         let start = to_host_f32(&concat_padded(&[&a, &b], 2, 3, false).unwrap()).unwrap();
         assert_eq!(start.1, vec![1.0, 2.0, 0.0, 5.0, 0.0, 0.0]);
         assert!(concat_padded(&[&a], 2, 1, true).is_err());
-        let dropped = to_host_f32(&drop_leading(&concat_padded(&[&a, &b], 2, 3, true).unwrap(), 2, 1).unwrap()).unwrap();
+        let dropped = to_host_f32(&positions(&concat_padded(&[&a, &b], 2, 3, true).unwrap(), 2, 1..3).unwrap()).unwrap();
         assert_eq!(dropped, (vec![2, 1, 2, 1], vec![1.0, 2.0, 0.0, 5.0]));
     }
 
@@ -365,10 +350,10 @@ mod tests {
         assert_eq!(to_host_f32(&positions(&buffer, 2, 0..2).unwrap()).unwrap().1, vec![0., 1., 10., 11., 100., 101., 110., 111.]);
         // A free position written after the reorder's copy stays in its row.
         buffer.try_extract_tensor_mut::<f32>().unwrap().1[3] = 7.0;
-        reorder_rows_on_host_in_place_used(&mut buffer, &[1, 1], Some(2)).unwrap();
+        reorder_rows_on_host_in_place(&mut buffer, &[1, 1], Some(2)).unwrap();
         let (_, values) = to_host_f32(&buffer).unwrap();
         assert_eq!(values, vec![100., 101., 0., 7., 110., 111., 0., 0., 100., 101., 0., 0., 110., 111., 0., 0.]);
-        assert!(reorder_rows_on_host_in_place_used(&mut buffer, &[0, 1], Some(5)).is_err());
+        assert!(reorder_rows_on_host_in_place(&mut buffer, &[0, 1], Some(5)).is_err());
         assert!(cache_buffer(&exact, 4, 8).is_err(), "more used positions than the source has");
         assert!(cache_buffer(&exact, 3, 2).is_err(), "more used positions than the buffer has room for");
         // Gathered rows are ONNX Runtime's allocations, as a graph's in-place output must be.
