@@ -142,6 +142,15 @@ fn in_place_cache_matches_transformers() {
 /// The beams of an input keep one cross-attention row between them while they decode, and rows
 /// of different sharing stack at the sharing they have in common; the fixtures' own with-past
 /// decoder keeps a row per beam.
+/// The encoder run one input at a time (`encoder_batch_tokens=1`), each part copied into one
+/// output: the batched cases decode as one run over the whole batch does.
+#[test]
+fn encoder_run_in_parts_matches_transformers() {
+    assert_eq!(common::shared("t5-tiny", "merged+parts").encoder.rows_per_run(3, 8), 1);
+    run_all("merged+parts");
+    run_all("with_past+inplace+parts");
+}
+
 #[test]
 fn beams_read_one_cross_attention_row_per_input() {
     let shared = common::shared("t5-tiny", "with_past+share");

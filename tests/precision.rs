@@ -126,10 +126,11 @@ fn half_exports_follow_the_float32_goldens() {
 }
 
 #[test]
-fn float16_caches_are_reported_and_identical_through_io_binding() {
+fn float16_caches_are_reported_and_identical_through_io_binding_and_an_encoder_run_in_parts() {
     for name in ["t5-tiny-fp16", "bart-tiny-fp16"] {
         let plain = open(name, &[("io_binding", "off")]).unwrap();
         let bound = open(name, &[("io_binding", "on")]).unwrap();
+        let in_parts = open(name, &[("io_binding", "off"), ("encoder_batch_tokens", "1")]).unwrap();
         let info = bound.info_json();
         assert_eq!(info["cache_dtype"], "float16");
         assert_eq!(info["layout"], "with_past", "the export's encoder returns the cross-attention cache");
@@ -143,11 +144,13 @@ fn float16_caches_are_reported_and_identical_through_io_binding() {
         params.set_str("max_new_tokens", "10").unwrap();
         let inputs = ["Hello world", "a longer input that pads the other row of the batch"];
         let a = duet::generate(&plain, &inputs, &params, None).unwrap();
-        let b = duet::generate(&bound, &inputs, &params, None).unwrap();
-        for (x, y) in a.iter().zip(&b) {
-            for (s, t) in x.sequences.iter().zip(&y.sequences) {
-                assert_eq!(s.token_ids, t.token_ids, "{name}");
-                assert!((s.score - t.score).abs() < 1e-5, "{name}: {} vs {}", s.score, t.score);
+        for other in [&bound, &in_parts] {
+            let b = duet::generate(other, &inputs, &params, None).unwrap();
+            for (x, y) in a.iter().zip(&b) {
+                for (s, t) in x.sequences.iter().zip(&y.sequences) {
+                    assert_eq!(s.token_ids, t.token_ids, "{name}");
+                    assert!((s.score - t.score).abs() < 1e-5, "{name}: {} vs {}", s.score, t.score);
+                }
             }
         }
     }

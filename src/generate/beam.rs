@@ -4,6 +4,7 @@
 //! hypothesis scored `sum / generated_len ** length_penalty`, and `early_stopping` decides when
 //! running beams can no longer beat the finished ones.
 
+use super::best_continuations::best_continuations;
 use super::output::{FinishReason, Sequence};
 use super::params::EarlyStopping;
 use super::processors::{log_softmax_in_place, RowContext};
@@ -129,13 +130,14 @@ impl Search for BeamSearch {
             if item.improvable && processed.iter().all(|l| *l == f32::NEG_INFINITY) {
                 return Err(super::nothing_to_generate(b, step));
             }
-            let score_of = |idx: usize| processed[idx] + item.running[idx / vocab].score;
+            let beam_scores: Vec<f32> = item.running.iter().map(|beam| beam.score).collect();
             let mut candidates = Vec::with_capacity(self.keep);
-            for idx in top_k(processed.len(), self.keep, score_of) {
+            for idx in best_continuations(processed, vocab, &beam_scores, self.keep) {
                 let (beam, token) = (idx / vocab, (idx % vocab) as u32);
                 let hits_stop = p.is_eos(token) || at_limit || self.ends_with_stop(tokenizer, &item.running[beam].ids, token)?;
                 any_continuation |= !hits_stop;
-                candidates.push(Candidate { beam, token, score: score_of(idx), token_score: processed[idx], hits_stop });
+                let score = processed[idx] + beam_scores[beam];
+                candidates.push(Candidate { beam, token, score, token_score: processed[idx], hits_stop });
             }
             let extend = |c: &Candidate, score: f32| {
                 let src = &item.running[c.beam];
@@ -217,53 +219,5 @@ impl Search for BeamSearch {
             out.push(sequences);
         }
         Ok(out)
-    }
-}
-
-/// Indices `0..n` of the `k` largest `score(i)`, best first (lower index first among equals),
-/// through a heap of `k`: nothing of size `n` is allocated.
-fn top_k(n: usize, k: usize, score: impl Fn(usize) -> f32) -> Vec<usize> {
-    use std::cmp::Ordering;
-    use std::collections::BinaryHeap;
-    /// Orders candidates worst first: lower score, then higher index.
-    #[derive(PartialEq)]
-    struct Worst(f32, usize);
-    impl Eq for Worst {}
-    impl PartialOrd for Worst {
-        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-            Some(self.cmp(other))
-        }
-    }
-    impl Ord for Worst {
-        fn cmp(&self, other: &Self) -> Ordering {
-            other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
-        }
-    }
-    let k = k.min(n);
-    let mut heap: BinaryHeap<Worst> = BinaryHeap::with_capacity(k + 1);
-    for i in 0..n {
-        let s = score(i);
-        if heap.len() < k {
-            heap.push(Worst(s, i));
-        } else if heap.peek().is_some_and(|w| Worst(s, i) < *w) {
-            heap.pop();
-            heap.push(Worst(s, i));
-        }
-    }
-    let mut best: Vec<Worst> = heap.into_vec();
-    best.sort();
-    best.into_iter().map(|w| w.1).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::top_k;
-
-    #[test]
-    fn top_k_orders_best_first() {
-        let of = |v: &'static [f32]| move |i: usize| v[i];
-        assert_eq!(top_k(5, 3, of(&[0.1, 0.5, -1.0, 0.5, 0.3])), vec![1, 3, 4]);
-        assert_eq!(top_k(2, 5, of(&[1.0, 2.0])), vec![1, 0]);
-        assert_eq!(top_k(4, 2, of(&[f32::NEG_INFINITY, 0.0, 0.0, f32::NEG_INFINITY])), vec![1, 2]);
     }
 }

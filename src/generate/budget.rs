@@ -3,9 +3,11 @@
 //! running into an allocation failure (which aborts the process) half-way.
 //!
 //! Per decoder row (inputs x beams, or x returned sequences when sampling): the self-attention
-//! cache at full length (an in-place cache's buffers at the capacity that holds it), the cross-attention cache (per input where beams share it) and encoder
-//! states over the longest input, and the vocabulary work of a step (logits, log-probabilities,
-//! scores, candidates); twice that, as a reorder or a merge of batches copies the caches. Plus the encoder run's attention scores.
+//! cache at full length (an in-place cache's buffers at the capacity that holds it), the
+//! cross-attention cache (per input where beams share it) and encoder states over the longest
+//! input, and the vocabulary work of a step (logits, log-probabilities, scores, candidates); twice
+//! that, as a reorder or a merge of batches copies the caches. Plus the attention scores of one
+//! encoder run (a part of the batch: `encoder_batch_tokens`).
 
 use super::params::GenerationParams;
 use crate::error::{Error, Result};
@@ -33,8 +35,8 @@ pub fn worst_case_bytes(model: &Model, inputs: &[Encoded], params: &GenerationPa
     let rows = (inputs.len() as u64).saturating_mul(per_input);
     // Beams share one cross-attention row per input where the graph allows it; sampled rows do not.
     let cross_rows = if decoder.shares_cross_rows() && !params.do_sample { inputs.len() as u64 } else { rows };
-    let encoder =
-        (inputs.len() as u64).saturating_mul(cache.heads as u64).saturating_mul(input_len.saturating_mul(input_len)).saturating_mul(4);
+    let encoder_rows = model.encoder.rows_per_run(inputs.len(), input_len as usize) as u64;
+    let encoder = encoder_rows.saturating_mul(cache.heads as u64).saturating_mul(input_len.saturating_mul(input_len)).saturating_mul(4);
     Ok(rows.saturating_mul(per_row).saturating_add(cross_rows.saturating_mul(cross)).saturating_mul(2).saturating_add(encoder))
 }
 
@@ -65,7 +67,8 @@ pub fn check_encoder_budget(model: &Model, rows: usize, input_len: usize, decode
     let d_model = model.config.d_model.unwrap_or(1024) as u64;
     let heads = model.config.decoder_heads.unwrap_or(16) as u64;
     let states = rows.saturating_mul(len).saturating_mul(d_model).saturating_mul(4 * 8);
-    let attention = rows.saturating_mul(heads).saturating_mul(len.saturating_mul(len)).saturating_mul(4 * 2);
+    let per_run = model.encoder.rows_per_run(rows as usize, input_len) as u64;
+    let attention = per_run.saturating_mul(heads).saturating_mul(len.saturating_mul(len)).saturating_mul(4 * 2);
     let decoding = match model.decoder() {
         Ok(decoder) if decoder_steps > 0 => {
             let per_position = decoder.cache.bytes_per_position();

@@ -2,6 +2,7 @@
 //! graphs, logits processors as composable pieces, streaming through an observer.
 
 mod beam;
+mod best_continuations;
 pub mod budget;
 pub mod control;
 mod engine;

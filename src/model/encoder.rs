@@ -23,6 +23,8 @@ pub struct Encoder {
     run_cross: bool,
     /// BERT-style exports take `token_type_ids` (all 0 for one segment, as sentence-transformers feeds).
     token_types: bool,
+    /// Most tokens (rows x longest input) one run takes when the outputs stay on the host; 0: no limit.
+    tokens_per_run: usize,
 }
 
 /// Encoder hidden states and the padding mask of a batch, row-aligned with the decoder.
@@ -62,12 +64,27 @@ impl Encoder {
             cross_outputs,
             run_cross: false,
             token_types,
+            tokens_per_run: 0,
         })
     }
 
     /// Keeps the outputs on `device` for the decoder to read there.
     pub fn bind_output_to(&mut self, device: CacheDevice) {
         self.outputs_on = device;
+    }
+
+    /// Runs batches of more than `tokens` tokens (rows x longest input) in parts of whole rows,
+    /// when the outputs stay on the host; 0: one run whatever the batch.
+    pub fn limit_tokens_per_run(&mut self, tokens: usize) {
+        self.tokens_per_run = tokens;
+    }
+
+    /// Rows of `rows` inputs of up to `len` tokens that one run takes.
+    pub fn rows_per_run(&self, rows: usize, len: usize) -> usize {
+        match (self.tokens_per_run, self.outputs_on) {
+            (0, _) | (_, CacheDevice::Cuda(_)) => rows,
+            (tokens, CacheDevice::Host) => (tokens / len.max(1)).clamp(1, rows.max(1)),
+        }
     }
 
     /// Layers of cross-attention cache the graph can return (0: it returns hidden states only).
@@ -80,18 +97,30 @@ impl Encoder {
         self.run_cross = true;
     }
 
-    /// Runs a right-padded batch.
+    /// Runs a right-padded batch: in parts of [`Encoder::rows_per_run`] rows, each padded to the
+    /// batch's longest input and copied into one output, so that a long batch's intermediate
+    /// activations (its attention scores grow with rows x length^2) exist for one part at a time.
     pub fn run(&self, inputs: &[Vec<u32>], pad_token_id: u32) -> Result<EncoderOutput> {
-        let rows = inputs.len();
         let len = inputs.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let mut ids = vec![pad_token_id as i64; rows * len];
-        let mut mask = vec![0i64; rows * len];
-        for (r, input) in inputs.iter().enumerate() {
-            for (c, &id) in input.iter().enumerate() {
-                ids[r * len + c] = id as i64;
-                mask[r * len + c] = 1;
-            }
+        let per_run = self.rows_per_run(inputs.len(), len);
+        let mut parts = inputs.chunks(per_run.max(1));
+        let first = self.run_part(parts.next().unwrap_or_default(), len, pad_token_id)?;
+        if parts.len() == 0 {
+            return Ok(first);
         }
+        let mut whole = first.allocate_like(inputs.len(), padded_feed(inputs, len, pad_token_id).1)?;
+        let mut at = 0;
+        for part in std::iter::once(Ok(first)).chain(parts.map(|part| self.run_part(part, len, pad_token_id))) {
+            let part = part?;
+            whole.write_rows(at, &part)?;
+            at += part.rows;
+        }
+        Ok(whole)
+    }
+
+    fn run_part(&self, inputs: &[Vec<u32>], len: usize, pad_token_id: u32) -> Result<EncoderOutput> {
+        let rows = inputs.len();
+        let (ids, mask) = padded_feed(inputs, len, pad_token_id);
         let ids = Tensor::from_array(([rows, len], ids))?.upcast();
         let mask = Tensor::from_array(([rows, len], mask))?.upcast();
         let token_types = if self.token_types { Some(Tensor::from_array(([rows, len], vec![0i64; rows * len]))?.upcast()) } else { None };
@@ -122,7 +151,49 @@ impl Encoder {
     }
 }
 
+/// Token ids and attention mask `[rows, len]`, each input at the start of its row.
+fn padded_feed(inputs: &[Vec<u32>], len: usize, pad_token_id: u32) -> (Vec<i64>, Vec<i64>) {
+    let mut ids = vec![pad_token_id as i64; inputs.len() * len];
+    let mut mask = vec![0i64; inputs.len() * len];
+    for (r, input) in inputs.iter().enumerate() {
+        for (c, &id) in input.iter().enumerate() {
+            ids[r * len + c] = id as i64;
+            mask[r * len + c] = 1;
+        }
+    }
+    (ids, mask)
+}
+
 impl EncoderOutput {
+    /// An output of `rows` rows shaped as this one, whose padding mask is `mask`; its states are
+    /// what [`EncoderOutput::write_rows`] puts there.
+    fn allocate_like(&self, rows: usize, mask: Vec<i64>) -> Result<Self> {
+        let cross =
+            self.cross.iter().map(|[k, v]| Ok([tensors::with_rows(k, rows)?, tensors::with_rows(v, rows)?])).collect::<Result<_>>()?;
+        Ok(Self {
+            hidden: tensors::with_rows(&self.hidden, rows)?,
+            mask: Tensor::from_array(([rows, self.len], mask))?.upcast(),
+            cross,
+            cross_share: self.cross_share,
+            rows,
+            len: self.len,
+        })
+    }
+
+    /// Rows `at..` become `part`'s (one run over the same padded length).
+    fn write_rows(&mut self, at: usize, part: &Self) -> Result<()> {
+        if part.len != self.len || part.cross.len() != self.cross.len() || at + part.rows > self.rows {
+            return Err(Error::Internal(format!("encoder rows {at}.. of {} do not take a part of {} rows", self.rows, part.rows)));
+        }
+        tensors::write_rows(&mut self.hidden, at, &part.hidden)?;
+        for (whole, part) in self.cross.iter_mut().zip(&part.cross) {
+            for (w, p) in whole.iter_mut().zip(part) {
+                tensors::write_rows(w, at, p)?;
+            }
+        }
+        Ok(())
+    }
+
     /// `last_hidden_state` as `[rows, len, width]` `f32` data on the host, and `width`.
     pub fn hidden_states(&self) -> Result<(Vec<f32>, usize)> {
         let (shape, data) = tensors::to_host_f32(&self.hidden)?;

@@ -151,6 +151,7 @@ impl Model {
         let provider = enc.provider;
         let provider_notes = enc.skipped_providers.clone();
         let mut encoder = Encoder::new(&enc_path, enc.session)?;
+        encoder.limit_tokens_per_run(opts.encoder_batch_tokens);
         let encoder_cross = encoder.cross_layers() > 0;
         let (layout, layout_note) = choose_layout(dir, &opts.layout, tensorrt_first, encoder_cross)?;
         let (heads, head_dim) = (config.decoder_heads, config.head_dim);
@@ -240,7 +241,8 @@ impl Model {
         let (opened, growth) = open_measured(&path, &session_options, &[])?;
         let provider = opened.provider;
         let provider_notes = opened.skipped_providers.clone();
-        let encoder = Encoder::new(&path, opened.session)?;
+        let mut encoder = Encoder::new(&path, opened.session)?;
+        encoder.limit_tokens_per_run(OpenOptions::parse(options).encoder_batch_tokens);
         let footprint = GraphFootprint { rss_growth_bytes: growth, ..GraphFootprint::on_disk(&path) };
         Ok(Self {
             dir: dir.to_path_buf(),

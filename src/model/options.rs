@@ -13,6 +13,7 @@ pub static MODEL_OPTION_SPECS: &[Spec] = &[
     Spec { key: "intra_op_spinning", kind: Kind::Bool, check: any, default: None, help: "let ONNX Runtime's threads spin between operators (default true: lower latency, more CPU)" },
     Spec { key: "memory_arena", kind: Kind::Bool, check: any, default: None, help: "ONNX Runtime's CPU memory arena (default false: blocks go back to the allocator; true: the arena keeps them, which peaked up to 530 MiB higher in the benchmarks, at a speed within their noise)" },
     Spec { key: "memory_pattern", kind: Kind::Bool, check: any, default: None, help: "plan allocations from the first run's shapes (default true)" },
+    Spec { key: "encoder_batch_tokens", kind: Kind::Int, check: |v| check::int_in(v, 0, 1 << 30), default: Some("1024"), help: "most tokens (inputs x the longest input) one encoder run takes on the CPU: a larger batch runs in parts of whole inputs, copied into one output, so its attention scores (inputs x heads x length^2) exist for one part at a time (bench/RESULTS.md: a beam-4 batch of 8 x 512 tokens peaked ~100 MiB lower, its encoder ~10% faster); 0 = the whole batch in one run" },
     Spec { key: "prepacking", kind: Kind::Bool, check: any, default: None, help: "prepack weights for faster MatMul (default true; false: less memory)" },
     Spec { key: "scheduling", kind: Kind::Str, check: |v| check::one_of(v, &["continuous", "off"]), default: Some("continuous"), help: "how concurrent generate calls of the C API share the model: continuous (one scheduler thread decodes every request's rows, a step at a time, requests joining and leaving at step boundaries) or off (each call decodes alone on its own thread)" },
     Spec { key: "max_batch_rows", kind: Kind::Int, check: |v| check::int_in(v, 1, 4096), default: Some("32"), help: "[scheduling] most decoder rows (inputs x beams) one decoder run serves: requests start, and batches merge, up to it" },
@@ -64,6 +65,7 @@ pub struct OpenOptions {
     pub trt_max_input_tokens: Option<usize>,
     pub trt_max_new_tokens: usize,
     pub memory_budget_mb: Option<u64>,
+    pub encoder_batch_tokens: usize,
 }
 
 /// The table's default of `key` (a model option with a fixed default).
@@ -90,6 +92,7 @@ impl OpenOptions {
             trt_max_input_tokens: options.int("trt_max_input_tokens").map(|v| v as usize),
             trt_max_new_tokens: option_int(options, "trt_max_new_tokens").max(1) as usize,
             memory_budget_mb: options.int("memory_budget_mb").map(|mb| mb as u64),
+            encoder_batch_tokens: option_int(options, "encoder_batch_tokens").max(0) as usize,
         }
     }
 

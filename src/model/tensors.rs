@@ -154,6 +154,48 @@ fn gather_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static
     Ok(gathered)
 }
 
+/// A host tensor shaped as `value` but with `rows` rows (first dimension), allocated by ONNX
+/// Runtime; its contents are what [`write_rows`] puts there.
+pub fn with_rows(value: &DynTensor, rows: usize) -> Result<DynTensor> {
+    let mut dims: Vec<i64> = value.shape().iter().copied().collect();
+    let row_len = dims.iter().skip(1).try_fold(1usize, |a, &d| a.checked_mul(d.max(0) as usize));
+    let fits = row_len.and_then(|n| n.checked_mul(rows)).is_some_and(|n| n <= isize::MAX as usize / 8);
+    if dims.is_empty() || !fits {
+        return Err(Error::OverBudget(format!("{rows} rows of a tensor shaped {dims:?}")));
+    }
+    dims[0] = rows as i64;
+    Ok(DynTensor::new(&Allocator::default(), *value.data_type(), dims)?)
+}
+
+/// Rows `at..` of `whole` (on the host) become `part`'s rows (same element type, same shape but
+/// for the first dimension).
+pub fn write_rows(whole: &mut DynTensor, at: usize, part: &DynTensor) -> Result<()> {
+    match *whole.data_type() {
+        TensorElementType::Float32 => write_rows_typed::<f32>(whole, at, part),
+        TensorElementType::Float16 => write_rows_typed::<f16>(whole, at, part),
+        TensorElementType::Bfloat16 => write_rows_typed::<bf16>(whole, at, part),
+        other => Err(Error::Internal(format!("cannot write rows of a {other:?} tensor"))),
+    }
+}
+
+fn write_rows_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(
+    whole: &mut DynTensor,
+    at: usize,
+    part: &DynTensor,
+) -> Result<()> {
+    let host = on_host(part)?;
+    let view = host.view().into_dyn();
+    let (part_shape, data) = view.try_extract_tensor::<T>()?;
+    let (shape, out) = whole.try_extract_tensor_mut::<T>()?;
+    let rows = part_shape.first().copied().unwrap_or(0) as usize;
+    let row_len = out.len().checked_div(shape.first().copied().unwrap_or(0) as usize).unwrap_or(0);
+    if shape.len() != part_shape.len() || shape[1..] != part_shape[1..] || (at + rows) * row_len > out.len() {
+        return Err(Error::Internal(format!("rows {at}.. of a {shape:?} tensor cannot take a {part_shape:?} one")));
+    }
+    out[at * row_len..(at + rows) * row_len].copy_from_slice(data);
+    Ok(())
+}
+
 /// The tensors (same element type, same shape but for the first dimension and `axis`) stacked
 /// along the first dimension, each placed in a window of `len` along `axis`: at its end
 /// (`at_end`, left padding) or at its start, zeros elsewhere. On the host.

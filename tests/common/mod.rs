@@ -118,11 +118,16 @@ fn variant(name: &str, tag: &str, swaps: &[(&str, &str)]) -> PathBuf {
 /// the with-past decoder takes a self-attention mask (`with_decoder_mask`); `with_past+share`:
 /// that mask, and beams share the cross-attention cache (`with_shared_cross`); `with_past+fuse`: that,
 /// with the self-attention fused (`with_fused_attention`); `with_past+inplace`: that, appending the
-/// self-attention cache in place (`with_in_place_cache`).
+/// self-attention cache in place (`with_in_place_cache`). A trailing `+parts` runs the encoder one
+/// input at a time (`encoder_batch_tokens=1`), each part copied into one output.
 pub fn open(name: &str, layout: &str) -> duet::Model {
     init_ort();
     let mut options = duet::new_model_options();
     let (layout, bound) = layout.split_once('/').map_or((layout, false), |(l, b)| (l, b == "bound"));
+    let (layout, parts) = layout.strip_suffix("+parts").map_or((layout, false), |l| (l, true));
+    if parts {
+        options.set_int("encoder_batch_tokens", 1).unwrap();
+    }
     let (layout, in_place) = layout.strip_suffix("+inplace").map_or((layout, false), |l| (l, true));
     let (layout, fused) = layout.strip_suffix("+fuse").map_or((layout, false), |l| (l, true));
     let (layout, shared) = layout.strip_suffix("+share").map_or((layout, false), |l| (l, true));
