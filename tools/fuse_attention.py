@@ -33,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import graph_rewrite  # noqa: E402
+
 GRAPH = "decoder_with_past_model.onnx"
 MS_DOMAIN = "com.microsoft"
 TOLERANCE = 1e-4
@@ -363,12 +366,7 @@ def feeds_for(session, rows, past, rng, padded):
 
 def check(original, fused, seed=0):
     """Max relative difference of every output; exits when the graphs disagree."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    a = ort.InferenceSession(str(original), opts, providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(str(fused), opts, providers=["CPUExecutionProvider"])
+    a, b = graph_rewrite.cpu_sessions(original, fused)
     rng = np.random.default_rng(seed)
     worst = 0.0
     for rows, past, padded in ((1, 0, False), (2, 5, False), (3, 9, True), (1, 1, False)):
@@ -430,9 +428,6 @@ def apply(model_dir, graph=GRAPH, out=None, run_check=True):
 
 
 def main():
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import graph_rewrite
-
     graph_rewrite.run_cli(__doc__, apply, "not fused")
 
 

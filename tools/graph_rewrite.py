@@ -39,6 +39,15 @@ def rewrite_file(model_dir, graph, out, run_check, rewrite, check, refused, not_
     return note
 
 
+def cpu_sessions(*paths):
+    """Quiet ONNX Runtime CPU sessions of the graphs at `paths`, for a rewrite's check."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in paths]
+
+
 def run_cli(doc, apply_fn, not_done, default_graph=GRAPH):
     """MODEL_DIR [--graph FILE] [--out FILE] [--check]; exits 1 when the rewrite was refused."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -182,12 +182,7 @@ def share(model):
 
 def check(original, shared, seed=0):
     """Max |difference| of every output over k = 1, 2, 3; exits when the graphs disagree."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    a = ort.InferenceSession(str(original), opts, providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(str(shared), opts, providers=["CPUExecutionProvider"])
+    a, b = graph_rewrite.cpu_sessions(original, shared)
     if any("bfloat16" in i.type for i in a.get_inputs()):
         raise SystemExit(f"{shared}: bfloat16 inputs cannot be made with numpy to check it")
     rng = np.random.default_rng(seed)

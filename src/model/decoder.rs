@@ -418,8 +418,8 @@ impl Decoder {
 
 impl Decoder {
     /// Makes `cache` in-place buffers with room for `width` more positions (allocated on the first
-    /// step, copied into when they came from elsewhere, doubled when full); the `past_sequence_length`
-    /// input for the step.
+    /// step, copied into when they came from elsewhere, doubled when full: `KvCache::reserve_in_place`
+    /// keeps buffers that are large enough); the `past_sequence_length` input for the step.
     fn reserve_in_place(&self, cache: &mut KvCache, rows: usize, width: usize) -> Result<DynTensor> {
         if cache.self_attention.is_empty() {
             let empty = tensors::empty(self.cache.dtype, &[rows, self.cache.heads, 0, self.cache.head_dim])?;
@@ -428,11 +428,8 @@ impl Decoder {
         }
         let past = cache.self_len();
         let needed = past + width;
-        if cache.in_place.is_none() || cache.self_capacity() < needed {
-            let capacity =
-                buffer_capacity(needed).ok_or_else(|| Error::OverBudget(format!("a self-attention cache of {needed} positions")))?;
-            cache.reserve_in_place(capacity)?;
-        }
+        let capacity = buffer_capacity(needed).ok_or_else(|| Error::OverBudget(format!("a self-attention cache of {needed} positions")))?;
+        cache.reserve_in_place(capacity)?;
         Ok(Tensor::from_array(([1usize], vec![past as i64]))?.upcast())
     }
 }

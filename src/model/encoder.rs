@@ -108,7 +108,7 @@ impl Encoder {
         if parts.len() == 0 {
             return Ok(first);
         }
-        let mut whole = first.allocate_like(inputs.len(), padded_feed(inputs, len, pad_token_id).1)?;
+        let mut whole = first.allocate_like(inputs.len(), padding_mask(inputs, len))?;
         let mut at = 0;
         for part in std::iter::once(Ok(first)).chain(parts.map(|part| self.run_part(part, len, pad_token_id))) {
             let part = part?;
@@ -120,7 +120,13 @@ impl Encoder {
 
     fn run_part(&self, inputs: &[Vec<u32>], len: usize, pad_token_id: u32) -> Result<EncoderOutput> {
         let rows = inputs.len();
-        let (ids, mask) = padded_feed(inputs, len, pad_token_id);
+        let mut ids = vec![pad_token_id as i64; rows * len];
+        for (r, input) in inputs.iter().enumerate() {
+            for (c, &id) in input.iter().enumerate() {
+                ids[r * len + c] = id as i64;
+            }
+        }
+        let mask = padding_mask(inputs, len);
         let ids = Tensor::from_array(([rows, len], ids))?.upcast();
         let mask = Tensor::from_array(([rows, len], mask))?.upcast();
         let token_types = if self.token_types { Some(Tensor::from_array(([rows, len], vec![0i64; rows * len]))?.upcast()) } else { None };
@@ -151,17 +157,9 @@ impl Encoder {
     }
 }
 
-/// Token ids and attention mask `[rows, len]`, each input at the start of its row.
-fn padded_feed(inputs: &[Vec<u32>], len: usize, pad_token_id: u32) -> (Vec<i64>, Vec<i64>) {
-    let mut ids = vec![pad_token_id as i64; inputs.len() * len];
-    let mut mask = vec![0i64; inputs.len() * len];
-    for (r, input) in inputs.iter().enumerate() {
-        for (c, &id) in input.iter().enumerate() {
-            ids[r * len + c] = id as i64;
-            mask[r * len + c] = 1;
-        }
-    }
-    (ids, mask)
+/// The attention mask `[rows, len]` of inputs each at the start of its row: 1 on their tokens.
+fn padding_mask(inputs: &[Vec<u32>], len: usize) -> Vec<i64> {
+    inputs.iter().flat_map(|input| (0..len).map(move |c| i64::from(c < input.len()))).collect()
 }
 
 impl EncoderOutput {

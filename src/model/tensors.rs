@@ -145,8 +145,8 @@ fn gather_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static
     }
     let mut dims: Vec<i64> = shape.iter().copied().collect();
     dims[0] = index.len() as i64;
-    // Allocated by ONNX Runtime, so that a graph may write into it (an in-place cache buffer).
-    let mut gathered = DynTensor::new(&Allocator::default(), *value.data_type(), dims)?;
+    // An in-place cache buffer stays one a graph may write into.
+    let mut gathered = allocated_on_host(*value.data_type(), dims)?;
     let (_, out) = gathered.try_extract_tensor_mut::<T>()?;
     for (i, &r) in index.iter().enumerate() {
         out[i * row_len..(i + 1) * row_len].copy_from_slice(&data[r * row_len..(r + 1) * row_len]);
@@ -158,13 +158,24 @@ fn gather_typed<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static
 /// Runtime; its contents are what [`write_rows`] puts there.
 pub fn with_rows(value: &DynTensor, rows: usize) -> Result<DynTensor> {
     let mut dims: Vec<i64> = value.shape().iter().copied().collect();
-    let row_len = dims.iter().skip(1).try_fold(1usize, |a, &d| a.checked_mul(d.max(0) as usize));
-    let fits = row_len.and_then(|n| n.checked_mul(rows)).is_some_and(|n| n <= isize::MAX as usize / 8);
-    if dims.is_empty() || !fits {
-        return Err(Error::OverBudget(format!("{rows} rows of a tensor shaped {dims:?}")));
+    let Some(first) = dims.first_mut() else { return Err(Error::Internal("rows of a scalar".into())) };
+    *first = rows as i64;
+    allocated_on_host(*value.data_type(), dims)
+}
+
+/// A host tensor of `dims` that ONNX Runtime allocated, so that a graph may write into it
+/// (IoBinding binds only such tensors to outputs); refused when its size overflows.
+fn allocated_on_host(ty: TensorElementType, dims: Vec<i64>) -> Result<DynTensor> {
+    let element = match ty {
+        TensorElementType::Float16 | TensorElementType::Bfloat16 => 2,
+        TensorElementType::Float32 => 4,
+        _ => 8,
+    };
+    let elements = dims.iter().try_fold(1usize, |a, &d| usize::try_from(d).ok().and_then(|d| a.checked_mul(d)));
+    if elements.is_none_or(|n| n > isize::MAX as usize / element) {
+        return Err(Error::OverBudget(format!("a tensor of shape {dims:?}")));
     }
-    dims[0] = rows as i64;
-    Ok(DynTensor::new(&Allocator::default(), *value.data_type(), dims)?)
+    Ok(DynTensor::new(&Allocator::default(), ty, dims)?)
 }
 
 /// Rows `at..` of `whole` (on the host) become `part`'s rows (same element type, same shape but
@@ -316,11 +327,8 @@ fn cache_buffer_typed<T: PrimitiveTensorElementType + Copy + Default + std::fmt:
     if used > own || used > capacity {
         return Err(Error::Internal(format!("{used} used positions of {own}, in a buffer of {capacity}")));
     }
-    let elements = [rows as usize, heads as usize, capacity, dim].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    if elements.is_none_or(|n| n > isize::MAX as usize / std::mem::size_of::<T>()) {
-        return Err(Error::OverBudget(format!("a cache buffer of {capacity} positions for shape {shape:?}")));
-    }
-    let mut buffer = DynTensor::new(&Allocator::default(), *value.data_type(), vec![rows, heads, capacity as i64, dim as i64])?;
+    let capacity_dim = i64::try_from(capacity).map_err(|_| Error::OverBudget(format!("a cache buffer of {capacity} positions")))?;
+    let mut buffer = allocated_on_host(*value.data_type(), vec![rows, heads, capacity_dim, dim as i64])?;
     let (_, out) = buffer.try_extract_tensor_mut::<T>()?;
     if capacity * dim == 0 {
         return Ok(buffer);
