@@ -28,8 +28,9 @@ fn open(relative: &str) -> Arc<Model> {
 
 static FP32: Lazy<Arc<Model>> = Lazy::new(|| open("models/debian-summarizer"));
 static INT8: Lazy<Arc<Model>> = Lazy::new(|| open("models/debian-summarizer-int8"));
-/// `export_model.py --quantize int8 --encoder-quantize dynamic` of the fp32 model (`make test` builds it).
-static INT8_DYNAMIC_ENCODER: Lazy<Arc<Model>> = Lazy::new(|| open("target/summarizer-int8-dynenc"));
+/// `export_model.py --quantize int8 --in-place-cache` of the fp32 model: MatMulNBits, weight-only (`make test`
+/// builds it).
+static INT8_NBITS_IN_PLACE: Lazy<Arc<Model>> = Lazy::new(|| open("target/summarizer-int8-nbits-inplace"));
 /// `export_model.py --in-place-cache` of the fp32 model (`make test` builds it).
 static IN_PLACE: Lazy<Arc<Model>> = Lazy::new(|| open("target/summarizer-inplace"));
 
@@ -137,9 +138,9 @@ fn mean_f1(summaries: &[String]) -> f64 {
 }
 
 /// A regression bound, not the quality target: on these 24 held-out inputs the model measured unigram
-/// F1 31.7 (lead-10: 32.7; int8: 32.0). A model whose decoder weights were lost or mixed up scores
-/// under 22 (the checkpoint of training step 300 did: 21.7). The quality figures themselves are
-/// bench/RESULTS.md's, over all 2,245 held-out pairs.
+/// F1 31.7 (lead-10: 32.7; the bundled int8, quantized dynamically: 30.2; MatMulNBits int8: 32.0). A
+/// model whose decoder weights were lost or mixed up scores under 22 (the checkpoint of training step
+/// 300 did: 21.7). The quality figures themselves are bench/RESULTS.md's, over all 2,245 held-out pairs.
 #[test]
 fn summaries_keep_their_measured_quality_on_held_out_descriptions() {
     let lead: Vec<String> = CASES.iter().map(|c| c.description.split_whitespace().take(10).collect::<Vec<_>>().join(" ")).collect();
@@ -151,11 +152,16 @@ fn summaries_keep_their_measured_quality_on_held_out_descriptions() {
     assert!((int8 - fp32).abs() < 0.03, "int8 {int8:.3} is more than 3 points from fp32 {fp32:.3}");
 }
 
+/// Weight-only int8 (MatMulNBits) stays close to fp32 token for token, with the cache appended in place too.
 #[test]
-fn int8_agrees_with_fp32_token_by_token() {
-    let (a, b) = (generate(&FP32, &greedy()), generate(&INT8, &greedy()));
+fn matmulnbits_int8_agrees_with_fp32_token_by_token() {
+    let model = &*INT8_NBITS_IN_PLACE;
+    let info = model.info_json();
+    assert_eq!(info["export"]["quantization"]["method"], "MatMulNBits", "{}", info["export"]);
+    assert_eq!(info["self_attention_cache_in_place"], true);
+    let (a, b) = (generate(&FP32, &greedy()), generate(model, &greedy()));
     let (agreement, identical) = greedy_agreement(&a, &b);
-    eprintln!("int8 vs fp32 greedy: token agreement {agreement:.3}, {identical}/{} identical", a.len());
+    eprintln!("MatMulNBits int8 vs fp32 greedy: token agreement {agreement:.3}, {identical}/{} identical", a.len());
     // measured 0.879 (19/24 identical) on an AVX2 machine; int8 kernels differ between instruction sets
     assert!(agreement >= 0.80, "token agreement {agreement:.3}");
 }
@@ -171,27 +177,29 @@ fn greedy_agreement(a: &[duet::GenerationOutput], b: &[duet::GenerationOutput]) 
     (same as f64 / total as f64, identical)
 }
 
-/// The opt-in int8 export whose encoder is ONNX Runtime's dynamic quantization (MatMulInteger): it must
-/// say so, run in duet, and keep the summaries' quality (bench/RESULTS.md: ROUGE-L 0.26 below fp32 on
-/// 300 held-out pairs, greedy token agreement 0.646 where MatMulNBits int8 has 0.882).
+/// The bundled int8 variant quantizes every graph dynamically (MatMulInteger: int8 weights per channel,
+/// activations per tensor at run time): it must say so and keep the summaries' quality. It agrees with
+/// fp32 less closely than MatMulNBits does (bench/RESULTS.md, 2,245 held-out pairs: greedy token
+/// agreement 0.596 against 0.866) at the same ROUGE-L (24.0 against fp32's 23.9).
 #[test]
-fn int8_with_a_dynamically_quantized_encoder_still_summarizes() {
-    let model = &*INT8_DYNAMIC_ENCODER;
-    let info = model.info_json();
-    assert_eq!(info["export"]["quantization"]["encoder"]["op"], "MatMulInteger", "{}", info["export"]);
-    let fp32 = generate(&FP32, &greedy());
-    let dynamic = generate(model, &greedy());
-    let (agreement, identical) = greedy_agreement(&fp32, &dynamic);
+fn bundled_int8_is_quantized_dynamically_in_every_graph_and_still_summarizes() {
+    let info = INT8.info_json();
+    for graphs in ["encoder", "decoders"] {
+        assert_eq!(info["export"]["quantization"][graphs]["op"], "MatMulInteger", "{graphs}: {}", info["export"]);
+    }
+    let (fp32, int8) = (generate(&FP32, &greedy()), generate(&INT8, &greedy()));
+    let (agreement, identical) = greedy_agreement(&fp32, &int8);
     let texts = |outs: &[duet::GenerationOutput]| outs.iter().map(|o| o.sequences[0].text.clone()).collect::<Vec<_>>();
-    let (f1_fp32, f1_dynamic) = (mean_f1(&texts(&fp32)), mean_f1(&texts(&dynamic)));
+    let (f1_fp32, f1_int8) = (mean_f1(&texts(&fp32)), mean_f1(&texts(&int8)));
     eprintln!(
-        "dynamic-encoder int8 vs fp32 greedy: agreement {agreement:.3}, {identical}/{} identical; unigram F1 {:.1} vs {:.1}",
+        "dynamic int8 vs fp32 greedy: agreement {agreement:.3}, {identical}/{} identical; unigram F1 {:.1} vs {:.1}",
         fp32.len(),
-        100.0 * f1_dynamic,
+        100.0 * f1_int8,
         100.0 * f1_fp32
     );
+    // measured 0.535 (8/24 identical) and unigram F1 27.1 against 29.1 on an AVX2 machine
     assert!(agreement >= 0.45, "token agreement {agreement:.3}");
-    assert!((f1_dynamic - f1_fp32).abs() < 0.04, "unigram F1 {f1_dynamic:.3} is more than 4 points from fp32 {f1_fp32:.3}");
+    assert!((f1_int8 - f1_fp32).abs() < 0.04, "unigram F1 {f1_int8:.3} is more than 4 points from fp32 {f1_fp32:.3}");
 }
 
 #[test]

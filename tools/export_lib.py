@@ -192,7 +192,9 @@ def quantize_dynamic_int8(out, f):
             onnx.save_model(model, str(src), save_as_external_data=True, location="src.onnx_data")
             quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul"], use_external_data_format=True,
-                             extra_options={"MatMulConstBOnly": True})
+                             extra_options={"MatMulConstBOnly": True,
+                                            # contrib ops (a fused decoder's attention) give shape inference no type
+                                            "DefaultTensorType": onnx.TensorProto.FLOAT})
             quantized = onnx.load(str(dst))
     finally:
         root.setLevel(level)

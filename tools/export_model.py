@@ -3,7 +3,7 @@
 
     python tools/export_model.py MODEL_ID_OR_DIR OUT [--opset 18] [--no-merged]
                                  [--fuse] [--in-place-cache] [--optimize] [--quantize int8|int4 [--block-size 32]]
-                                 [--encoder-quantize nbits|dynamic]
+                                 [--encoder-quantize nbits|dynamic] [--decoder-quantize nbits|dynamic]
 
 MODEL_ID_OR_DIR is a hub id (needs network), a local checkpoint directory, or an earlier export made
 by this script (then its graphs are copied and only --optimize/--quantize are applied). OUT receives,
@@ -29,7 +29,9 @@ self-attention cache in place: buffers with room to grow instead of a Concat cop
 per layer and step (tools/in_place_cache.py; checked against the fused graph). The with-past decoder
 then takes `past_sequence_length`, and duet binds each present to its past.
 --encoder-quantize dynamic (with --quantize int8) quantizes the encoder with ONNX Runtime's dynamic
-quantization instead (MatMulInteger, integer GEMMs over its batch x tokens rows).
+quantization instead (MatMulInteger, integer GEMMs over its batch x tokens rows); --decoder-quantize
+dynamic does the same for the decoders (the tied LM head included): integer GEMMs over the step's rows,
+faster than MatMulNBits at every batch on a CPU without VNNI (bench/RESULTS.md), coarser activations.
 --optimize applies ONNX Runtime's transformer fusions (t5/bart) to each split graph, keeping a graph
 unchanged where they fail or move an output by more than 1e-3. --quantize makes the MatMul weights
 (a tied LM head included) blockwise int8/int4, asymmetric unless --symmetric (MatMulNBits,
@@ -247,6 +249,10 @@ def main():
                          "dynamic = ONNX Runtime's dynamic quantization (MatMulInteger: int8 weights per channel, "
                          "uint8 activations per tensor), integer GEMMs over batch x tokens rows: a 2-2.6x faster "
                          "encoder on an AVX-512 VNNI CPU, at lower agreement with fp32 (bench/RESULTS.md)")
+    ap.add_argument("--decoder-quantize", choices=["nbits", "dynamic"], default="nbits",
+                    help="with --quantize int8, how the decoders are quantized: nbits (default) = MatMulNBits; dynamic = "
+                         "ONNX Runtime's dynamic quantization (MatMulInteger, the LM head included): integer GEMMs over "
+                         "the step's rows, faster at every batch on an AVX2 CPU, coarser activations (bench/RESULTS.md)")
     ap.add_argument("--no-share-cross-cache", action="store_true",
                     help="keep one cross-attention cache row per decoder row (default: the beams of one input share "
                          "one, tools/share_cross_cache.py)")
@@ -264,8 +270,9 @@ def main():
     if args.dtype != "fp32" and args.quantize:
         ap.error("--dtype fp16/bf16 and --quantize do not combine: MatMulNBits here is the CPU path, half precision "
                  "the GPU one")
-    if args.encoder_quantize == "dynamic" and args.quantize != "int8":
-        ap.error("--encoder-quantize dynamic goes with --quantize int8 (MatMulInteger has no 4-bit form)")
+    if "dynamic" in (args.encoder_quantize, args.decoder_quantize) and args.quantize != "int8":
+        ap.error("--encoder-quantize/--decoder-quantize dynamic go with --quantize int8 (MatMulInteger has no 4-bit "
+                 "form)")
     out, src = Path(args.out), Path(args.model)
     source, base = args.model, None
     if src.is_dir() and (src / SPLIT[0]).exists():  # an earlier export: transform a copy of it
@@ -287,16 +294,18 @@ def main():
             graphs["optimize"] = lib.optimize(out, config)
         if args.quantize:
             bits = {"int8": 8, "int4": 4}[args.quantize]
+            dynamic = {"encoder": args.encoder_quantize == "dynamic", "decoders": args.decoder_quantize == "dynamic"}
+            dynamic_graphs = [f for f in SPLIT if dynamic["encoder" if f == lib.ENCODER else "decoders"]]
+            nbits_graphs = [f for f in SPLIT if f not in dynamic_graphs]
             quant = {"method": "MatMulNBits", "bits": bits, "block_size": args.block_size, "symmetric": args.symmetric,
-                     "accuracy_level": args.accuracy_level}
-            dynamic_encoder = args.encoder_quantize == "dynamic"
-            nbits_graphs = [f for f in SPLIT if not (dynamic_encoder and f == lib.ENCODER)]
+                     "accuracy_level": args.accuracy_level} if nbits_graphs else {"method": "dynamic", "bits": 8}
             graphs["quantize"] = lib.quantize(out, bits, args.block_size, args.accuracy_level, args.symmetric,
                                               nbits_graphs)
-            if dynamic_encoder:
-                quant["encoder"] = {"method": "dynamic", "op": "MatMulInteger", "weights": "int8 per output channel",
-                                    "activations": "uint8 per tensor, at run time"}
-                graphs["quantize"][lib.ENCODER] = lib.quantize_dynamic_int8(out, lib.ENCODER)
+            for part in (k for k, on in dynamic.items() if on):
+                quant[part] = {"method": "dynamic", "op": "MatMulInteger", "weights": "int8 per output channel",
+                               "activations": "uint8 per tensor, at run time"}
+            for f in dynamic_graphs:
+                graphs["quantize"][f] = lib.quantize_dynamic_int8(out, f)
         if args.dtype != "fp32":
             graphs["precision"] = lib.convert_precision(out, args.dtype, config)
         if (out / MERGED).exists():

@@ -15,6 +15,8 @@ OUT_DIR receives:
     int8-dynenc/ int8 with the encoder quantized dynamically (--encoder-quantize dynamic: MatMulInteger,
                  integer GEMMs over batch x tokens rows)
     int8-inplace/, int8-dynenc-inplace/  int8 and int8-dynenc with --in-place-cache
+    int8-dyn-inplace/  every graph quantized dynamically (--encoder-quantize dynamic --decoder-quantize
+                 dynamic: MatMulInteger, the LM head included), with --in-place-cache
     int4/        fp32 with --quantize int4 --block-size 32
     ct2-fp32/    CTranslate2 conversion of pt/ (float32)
     ct2-int8/    CTranslate2 conversion of pt/ (--quantization int8)
@@ -48,6 +50,8 @@ VARIANTS = {  # name -> export_model.py arguments, applied to the fp32 export (f
     "int8-inplace": ["--quantize", "int8", "--block-size", "32", "--in-place-cache"],
     "int8-dynenc-inplace": ["--quantize", "int8", "--block-size", "32", "--encoder-quantize", "dynamic",
                             "--in-place-cache"],
+    "int8-dyn-inplace": ["--quantize", "int8", "--encoder-quantize", "dynamic", "--decoder-quantize", "dynamic",
+                         "--in-place-cache"],
     "int4": ["--quantize", "int4", "--block-size", "32"],
     "fp32-rowcache": ["--no-share-cross-cache"],
 }

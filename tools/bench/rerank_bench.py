@@ -33,8 +33,8 @@ import benchlib  # noqa: E402
 
 START, END = "<!-- rerank-bench:start -->", "<!-- rerank-bench:end -->"
 PASSAGES, PASSAGE_WORDS, QUERY_WORDS, BATCH = 100, 127, 8, 8
-SYSTEMS = [("duet", "fp32"), ("duet", "int8"), ("duet", "int8-dynenc"), ("ct2", "fp32"), ("ct2", "int8"),
-           ("transformers", "fp32")]
+SYSTEMS = [("duet", "fp32"), ("duet", "int8"), ("duet", "int8-dynenc"), ("duet", "int8-dyn-inplace"), ("ct2", "fp32"),
+           ("ct2", "int8"), ("transformers", "fp32")]
 
 
 def workload(models):

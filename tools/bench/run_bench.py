@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 NEW_TOKENS = 64
 ONNX_VARIANTS = ["fp32", "fp32-opt", "fp32-fused", "fp32-inplace", "int8", "int8-inplace", "int8-dynenc",
-                 "int8-dynenc-inplace", "int4"]
+                 "int8-dynenc-inplace", "int8-dyn-inplace", "int4"]
 CT2_VARIANTS = ["fp32", "int8"]
 NOISE = 0.10  # the machine's noise floor (GUIDE.md section 8)
 
@@ -100,6 +100,17 @@ def run_one(c, env, timeout):
 # --------------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------------
+
+def describe_quantization(q):
+    """An export's duet_export.json `quantization`, in words."""
+    if not q:
+        return "float32"
+    parts = [f"{q['bits']}-bit MatMulNBits, block {q['block_size']}, accuracy_level {q['accuracy_level']}"
+             ] if q["method"] == "MatMulNBits" else []
+    parts += [f"{graphs} dynamic int8 (MatMulInteger)" for graphs in ("encoder", "decoders") if q.get(graphs)]
+    return ", ".join(parts)
+
+
 def machine():
     info = {"cpu": platform.processor() or "?", "cores": os.cpu_count(), "flags": []}
     try:
@@ -282,8 +293,7 @@ def write_report(path, args, models, configs, rows, errors, started, elapsed, en
            "max_decoding_length=1 call minus one step). Peak RSS = the process's VmHWM.", "",
            "Variants (ONNX, `tools/export_model.py`): " + "; ".join(
                f"{n}: {'optimized ' if mf.get('optimized') else ''}"
-               f"{'{bits}-bit MatMulNBits, block {block_size}, accuracy_level {accuracy_level}'.format(**mf['quantization']) if mf.get('quantization') else 'float32'}"
-               f"{', encoder dynamic int8 (MatMulInteger)' if (mf.get('quantization') or {}).get('encoder') else ''}"
+               f"{describe_quantization(mf.get('quantization'))}"
                f"{', token agreement ' + str(mf['token_agreement']) if mf.get('token_agreement') is not None else ''}"
                for n, mf in manifests.items()) + ".", "",
            "## Results", "",

@@ -9,9 +9,10 @@ description's synopsis is the reference. ROUGE-1/2/L F-measure (Google's rouge-s
 x100, mean over examples) of:
   - lead-10: the description's first ten words (the baseline the model has to beat);
   - duet fp32 with the model's generation_config (beam 4, no_repeat_ngram_size 3), and greedy;
-  - duet int8 (the bundled variant), int8 with a dynamically quantized encoder (--encoder-quantize
-    dynamic: MatMulInteger) and int4 (tools/export_model.py of the fp32 model, made here under --work),
-    same decoding;
+  - duet int8 (the bundled variant: every graph quantized dynamically, MatMulInteger), int8-nbits
+    (weight-only MatMulNBits, export_model.py's default int8), int8-dynenc (MatMulNBits decoders, the
+    encoder quantized dynamically) and int4 (tools/export_model.py of the fp32 model, made here under
+    --work), same decoding;
   - CTranslate2 int8 on the same checkpoint (ct2-transformers-converter of the transformers checkpoint
     that tools/pack_summarizer.py rebuilds), beam 4, no_repeat_ngram_size 3;
   - transformers (PyTorch fp32), the reference, on the first --reference-limit examples: how many of
@@ -48,6 +49,7 @@ START, END = "<!-- summarizer-bench:start -->", "<!-- summarizer-bench:end -->"
 THREADS = 2
 LEAD_WORDS = 10
 EXAMPLES_QUOTED = 10
+QUANTIZED = ("int8", "int8-nbits", "int8-dynenc", "int4")
 
 
 def log(msg):
@@ -174,12 +176,14 @@ def main():
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     model_dir, int8_dir, int4_dir = Path(args.model).resolve(), Path(args.model_int8).resolve(), work / "int4"
-    dynenc_dir = work / "int8-dynenc"
+    dynenc_dir, nbits_dir = work / "int8-dynenc", work / "int8-nbits"
     py = sys.executable
     ensure([py, ROOT / "tools" / "export_model.py", model_dir, int4_dir, "--quantize", "int4", "--no-merged"],
            int4_dir / "duet_export.json")
     ensure([py, ROOT / "tools" / "export_model.py", model_dir, dynenc_dir, "--quantize", "int8", "--no-merged",
             "--encoder-quantize", "dynamic"], dynenc_dir / "duet_export.json")
+    ensure([py, ROOT / "tools" / "export_model.py", model_dir, nbits_dir, "--quantize", "int8", "--no-merged"],
+           nbits_dir / "duet_export.json")
     checkpoint = work / "checkpoint"
     ensure([py, ROOT / "tools" / "pack_summarizer.py", "checkpoint", args.pack, args.wheel, checkpoint],
            checkpoint / "model.safetensors")
@@ -200,8 +204,10 @@ def main():
 
     systems[f"lead-{LEAD_WORDS}"] = [" ".join(t.split()[:LEAD_WORDS]) for t in texts]
     runs = {"duet fp32": (model_dir, {}), "duet fp32 greedy": (model_dir, {"num_beams": 1, "no_repeat_ngram_size": 0}),
-            "duet int8": (int8_dir, {}), "duet int8-dynenc": (dynenc_dir, {}), "duet int4": (int4_dir, {}),
+            "duet int8": (int8_dir, {}), "duet int8-nbits": (nbits_dir, {}), "duet int8-dynenc": (dynenc_dir, {}),
+            "duet int4": (int4_dir, {}),
             "duet int8 greedy": (int8_dir, {"num_beams": 1, "no_repeat_ngram_size": 0}),
+            "duet int8-nbits greedy": (nbits_dir, {"num_beams": 1, "no_repeat_ngram_size": 0}),
             "duet int8-dynenc greedy": (dynenc_dir, {"num_beams": 1, "no_repeat_ngram_size": 0}),
             "duet int4 greedy": (int4_dir, {"num_beams": 1, "no_repeat_ngram_size": 0})}
     for name, (d, params) in runs.items():
@@ -226,7 +232,7 @@ def main():
                     "examples_per_s": speed.get(name)})
 
     start, eos = gen["decoder_start_token_id"], gen["eos_token_id"]
-    variants = ("int8", "int8-dynenc", "int4")
+    variants = QUANTIZED
     greedy = {k: [strip_special(t, start, eos) for t in outputs[f"duet {k} greedy"]] for k in ("fp32", *variants)}
     beams = {k: [strip_special(t, start, eos) for t in outputs[f"duet {k}"]] for k in ("fp32", *variants)}
     agree = {}
@@ -268,7 +274,9 @@ def render(started, mach, counts, n, scores, speed, agree, diff, n_ref, same_as_
              f"Decoding: the model's generation_config (beam {gen['num_beams']}, no_repeat_ngram_size "
              f"{gen['no_repeat_ngram_size']}, max_length {gen['max_length']}) unless the row says greedy. ROUGE F-measure x100 "
              "(rouge-score, Porter stemmer). Quality figures are deterministic (same model, same inputs); the examples/s "
-             "column is one pass on a shared 2-core machine, for context only.", "",
+             "column is one pass on a shared 2-core machine, for context only. Variants: int8 = the bundled one, every "
+             "graph quantized dynamically (MatMulInteger); int8-nbits = MatMulNBits, weight-only (block 32); int8-dynenc = "
+             "MatMulNBits decoders with a dynamically quantized encoder.", "",
              "| system | ROUGE-1 | ROUGE-2 | ROUGE-L | vs lead-10 (ROUGE-L) | examples/s |", "|---|---:|---:|---:|---:|---:|"]
     base = scores[lead]["rougeL"].mean()
     for name, s in scores.items():
@@ -282,7 +290,7 @@ def render(started, mach, counts, n, scores, speed, agree, diff, n_ref, same_as_
               f"(int8 - fp32 = {scores['duet int8']['rougeL'].mean() - fp:+.2f}, paired bootstrap 95% "
               f"[{diff['int8'][0]:+.2f}, {diff['int8'][1]:+.2f}]; " + "; ".join(
                   f"{k} - fp32 = {scores[f'duet {k}']['rougeL'].mean() - fp:+.2f}, [{diff[k][0]:+.2f}, {diff[k][1]:+.2f}]"
-                  for k in ("int8-dynenc", "int4")) + ").", "",
+                  for k in QUANTIZED[1:]) + ").", "",
               "Quantization agreement on this model (the same inputs, fp32 as reference; token agreement = tokens before the "
               "first divergence / tokens; identical = whole outputs equal):", "",
               "| variant | greedy token agreement | greedy identical | beam-4 token agreement | beam-4 identical |",

@@ -6,7 +6,7 @@
 
 - summarize: beam 4, 512 input tokens, exactly 128 new tokens (EOS suppressed: a random model would stop
   anywhere), batch 1 and 8. duet fp32, int8, int8-dynenc (int8 with a dynamically quantized encoder), each
-  also with --in-place-cache (`-inplace`: the self-attention cache appended in place), `fp32-rowcache` (the same export with a cross-attention
+  also with --in-place-cache, int8-dyn-inplace (every graph quantized dynamically, in place) (`-inplace`: the self-attention cache appended in place), `fp32-rowcache` (the same export with a cross-attention
   cache row per beam: what duet ran before tools/share_cross_cache.py) and `fp32-arena` (fp32 with
   ONNX Runtime's CPU arena, the default before), CTranslate2 float32 (plain and
   with CT2_USE_EXPERIMENTAL_PACKED_GEMM=1) and int8, transformers float32 (batch 1, one timed run: it
@@ -57,7 +57,8 @@ def configurations(args, models):
         s = SUMMARIZE
         for b in s["batches"]:
             shape = {"beams": s["beams"], "new_tokens": s["new_tokens"], "input_tokens": 512}
-            for v in ("fp32", "fp32-inplace", "fp32-rowcache", "int8", "int8-inplace", "int8-dynenc", "int8-dynenc-inplace"):
+            for v in ("fp32", "fp32-inplace", "fp32-rowcache", "int8", "int8-inplace", "int8-dynenc", "int8-dynenc-inplace",
+                      "int8-dyn-inplace"):
                 if args.duet and (models / v / "encoder_model.onnx").exists():
                     out.append(cfg("summarize", "duet", v, b, duet(v, s["input"], s["new_tokens"], b, s["beams"]), **shape))
             if args.duet:
@@ -126,7 +127,7 @@ def summarize_targets(s):
                        default=None)
         best_ct2 = "fp32-packed" if ct2_fp32 is get("ct2", "fp32-packed", b) else "fp32"
         for v, factor in (("fp32", 1.3), ("fp32-inplace", 1.3), ("int8", 2.0), ("int8-inplace", 2.0), ("int8-dynenc", 2.0),
-                          ("int8-dynenc-inplace", 2.0)):
+                          ("int8-dynenc-inplace", 2.0), ("int8-dyn-inplace", 2.0)):
             if v != "fp32" and v != "int8" and not get("duet", v, b):
                 continue
             verdict, text = rb.ratio_check(get("duet", v, b), ct2_fp32, factor)
