@@ -162,7 +162,8 @@ fn matmulnbits_int8_agrees_with_fp32_token_by_token() {
     let (a, b) = (generate(&FP32, &greedy()), generate(model, &greedy()));
     let (agreement, identical) = greedy_agreement(&a, &b);
     eprintln!("MatMulNBits int8 vs fp32 greedy: token agreement {agreement:.3}, {identical}/{} identical", a.len());
-    // measured 0.879 (19/24 identical) on an AVX2 machine; int8 kernels differ between instruction sets
+    // measured 0.887 (20/24 identical) in place, 0.879 (19/24) without, on an AVX2 machine; int8 kernels
+    // differ between instruction sets
     assert!(agreement >= 0.80, "token agreement {agreement:.3}");
 }
 
