@@ -27,6 +27,7 @@ Writes a section between <!-- summarizer-bench:start --> and <!-- summarizer-ben
 """
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import subprocess
@@ -89,6 +90,18 @@ def run_duet(duet, model_dir, texts, **params):
         for g in model.generate(texts[i:i + 16], truncate_input=True, **params):
             outs.append(g)
     return outs, time.perf_counter() - t0
+
+
+def model_tag(model_dir):
+    """A short digest of a model directory's graphs and weights (names, sizes, manifest): the decoded-outputs
+    cache belongs to one model, and a variant rebuilt another way (the bundled int8 changed format) misses it."""
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).iterdir()):
+        if f.suffix in (".onnx", ".onnx_data") or f.name == "duet_export.json":
+            h.update(f"{f.name}:{f.stat().st_size}\n".encode())
+            if f.name == "duet_export.json" or f.suffix == ".onnx":
+                h.update(f.read_bytes())
+    return h.hexdigest()[:10]
 
 
 def ensure(cmd, marker):
@@ -211,7 +224,7 @@ def main():
             "duet int8-dynenc greedy": (dynenc_dir, {"num_beams": 1, "no_repeat_ngram_size": 0}),
             "duet int4 greedy": (int4_dir, {"num_beams": 1, "no_repeat_ngram_size": 0})}
     for name, (d, params) in runs.items():
-        cache = work / f"outputs-{name.replace(' ', '-')}-{len(texts)}.json"
+        cache = work / f"outputs-{name.replace(' ', '-')}-{len(texts)}-{model_tag(d)}.json"
         if cache.exists():  # a rerun after a failure later on reuses what was decoded (same model, same inputs)
             saved = json.loads(cache.read_text())
             systems[name], outputs[name], speed[name] = saved["texts"], saved["tokens"], saved["examples_per_s"]
