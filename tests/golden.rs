@@ -139,9 +139,6 @@ fn in_place_cache_matches_transformers() {
     run_all("with_past+inplace/bound");
 }
 
-/// The beams of an input keep one cross-attention row between them while they decode, and rows
-/// of different sharing stack at the sharing they have in common; the fixtures' own with-past
-/// decoder keeps a row per beam.
 /// The encoder run one input at a time (`encoder_batch_tokens=1`), each part copied into one
 /// output: the batched cases decode as one run over the whole batch does.
 #[test]
@@ -151,6 +148,9 @@ fn encoder_run_in_parts_matches_transformers() {
     run_all("with_past+inplace+parts");
 }
 
+/// The beams of an input keep one cross-attention row between them while they decode, and rows
+/// of different sharing stack at the sharing they have in common; the fixtures' own with-past
+/// decoder keeps a row per beam.
 #[test]
 fn beams_read_one_cross_attention_row_per_input() {
     let shared = common::shared("t5-tiny", "with_past+share");
